@@ -1,0 +1,31 @@
+"""Typed errors raised at the edges of the store.
+
+Every user-facing error names where the problem is, so the CLI can print one line:
+``path:line: field: message``.
+"""
+from __future__ import annotations
+
+
+class PairlabError(Exception):
+    """Base class of errors a user can act on (the CLI prints them without a traceback)."""
+
+
+class InputError(PairlabError):
+    """Bad input: a file, its line (1-based, or None) and the field at fault."""
+
+    def __init__(self, path: str, line: int | None, field: str, message: str):
+        self.path, self.line, self.field, self.message = path, line, field, message
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {field}: {message}")
+
+
+class WorkspaceError(PairlabError):
+    """A workspace that is missing, already exists, or is inconsistent."""
+
+
+class NotFoundError(PairlabError):
+    """A named object (user, pair, job, model version) does not exist."""
+
+
+class PermissionDenied(PairlabError):
+    """The acting user's role does not allow the action."""
