@@ -1,0 +1,281 @@
+"""The ``pairlab`` command line (DESIGN §8).
+
+Every error a user can cause prints one line naming the file, line or field and exits non-zero;
+``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from storage.errors import PairlabError
+
+log = logging.getLogger("pairlab")
+
+EXIT_USER_ERROR = 2
+EXIT_NOT_BUILT = 3
+STRATEGIES = ("ascmr", "random", "entropy", "bald", "coreset", "badge", "inter")
+EXPORT_FORMATS = ("jsonl", "csv", "coco", "label-studio", "npz")
+IMPORT_FORMATS = ("manifest", "coco", "wiki", "features")
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".json", "label-studio": ".json", "npz": ".npz"}
+
+
+class NotBuiltYet(PairlabError):
+    """A CLI verb whose engine has not landed yet."""
+
+
+def _progress_bar(description: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar fed by ``(done, total)`` callbacks, and a function that closes it."""
+    bar = tqdm(desc=description, unit="item", disable=None, file=sys.stderr)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _split_names(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+# --- verbs -----------------------------------------------------------------------------------
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from storage.store import init_workspace
+
+    labels = _split_names(args.labels)
+    if args.labels_file:
+        path = Path(args.labels_file)
+        if not path.is_file():
+            raise PairlabError(f"{path}: --labels-file not found")
+        labels += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    store = init_workspace(args.workspace, labels=labels or None, database_url=args.db)
+    log.info("created workspace %s (%d labels, database %s)", store.root, len(labels), store.workspace.database_url)
+    return 0
+
+
+def _guess_format(source: Path) -> str:
+    if source.is_dir():
+        if (source / "categories.list").is_file():
+            return "wiki"
+        if (source / "annotations").is_dir():
+            return "coco"
+    elif source.suffix.lower() in (".jsonl", ".csv"):
+        return "manifest"
+    elif source.suffix.lower() in (".npz", ".mat"):
+        return "features"
+    elif source.name.startswith("captions_") and source.suffix == ".json":
+        return "coco"
+    raise PairlabError(f"{source}: cannot tell the format; give --format ({', '.join(IMPORT_FORMATS)})")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from storage.importers import import_source
+    from storage.store import open_store
+
+    store = open_store(args.workspace)
+    source = Path(args.source)
+    if not source.exists():
+        raise PairlabError(f"{source}: not found")
+    fmt = args.format or _guess_format(source)
+    update, close = _progress_bar(f"import {source.name}")
+    try:
+        report = import_source(store, source, fmt, split=args.split, add_labels=args.add_labels,
+                               allow_absolute=args.allow_absolute, progress=update)
+    finally:
+        close()
+    log.info("imported %d pairs (%d already present, %d with labels)%s", report.added, report.skipped,
+             report.labelled, f"; new labels: {', '.join(report.labels_added)}" if report.labels_added else "")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from app.services import run_selection
+    from storage.store import open_store
+    from storage.users import get_user
+
+    store = open_store(args.workspace)
+    with store.db.read() as s:
+        actor = get_user(s, args.user)
+    report = run_selection(store, strategy=args.strategy, budget=args.budget, actor=actor,
+                           assign=_split_names(args.assign), overlap=args.overlap, seed=args.seed)
+    log.info("round %d: %s selected %d pairs, %d annotation slots queued", report.round_number, report.strategy,
+             report.selected, report.queued_slots)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from storage.exporters import export_workspace
+    from storage.store import open_store
+
+    store = open_store(args.workspace)
+    out = Path(args.out) if args.out else store.workspace.subdir("exports") / f"pairlab{EXPORT_SUFFIX[args.format]}"
+    update, close = _progress_bar(f"export {args.format}")
+    try:
+        report = export_workspace(store, args.format, out, progress=update)
+    finally:
+        close()
+    log.info("wrote %d rows to %s", report.rows, report.path)
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from storage.store import open_store
+    from storage.users import add_user
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise PairlabError("password: the two entries differ")
+    else:
+        raise PairlabError("password: give --password-stdin when standard input is not a terminal")
+    store = open_store(args.workspace)
+    with store.db.write() as s:
+        user = add_user(s, args.name, args.role, password)
+    log.info("added %s (%s)", user.name, user.role)
+    return 0
+
+
+def not_built(verb: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(_args: argparse.Namespace) -> int:
+        raise NotBuiltYet(f"'pairlab {verb}' is not built yet ({issue}); nothing was done")
+
+    return handler
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import build_demo_workspace
+
+    store = build_demo_workspace(Path(args.workspace))
+    log.info("demo workspace ready at %s; the browser workbench is not built yet, so nothing is served", store.root)
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    parser = argparse.ArgumentParser(prog="pairlab", parents=[common],
+                                     description="Active-learning annotation workbench for image-text pairs.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = verb("init", cmd_init, "create a workspace")
+    p.add_argument("workspace")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--labels", help="comma-separated label vocabulary")
+    labels.add_argument("--labels-file", help="a file with one label per line")
+    p.add_argument("--db", help="SQLAlchemy database URL (default: sqlite file in the workspace)")
+
+    p = verb("import", cmd_import, "import pairs from a manifest, COCO, Wikipedia lists or a features file")
+    p.add_argument("workspace")
+    p.add_argument("source")
+    p.add_argument("--format", choices=IMPORT_FORMATS, help="default: guessed from the source")
+    p.add_argument("--split", choices=("pool", "train", "val", "test"), help="split for rows that give none")
+    p.add_argument("--add-labels", action="store_true", help="add unknown labels to the vocabulary")
+    p.add_argument("--allow-absolute", action="store_true", help="allow absolute image paths outside the manifest folder")
+
+    p = verb("encode", not_built("encode", "the learner issue"), "compute image and text features")
+    p.add_argument("workspace")
+    p.add_argument("--image-encoder")
+    p.add_argument("--text-encoder")
+
+    p = verb("train", not_built("train", "the learner issue"), "train a new model version")
+    p.add_argument("workspace")
+    p.add_argument("--from-scratch", action="store_true")
+    p.add_argument("--epochs", type=int)
+
+    p = verb("select", cmd_select, "select pairs for annotation and queue them")
+    p.add_argument("workspace")
+    p.add_argument("--strategy", choices=STRATEGIES, default="ascmr")
+    p.add_argument("--budget", type=int, required=True)
+    p.add_argument("--assign", help="comma-separated annotators to deal the pairs to")
+    p.add_argument("--overlap", type=int, help="annotators per pair (default: the workspace's [annotation].overlap)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--user", default="system", help="acting operator (default: the CLI's system user)")
+
+    p = verb("evaluate", not_built("evaluate", "the learner issue"), "print retrieval metrics as JSON")
+    p.add_argument("workspace")
+    p.add_argument("--split", default="test")
+
+    p = verb("simulate", not_built("simulate", "the selection issue"), "replay active learning with an oracle")
+    p.add_argument("source")
+    p.add_argument("--format", choices=IMPORT_FORMATS)
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--initial", type=float, default=0.01)
+    p.add_argument("--budget", type=float, default=0.01)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", required=True)
+
+    p = verb("export", cmd_export, "export the workspace")
+    p.add_argument("workspace")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
+    p.add_argument("--out", help="output file (default: WS/exports/pairlab.<ext>)")
+
+    p = verb("user", None, "manage users")
+    user_verbs = p.add_subparsers(dest="user_verb", required=True, metavar="ACTION")
+    p = user_verbs.add_parser("add", parents=[common], help="add a user")
+    p.set_defaults(handler=cmd_user_add)
+    p.add_argument("workspace")
+    p.add_argument("name")
+    p.add_argument("--role", choices=("annotator", "reviewer", "operator"), required=True)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    p = verb("serve", not_built("serve", "the workbench issue"), "serve the browser workbench and its worker")
+    p.add_argument("workspace")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+
+    p = verb("worker", not_built("worker", "the workbench issue"), "run background jobs")
+    p.add_argument("workspace")
+
+    p = verb("demo", cmd_demo, "build the sample workspace and serve it")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--workspace", default="demo-workspace", help="where to build it (default: ./demo-workspace)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.handler(args)
+    except NotBuiltYet as exc:
+        print(f"pairlab: {exc}", file=sys.stderr)
+        return EXIT_NOT_BUILT
+    except PairlabError as exc:
+        if debug:
+            raise
+        print(f"pairlab: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("pairlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if debug:
+            raise
+        print(f"pairlab: internal error: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

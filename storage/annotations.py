@@ -1,0 +1,177 @@
+"""Append-only annotation events and the current label derived from them.
+
+Rules for the current label of a pair (DESIGN §2):
+- undone events are ignored (an ``undo`` event retracts the event it names);
+- the latest ``adjudicate`` event, if any, is final;
+- otherwise each annotator's latest ``submit`` (or ``import``) counts once; with one annotator that
+  is the label, with several a label is in when a strict majority chose it, and a tie on any label
+  or on the caption verdict marks the pair for review.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.errors import NotFoundError, PairlabError
+from storage.models import EVENT_KINDS, VERDICTS, Event, Pair, User
+from storage.vocabulary import label_names
+
+LABELLING_KINDS = ("submit", "import")
+UNDOABLE_KINDS = ("submit", "skip", "flag", "adjudicate")
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """The fields of an event that label derivation needs."""
+
+    id: int
+    user: str
+    kind: str
+    labels: tuple[str, ...] | None
+    verdict: str | None
+    undoes_id: int | None
+    created_at: datetime
+    round_id: int | None = None
+
+
+@dataclass(frozen=True)
+class CurrentLabel:
+    """The derived state of one pair.
+
+    labels: the consensus label names, or None while nobody has labelled the pair.
+    status: ``unlabelled``, ``labelled``, ``conflict`` (tie among annotators) or ``adjudicated``.
+    agreement: mean per-label share of annotators who agree with the consensus (None below 2 annotators).
+    """
+
+    pair_id: int
+    labels: tuple[str, ...] | None
+    status: str
+    verdict: str | None
+    annotators: tuple[str, ...]
+    agreement: float | None
+    flagged: bool
+    comments: tuple[str, ...]
+    last_event_at: datetime | None
+    last_round_id: int | None
+
+    @property
+    def needs_review(self) -> bool:
+        if self.status == "adjudicated":
+            return False
+        return self.status == "conflict" or self.flagged or self.verdict == "mismatch"
+
+
+def derive_label(pair_id: int, events: Sequence[EventRow], comments: Sequence[str] = ()) -> CurrentLabel:
+    """The current label of one pair from its events in id order (pure function)."""
+    undone = {e.undoes_id for e in events if e.kind == "undo"}
+    live = [e for e in events if e.id not in undone and e.kind != "undo"]
+    flagged = any(e.kind == "flag" for e in live)
+    last = live[-1] if live else None
+    common = dict(pair_id=pair_id, flagged=flagged, comments=tuple(comments),
+                  last_event_at=last.created_at if last else None, last_round_id=last.round_id if last else None)
+    adjudications = [e for e in live if e.kind == "adjudicate"]
+    if adjudications:
+        final = adjudications[-1]
+        return CurrentLabel(labels=final.labels, status="adjudicated", verdict=final.verdict,
+                            annotators=(final.user,), agreement=None, **common)
+    latest: dict[str, EventRow] = {}
+    for e in live:
+        if e.kind in LABELLING_KINDS:
+            latest[e.user] = e
+    if not latest:
+        return CurrentLabel(labels=None, status="unlabelled", verdict=None, annotators=(),
+                            agreement=None, **common)
+    votes = list(latest.values())
+    labels, agreement, label_tie = _majority([set(v.labels or ()) for v in votes])
+    verdict, verdict_tie = _majority_verdict([v.verdict for v in votes])
+    status = "conflict" if label_tie or verdict_tie else "labelled"
+    return CurrentLabel(labels=labels, status=status, verdict=verdict, annotators=tuple(latest),
+                        agreement=agreement, **common)
+
+
+def _majority(sets: list[set[str]]) -> tuple[tuple[str, ...], float | None, bool]:
+    n = len(sets)
+    union = sorted(set().union(*sets))
+    counts = {name: sum(name in s for s in sets) for name in union}
+    chosen = tuple(name for name in union if 2 * counts[name] > n)
+    tie = any(2 * c == n for c in counts.values())
+    if n < 2:
+        return chosen, None, False
+    agreement = 1.0 if not union else sum(max(c, n - c) for c in counts.values()) / (n * len(union))
+    return chosen, agreement, tie
+
+
+def _majority_verdict(verdicts: list[str | None]) -> tuple[str | None, bool]:
+    given = [v for v in verdicts if v is not None]
+    if not given:
+        return None, False
+    ranked = sorted(((given.count(v), v) for v in set(given)), reverse=True)
+    tie = len(ranked) > 1 and ranked[0][0] == ranked[1][0]
+    return ranked[0][1], tie
+
+
+def record_event(session: Session, *, pair_id: int, user_id: int, kind: str, labels: Iterable[str] | None = None,
+                 verdict: str | None = None, comment: str | None = None, round_id: int | None = None,
+                 undoes_id: int | None = None) -> Event:
+    """Append one event after checking kind, verdict and labels against the vocabulary."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"event kind {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
+    if verdict is not None and verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r}; allowed: {', '.join(VERDICTS)}")
+    if session.get(Pair, pair_id) is None:
+        raise NotFoundError(f"pair {pair_id} does not exist")
+    clean = None
+    if labels is not None:
+        vocabulary = set(label_names(session))
+        clean = sorted(set(labels))
+        unknown = [name for name in clean if name not in vocabulary]
+        if unknown:
+            raise PairlabError(f"labels: unknown label {unknown[0]!r} (not in the workspace vocabulary)")
+    event = Event(pair_id=pair_id, user_id=user_id, kind=kind, labels=clean, verdict=verdict,
+                  comment=comment or None, round_id=round_id, undoes_id=undoes_id)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def last_undoable_event(session: Session, user_id: int) -> Event | None:
+    """The user's latest submit/skip/flag/adjudicate event that is not undone yet."""
+    undone = select(Event.undoes_id).where(Event.kind == "undo", Event.undoes_id.is_not(None))
+    return session.scalar(
+        select(Event)
+        .where(Event.user_id == user_id, Event.kind.in_(UNDOABLE_KINDS), Event.id.not_in(undone))
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
+
+
+def _rows(session: Session, pair_ids: Iterable[int] | None) -> Iterator[tuple[int, EventRow, str | None]]:
+    query = (select(Event.pair_id, Event.id, User.name, Event.kind, Event.labels, Event.verdict, Event.undoes_id,
+                    Event.created_at, Event.round_id, Event.comment)
+             .join(User, User.id == Event.user_id)
+             .order_by(Event.pair_id, Event.id))
+    if pair_ids is not None:
+        query = query.where(Event.pair_id.in_(list(pair_ids)))
+    for pid, eid, user, kind, labels, verdict, undoes, created, round_id, comment in \
+            session.execute(query.execution_options(yield_per=2000)):
+        row = EventRow(eid, user, kind, None if labels is None else tuple(labels), verdict, undoes, created, round_id)
+        yield pid, row, comment
+
+
+def current_labels(session: Session, pair_ids: Iterable[int] | None = None) -> Iterator[CurrentLabel]:
+    """Stream the derived labels of the pairs that have events, in pair-id order."""
+    for pid, group in groupby(_rows(session, pair_ids), key=lambda r: r[0]):
+        rows = list(group)
+        undone = {r[1].undoes_id for r in rows if r[1].kind == "undo"}
+        comments = [c for _, e, c in rows if c and e.id not in undone]
+        yield derive_label(pid, [r[1] for r in rows], comments)
+
+
+def current_label(session: Session, pair_id: int) -> CurrentLabel:
+    found = next(current_labels(session, [pair_id]), None)
+    return found or derive_label(pair_id, [])

@@ -1,0 +1,94 @@
+"""Background jobs in the database: queued → running → done | failed, with progress and a message.
+
+Pages enqueue; ``pairlab worker`` claims one job at a time and reports progress, so no heavy work
+runs in a page's script thread (DESIGN §7).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from storage.errors import NotFoundError
+from storage.models import Job, utcnow
+
+JOB_KINDS = ("encode", "train", "select", "export")
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: int
+    kind: str
+    status: str
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    progress: float
+    message: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed")
+
+
+def _view(job: Job) -> JobView:
+    return JobView(job.id, job.kind, job.status, dict(job.params or {}), job.result, job.progress, job.message,
+                   job.created_at, job.started_at, job.finished_at)
+
+
+def enqueue(session: Session, kind: str, params: dict[str, Any], created_by: int | None = None) -> JobView:
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r}; allowed: {', '.join(JOB_KINDS)}")
+    job = Job(kind=kind, params=params, created_by=created_by, message="queued")
+    session.add(job)
+    session.flush()
+    return _view(job)
+
+
+def claim_job(session: Session) -> JobView | None:
+    """Mark the oldest queued job running for this process (call inside a write transaction)."""
+    job = session.scalar(select(Job).where(Job.status == "queued").order_by(Job.id).limit(1))
+    if job is None:
+        return None
+    job.status, job.started_at, job.worker_pid, job.message = "running", utcnow(), os.getpid(), "started"
+    session.flush()
+    return _view(job)
+
+
+def report_progress(session: Session, job_id: int, progress: float, message: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id)
+                    .values(progress=min(max(progress, 0.0), 1.0), message=message[:1000]))
+
+
+def finish_job(session: Session, job_id: int, *, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    values = dict(finished_at=utcnow(), status="failed" if error else "done", result=result,
+                  message=error[:1000] if error else "done")
+    if not error:
+        values["progress"] = 1.0
+    session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def fail_orphaned_jobs(session: Session, live_pids: set[int]) -> int:
+    """Jobs left ``running`` by a worker that died are marked failed; returns how many."""
+    rows = session.scalars(select(Job).where(Job.status == "running")).all()
+    orphaned = [j for j in rows if j.worker_pid not in live_pids]
+    for job in orphaned:
+        job.status, job.finished_at, job.message = "failed", utcnow(), "worker stopped before the job finished"
+    return len(orphaned)
+
+
+def get_job(session: Session, job_id: int) -> JobView:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} does not exist")
+    return _view(job)
+
+
+def recent_jobs(session: Session, limit: int = 20) -> list[JobView]:
+    return [_view(j) for j in session.scalars(select(Job).order_by(Job.id.desc()).limit(limit))]

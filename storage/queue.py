@@ -1,0 +1,200 @@
+"""Rounds, selections and the annotation queue with leases.
+
+``create_round`` records a selection and queues each pair ``overlap`` times (one slot per annotator
+that should see it). ``claim_next`` hands an annotator one free slot atomically: under SQLite the
+write transaction starts with ``BEGIN IMMEDIATE``, so claims serialise; under Postgres the row is
+locked with ``FOR UPDATE SKIP LOCKED``. A lease that expires returns its slot to the queue.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from storage.annotations import last_undoable_event, record_event
+from storage.errors import NotFoundError, PairlabError
+from storage.models import Event, Pair, QueueItem, Round, Selection, User, utcnow
+
+
+@dataclass(frozen=True)
+class SelectedPair:
+    """One pair chosen by a strategy, with its score breakdown."""
+
+    pair_id: int
+    score: float
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased queue slot as the annotate page needs it."""
+
+    queue_item_id: int
+    pair_id: int
+    external_id: str
+    image_path: str
+    text: str
+    round_id: int
+    round_number: int
+    rank: int
+    explanation: dict[str, Any]
+    lease_expires_at: datetime
+
+
+def create_round(session: Session, *, strategy: str, selected: Sequence[SelectedPair], params: dict[str, Any],
+                 overlap: int = 1, assignees: Sequence[int] = (), model_version_id: int | None = None,
+                 created_by: int | None = None) -> Round:
+    """Record a round and queue its pairs.
+
+    overlap: distinct annotators per pair. assignees: user ids the slots are dealt to round-robin
+    (slot k of the r-th pair goes to ``assignees[(r + k) % len]``); empty means anyone may claim.
+    """
+    if overlap < 1:
+        raise ValueError("overlap must be >= 1")
+    if assignees and overlap > len(assignees):
+        raise PairlabError(f"overlap {overlap} needs at least {overlap} assigned annotators, got {len(assignees)}")
+    if len({s.pair_id for s in selected}) != len(selected):
+        raise ValueError("selected pairs must be distinct")
+    number = (session.scalar(select(func.max(Round.number))) or 0) + 1
+    rnd = Round(number=number, strategy=strategy, budget=len(selected), params=dict(params, overlap=overlap),
+                model_version_id=model_version_id, created_by=created_by)
+    session.add(rnd)
+    session.flush()
+    for rank, item in enumerate(selected):
+        sel = Selection(round_id=rnd.id, pair_id=item.pair_id, rank=rank, score=float(item.score),
+                        explanation=item.explanation)
+        session.add(sel)
+        session.flush()
+        for slot in range(overlap):
+            assignee = assignees[(rank + slot) % len(assignees)] if assignees else None
+            session.add(QueueItem(selection_id=sel.id, pair_id=item.pair_id, round_id=rnd.id,
+                                  priority=number * 1_000_000 + rank, slot=slot, assignee_id=assignee))
+    session.flush()
+    return rnd
+
+
+def _free_slot(now: datetime):
+    return and_(QueueItem.done_at.is_(None),
+                or_(QueueItem.leased_by.is_(None), QueueItem.lease_expires_at < now))
+
+
+def claim_next(session: Session, user_id: int, *, lease_minutes: float, for_update: bool = False) -> Claim | None:
+    """Lease the next free slot to ``user_id`` (or return the lease it already holds).
+
+    A user never gets two slots of the same pair, so overlap K means K distinct annotators.
+    Call inside ``Database.write()``; ``for_update`` adds ``SKIP LOCKED`` row locks for Postgres.
+    """
+    now = utcnow()
+    held = session.scalar(select(QueueItem).where(QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
+                                                  QueueItem.lease_expires_at >= now).order_by(QueueItem.priority))
+    if held is None:
+        mine = aliased(QueueItem)
+        seen_by_me = select(mine.id).where(mine.pair_id == QueueItem.pair_id, mine.id != QueueItem.id,
+                                           or_(mine.done_by == user_id,
+                                               and_(mine.leased_by == user_id, mine.done_at.is_(None),
+                                                    mine.lease_expires_at >= now))).exists()
+        skipped_by_me = select(Event.id).where(Event.pair_id == QueueItem.pair_id, Event.round_id == QueueItem.round_id,
+                                               Event.user_id == user_id, Event.kind == "skip").exists()
+        query = (select(QueueItem)
+                 .where(_free_slot(now), or_(QueueItem.assignee_id.is_(None), QueueItem.assignee_id == user_id),
+                        ~seen_by_me, ~skipped_by_me)
+                 .order_by(QueueItem.priority, QueueItem.slot)
+                 .limit(1))
+        if for_update:
+            query = query.with_for_update(skip_locked=True)
+        held = session.scalar(query)
+        if held is None:
+            return None
+    held.leased_by = user_id
+    held.lease_expires_at = now + timedelta(minutes=lease_minutes)
+    session.flush()
+    return _claim_view(session, held)
+
+
+def _claim_view(session: Session, item: QueueItem) -> Claim:
+    pair = session.get(Pair, item.pair_id)
+    sel = session.get(Selection, item.selection_id)
+    rnd = session.get(Round, item.round_id)
+    return Claim(queue_item_id=item.id, pair_id=pair.id, external_id=pair.external_id, image_path=pair.image_path,
+                 text=pair.text, round_id=rnd.id, round_number=rnd.number, rank=sel.rank,
+                 explanation=dict(sel.explanation or {}), lease_expires_at=item.lease_expires_at)
+
+
+def submit(session: Session, user_id: int, queue_item_id: int, *, kind: str = "submit",
+           labels: Sequence[str] | None = None, verdict: str | None = None, comment: str | None = None) -> Event:
+    """Record the annotator's event for a claimed slot and close the slot for them.
+
+    The event is always kept, even when the lease expired and another annotator took the slot
+    meanwhile (nothing typed is lost); then that annotator's lease stays valid. ``kind`` is
+    ``submit``, ``skip`` or ``flag``; a skip hands the slot back to the queue for someone else.
+    """
+    if kind not in ("submit", "skip", "flag"):
+        raise ValueError(f"kind {kind!r}; allowed: submit, skip, flag")
+    item = session.get(QueueItem, queue_item_id)
+    if item is None:
+        raise NotFoundError(f"queue item {queue_item_id} does not exist")
+    event = record_event(session, pair_id=item.pair_id, user_id=user_id, kind=kind,
+                         labels=None if kind == "skip" else labels, verdict=verdict, comment=comment,
+                         round_id=item.round_id)
+    if item.done_at is None and item.leased_by in (user_id, None):
+        if kind == "skip":
+            item.leased_by, item.lease_expires_at = None, None
+        else:
+            item.leased_by, item.done_by, item.done_at = user_id, user_id, utcnow()
+    session.flush()
+    return event
+
+
+def undo_last(session: Session, user_id: int, *, lease_minutes: float) -> Event | None:
+    """Retract the user's latest submit/skip/flag with an ``undo`` event and lease its slot back to them."""
+    target = last_undoable_event(session, user_id)
+    if target is None:
+        return None
+    undo = record_event(session, pair_id=target.pair_id, user_id=user_id, kind="undo", round_id=target.round_id,
+                        undoes_id=target.id)
+    if target.round_id is None:
+        return undo
+    now = utcnow()
+    same_pair = and_(QueueItem.pair_id == target.pair_id, QueueItem.round_id == target.round_id)
+    slot = session.scalar(select(QueueItem).where(same_pair, QueueItem.done_by == user_id))
+    if slot is None:  # an undone skip: take back a free slot of that pair, if one is left
+        slot = session.scalar(select(QueueItem).where(same_pair, _free_slot(now)).order_by(QueueItem.slot))
+    if slot is not None:
+        session.execute(update(QueueItem).where(QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
+                                                QueueItem.id != slot.id)
+                        .values(leased_by=None, lease_expires_at=None))
+        slot.done_by, slot.done_at = None, None
+        slot.leased_by, slot.lease_expires_at = user_id, now + timedelta(minutes=lease_minutes)
+    session.flush()
+    return undo
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    open_slots: int
+    leased_slots: int
+    done_slots: int
+
+
+def queue_stats(session: Session, user_id: int | None = None) -> QueueStats:
+    """Counts over all slots, or over the slots a user may take."""
+    now = utcnow()
+    base = select(func.count(QueueItem.id))
+    if user_id is not None:
+        base = base.where(or_(QueueItem.assignee_id.is_(None), QueueItem.assignee_id == user_id))
+    done = session.scalar(base.where(QueueItem.done_at.is_not(None)))
+    leased = session.scalar(base.where(QueueItem.done_at.is_(None), QueueItem.leased_by.is_not(None),
+                                       QueueItem.lease_expires_at >= now))
+    total = session.scalar(base)
+    return QueueStats(open_slots=total - done - leased, leased_slots=leased, done_slots=done)
+
+
+def user_id_by_name(session: Session, name: str) -> int:
+    uid = session.scalar(select(User.id).where(User.name == name))
+    if uid is None:
+        raise NotFoundError(f"user {name!r} does not exist (add it with 'pairlab user add')")
+    return uid
