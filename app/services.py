@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
-from storage.annotations import current_labels
 from storage.errors import PairlabError
-from storage.models import Pair, Selection
+from storage.models import Event, Pair, Selection
 from storage.queue import SelectedPair, create_round
 from storage.store import Store
 from storage.users import UserInfo, get_user, require
 
 SELECTABLE_SPLITS = ("pool", "train")
+HUMAN_LABEL_KINDS = ("submit", "adjudicate")
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,18 @@ class RoundReport:
 
 
 def selectable_pair_ids(store: Store) -> np.ndarray:
-    """Pairs of the pool/train splits that have no label yet and were never selected: (n,) int64, sorted."""
+    """Pool/train pairs that no person has annotated and no round has selected: (n,) int64, sorted.
+
+    Labels given at import do not exclude a pair: a person may still be asked to check it, and a
+    disagreement with the imported labels sends the pair to review.
+    """
+    annotated = select(Event.pair_id).where(Event.kind.in_(HUMAN_LABEL_KINDS))
+    query = (select(Pair.id)
+             .where(Pair.split.in_(SELECTABLE_SPLITS), Pair.id.not_in(select(Selection.pair_id)),
+                    Pair.id.not_in(annotated))
+             .order_by(Pair.id))
     with store.db.read() as s:
-        candidates = set(s.scalars(select(Pair.id).where(Pair.split.in_(SELECTABLE_SPLITS))))
-        candidates -= set(s.scalars(select(Selection.pair_id)))
-        candidates -= {c.pair_id for c in current_labels(s) if c.labels is not None}
-    return np.array(sorted(candidates), dtype=np.int64)
+        return np.fromiter(s.scalars(query), dtype=np.int64)
 
 
 def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, assign: Sequence[str] = (),
@@ -43,7 +49,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
     overlap = overlap or store.workspace.config.annotation.overlap
     pool = selectable_pair_ids(store)
     if len(pool) == 0:
-        raise PairlabError("select: no unlabelled, unselected pairs left in the pool")
+        raise PairlabError("select: no pairs left in the pool that nobody annotated or selected")
     if budget > len(pool):
         raise PairlabError(f"--budget: {budget} exceeds the {len(pool)} selectable pairs")
     if strategy != "random":

@@ -82,11 +82,12 @@ def _free_slot(now: datetime):
                 or_(QueueItem.leased_by.is_(None), QueueItem.lease_expires_at < now))
 
 
-def claim_next(session: Session, user_id: int, *, lease_minutes: float, for_update: bool = False) -> Claim | None:
+def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim | None:
     """Lease the next free slot to ``user_id`` (or return the lease it already holds).
 
     A user never gets two slots of the same pair, so overlap K means K distinct annotators.
-    Call inside ``Database.write()``; ``for_update`` adds ``SKIP LOCKED`` row locks for Postgres.
+    Call inside ``Database.write()``. SQLite serialises writers (``BEGIN IMMEDIATE``); other databases
+    lock the chosen row with ``FOR UPDATE SKIP LOCKED`` so concurrent claims pass each other.
     """
     now = utcnow()
     held = session.scalar(select(QueueItem).where(QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
@@ -104,7 +105,7 @@ def claim_next(session: Session, user_id: int, *, lease_minutes: float, for_upda
                         ~seen_by_me, ~skipped_by_me)
                  .order_by(QueueItem.priority, QueueItem.slot)
                  .limit(1))
-        if for_update:
+        if session.get_bind().dialect.name != "sqlite":
             query = query.with_for_update(skip_locked=True)
         held = session.scalar(query)
         if held is None:

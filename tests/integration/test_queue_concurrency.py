@@ -1,7 +1,9 @@
-"""Real concurrent processes against one SQLite file: leases never double-book, no submission is lost."""
+"""Real concurrent processes against one database (a SQLite file, and PostgreSQL where its server is
+installed): leases never double-book, no submission is lost."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import Counter, defaultdict
 
 import pytest
@@ -11,6 +13,7 @@ from storage.models import Event, Pair, QueueItem
 from storage.queue import SelectedPair, claim_next, create_round, submit
 from storage.store import init_workspace, open_store
 from storage.users import add_user, get_user
+from tests.support.postgres import postgres_bin, postgres_server
 
 N_PAIRS = 150
 OVERLAP = 2
@@ -36,10 +39,23 @@ def _annotate_until_empty(root: str, name: str, out: mp.Queue) -> None:
     out.put((name, handed, submitted))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    if request.param == "sqlite":
+        yield None  # the workspace's own SQLite file
+        return
+    if postgres_bin() is None:
+        if os.environ.get("PAIRLAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL server binaries are missing but PAIRLAB_REQUIRE_POSTGRES=1")
+        pytest.skip("PostgreSQL server not installed (apt-get install postgresql); CI installs it")
+    with postgres_server() as url:
+        yield url
+
+
 @pytest.mark.slow
-def test_eight_processes_share_the_queue_without_double_leases_or_lost_events(tmp_path):
+def test_eight_processes_share_the_queue_without_double_leases_or_lost_events(tmp_path, database_url):
     root = tmp_path / "ws"
-    store = init_workspace(root, labels=["cat", "dog"])
+    store = init_workspace(root, labels=["cat", "dog"], database_url=database_url)
     names = [f"annotator{i}" for i in range(N_WORKERS)]
     with store.db.write() as s:
         for name in names:

@@ -1,0 +1,130 @@
+"""Queue semantics on a real SQLite file: overlap, assignment, expiry, skip, undo, late submissions."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from storage.annotations import current_label
+from storage.errors import PairlabError
+from storage.models import Event, Pair
+from storage.queue import SelectedPair, claim_next, create_round, queue_stats, submit, undo_last
+from storage.store import init_workspace
+from storage.users import add_user
+
+LEASE = 60.0
+
+
+@pytest.fixture()
+def store(tmp_path):
+    store = init_workspace(tmp_path / "ws", labels=["cat", "dog"])
+    with store.db.write() as s:
+        for name in ("ann", "bob", "cid"):
+            add_user(s, name, "annotator", "password123")
+        for i in range(4):
+            s.add(Pair(external_id=f"p{i}", image_path=f"/img/{i}.jpg", image_sha256="0" * 64, text=f"t{i}"))
+    yield store
+    store.close()
+
+
+def uid(store, name):
+    from storage.users import get_user
+
+    with store.db.read() as s:
+        return get_user(s, name).id
+
+
+def make_round(store, overlap=1, assignees=(), n=4):
+    with store.db.write() as s:
+        ids = list(s.scalars(select(Pair.id).order_by(Pair.id)))[:n]
+        create_round(s, strategy="random", selected=[SelectedPair(i, 1.0 - r / 10, {"rank": r}) for r, i in enumerate(ids)],
+                     params={}, overlap=overlap, assignees=assignees)
+    return ids
+
+
+def claim(store, name, lease=LEASE):
+    with store.db.write() as s:
+        return claim_next(s, uid(store, name), lease_minutes=lease)
+
+
+def test_claims_follow_rank_and_reclaim_returns_the_held_lease(store):
+    ids = make_round(store)
+    first = claim(store, "ann")
+    assert first.pair_id == ids[0] and first.explanation == {"rank": 0}
+    assert claim(store, "ann").queue_item_id == first.queue_item_id
+    assert claim(store, "bob").pair_id == ids[1]
+
+
+def test_overlap_gives_each_pair_to_distinct_annotators(store):
+    ids = make_round(store, overlap=2, n=1)
+    a, b = claim(store, "ann"), claim(store, "bob")
+    assert a.pair_id == b.pair_id == ids[0] and a.queue_item_id != b.queue_item_id
+    assert claim(store, "cid") is None
+    with store.db.write() as s:
+        submit(s, uid(store, "ann"), a.queue_item_id, labels=["cat"])
+    assert claim(store, "ann") is None  # never the second slot of a pair already done
+
+
+def test_assigned_slots_go_only_to_their_annotator(store):
+    ids = make_round(store, assignees=[uid(store, "bob")], n=2)
+    assert claim(store, "ann") is None
+    assert claim(store, "bob").pair_id == ids[0]
+
+
+def test_overlap_larger_than_assignees_is_refused(store):
+    with pytest.raises(PairlabError, match="overlap 2 needs at least 2"):
+        make_round(store, overlap=2, assignees=[uid(store, "bob")])
+
+
+def test_expired_lease_returns_to_the_queue_and_late_submission_is_kept(store):
+    make_round(store, n=1)
+    stale = claim(store, "ann", lease=0.001)  # 60 ms
+    time.sleep(0.2)
+    fresh = claim(store, "bob")
+    assert fresh is not None and fresh.queue_item_id == stale.queue_item_id
+    with store.db.write() as s:
+        submit(s, uid(store, "ann"), stale.queue_item_id, labels=["cat"])  # late: kept, slot stays bob's
+    with store.db.write() as s:
+        submit(s, uid(store, "bob"), fresh.queue_item_id, labels=["cat"])
+    with store.db.read() as s:
+        assert s.scalar(select(func.count(Event.id)).where(Event.kind == "submit")) == 2
+        assert current_label(s, stale.pair_id).annotators == ("ann", "bob")
+        assert queue_stats(s).done_slots == 1
+
+
+def test_skip_hands_the_pair_to_someone_else_not_back(store):
+    make_round(store, n=1)
+    got = claim(store, "ann")
+    with store.db.write() as s:
+        submit(s, uid(store, "ann"), got.queue_item_id, kind="skip")
+    assert claim(store, "ann") is None
+    assert claim(store, "bob").pair_id == got.pair_id
+
+
+def test_undo_retracts_the_last_submission_and_releases_its_slot_back(store):
+    ids = make_round(store, n=2)
+    first = claim(store, "ann")
+    with store.db.write() as s:
+        submit(s, uid(store, "ann"), first.queue_item_id, labels=["cat"])
+    second = claim(store, "ann")
+    assert second.pair_id == ids[1]
+    with store.db.write() as s:
+        undo = undo_last(s, uid(store, "ann"), lease_minutes=LEASE)
+        assert undo.kind == "undo"
+    with store.db.read() as s:
+        assert current_label(s, first.pair_id).labels is None
+        assert s.scalar(select(func.count(Event.id))) == 2  # nothing deleted
+    again = claim(store, "ann")
+    assert again.queue_item_id == first.queue_item_id  # the undone pair is back in the annotator's hands
+    assert claim(store, "bob").pair_id == ids[1]  # the lease ann held before is released
+
+
+def test_unknown_label_is_refused_and_nothing_written(store):
+    make_round(store, n=1)
+    got = claim(store, "ann")
+    with pytest.raises(PairlabError, match="unknown label 'zebra'"):
+        with store.db.write() as s:
+            submit(s, uid(store, "ann"), got.queue_item_id, labels=["zebra"])
+    with store.db.read() as s:
+        assert s.scalar(select(func.count(Event.id))) == 0
