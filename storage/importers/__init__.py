@@ -1,0 +1,64 @@
+"""Importers (DESIGN §2, §8 ``pairlab import``): manifest, coco, wiki and features.
+
+``import_source`` is all or nothing: every row is parsed and checked (images fully decoded) before one
+write transaction adds pairs, ``import`` events of the ``system`` user, new labels and precomputed
+feature sets. Re-importing identical pairs skips them; an id seen before with different content is an
+``InputError`` naming file, line and field. Format details live in each module's docstring.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from storage.errors import InputError
+from storage.importers.base import (FeatureSetInfo, ImportReport, ParsedSource, Progress, assign_ids, commit, labels_to_add,
+                                    verify_images)
+from storage.importers.coco import parse_coco
+from storage.importers.features import parse_features
+from storage.importers.manifest import parse_manifest
+from storage.importers.wiki import parse_wiki
+from storage.models import SPLITS
+from storage.store import Store
+from storage.vocabulary import label_names
+
+__all__ = ["FORMATS", "FeatureSetInfo", "ImportReport", "ParsedSource", "import_source", "parse_source"]
+
+FORMATS = ("manifest", "coco", "wiki", "features")
+log = logging.getLogger(__name__)
+
+
+def parse_source(source: Path, fmt: str, *, split: str | None = None, allow_absolute: bool = False) -> ParsedSource:
+    """Parse ``source`` without touching a workspace (images are not decoded yet); see ``import_source``."""
+    default_split = split or "pool"
+    if default_split not in SPLITS:
+        raise InputError(str(source), None, "split", f"{split!r} is not a split; allowed: {', '.join(SPLITS)}")
+    if fmt == "manifest":
+        return parse_manifest(source, split=default_split, allow_absolute=allow_absolute)
+    if fmt == "coco":
+        return parse_coco(source, split=default_split, allow_absolute=allow_absolute)
+    if fmt == "wiki":
+        return parse_wiki(source, allow_absolute=allow_absolute)
+    if fmt == "features":
+        return parse_features(source, split=default_split)
+    raise InputError(str(source), None, "format", f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+def import_source(store: Store, source: Path, fmt: str, *, split: str | None = None, add_labels: bool = False,
+                  allow_absolute: bool = False, progress: Progress | None = None) -> ImportReport:
+    """Import ``source`` in format ``fmt`` into ``store``; the workspace is unchanged on any error.
+
+    split: the default split of rows that name none (``pool`` when None); wiki uses its lists' splits.
+    add_labels: accept labels missing from a non-empty vocabulary (an empty vocabulary is always inferred).
+    allow_absolute: accept absolute image paths and paths outside the source's folder.
+    progress: called as ``progress(done, total)`` per row while images are verified.
+    """
+    source = Path(source)
+    parsed = parse_source(source, fmt, split=split, allow_absolute=allow_absolute)
+    if not parsed.rows:
+        raise InputError(str(source), None, "rows", "no pairs found")
+    with store.db.read() as session:
+        labels_to_add(parsed.rows, parsed.vocabulary, label_names(session), add_labels=add_labels)
+    log.info("verifying %d rows from %s", len(parsed.rows), source)
+    shas = verify_images(parsed.rows, store.workspace.config.imports.max_image_pixels, progress)
+    ids, keep = assign_ids(parsed.rows, shas)
+    return commit(store, parsed, shas, ids, keep, add_labels=add_labels)
