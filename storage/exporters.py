@@ -48,6 +48,7 @@ from storage.annotations import CurrentLabel, current_labels
 from storage.errors import InputError, NotFoundError
 from storage.importers.base import PRECOMPUTED
 from storage.importers.manifest import FORMULA_START
+from storage.features import ids_path
 from storage.models import Event, FeatureSet, Pair, Round, User
 from storage.store import Store
 from storage.vocabulary import label_names
@@ -302,16 +303,11 @@ def _feature_set(session, modality: str, encoder: str | None) -> FeatureSet:
     return found
 
 
-def _ids_path(feature_path: str) -> Path:
-    """The pair ids of a feature matrix ``X.npy`` live in ``X.ids.npy``."""
-    return Path(feature_path[:-len(".npy")] + ".ids.npy")
-
-
 def _write_npz(session, tmp: Path, progress: Progress | None, image_encoder: str | None,
                text_encoder: str | None) -> int:
     sets = {m: _feature_set(session, m, e) for m, e in (("image", image_encoder), ("text", text_encoder))}
     matrices = {m: np.load(fs.path, mmap_mode="r") for m, fs in sets.items()}  # (rows, D), memory-mapped
-    image_ids, text_ids = (np.load(_ids_path(fs.path)) for fs in sets.values())
+    image_ids, text_ids = (np.load(ids_path(fs.path)) for fs in sets.values())
     pair_ids, image_rows, text_rows = np.intersect1d(image_ids, text_ids, assume_unique=True, return_indices=True)
     n, names = len(pair_ids), label_names(session)
     width = max(1, session.scalar(select(func.max(func.length(Pair.external_id)))) or 1)

@@ -18,7 +18,6 @@ import hashlib
 import io
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import insert, select
 
 from storage.errors import InputError
+from storage.features import FeatureSetInfo, feature_paths, temporary_name
 from storage.models import SPLITS, Event, FeatureSet, Pair, User
 from storage.store import SYSTEM_USER, Store
 from storage.vocabulary import add_labels as add_vocabulary, clean_label, label_names
@@ -74,18 +74,6 @@ class ParsedSource:
     rows: list[SourceRow]
     vocabulary: list[str]
     features: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FeatureSetInfo:
-    """A registered feature matrix: ``path`` (.npy) and its ``.ids.npy`` of pair ids, ``rows`` x ``dim``."""
-
-    modality: str
-    encoder: str
-    path: str
-    ids_path: str
-    dim: int
-    rows: int
 
 
 @dataclass(frozen=True)
@@ -381,12 +369,6 @@ def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
     return list(session.scalars(insert(Pair).returning(Pair.id, sort_by_parameter_order=True), values))
 
 
-def feature_paths(features_dir: Path, modality: str, encoder: str) -> tuple[Path, Path]:
-    """``<encoder>-<modality>.npy`` and ``<encoder>-<modality>.ids.npy`` in the workspace's features folder."""
-    stem = f"{encoder.replace('/', '_').replace(':', '_')}-{modality}"
-    return features_dir / f"{stem}.npy", features_dir / f"{stem}.ids.npy"
-
-
 def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarray, pair_ids: np.ndarray,
                     renames: list[tuple[Path, Path]], source: str) -> FeatureSetInfo:
     """Write (or extend) the ``precomputed`` feature set of ``modality`` under temporary names."""
@@ -399,8 +381,7 @@ def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarr
             raise InputError(source, None, modality, f"has dim {matrix.shape[1]} but the workspace's precomputed "
                                                      f"{modality} features have dim {row.dim}")
         old_rows = row.rows
-    tag = uuid.uuid4().hex[:8]
-    tmp, tmp_ids = final.with_name(f".{final.name}.{tag}.tmp"), final_ids.with_name(f".{final_ids.name}.{tag}.tmp")
+    tmp, tmp_ids = temporary_name(final), temporary_name(final_ids)
     renames += [(tmp, final), (tmp_ids, final_ids)]
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(old_rows + len(matrix), matrix.shape[1]))
     out_ids = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int64, shape=(old_rows + len(matrix),))

@@ -1,0 +1,81 @@
+"""Feature matrices of a workspace: ``features/<encoder>-<modality>.npy`` (float32, memory-mapped) with
+``<encoder>-<modality>.ids.npy`` (int64 pair ids of the rows), registered in the ``FeatureSet`` table."""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.errors import NotFoundError
+from storage.models import FeatureSet
+
+
+@dataclass(frozen=True)
+class FeatureSetInfo:
+    """A registered feature matrix: ``path`` (.npy) and its ``.ids.npy`` of pair ids, ``rows`` x ``dim``."""
+
+    modality: str
+    encoder: str
+    path: str
+    ids_path: str
+    dim: int
+    rows: int
+
+
+def feature_paths(features_dir: Path, modality: str, encoder: str) -> tuple[Path, Path]:
+    """``<encoder>-<modality>.npy`` and ``<encoder>-<modality>.ids.npy`` in the workspace's features folder."""
+    stem = f"{encoder.replace('/', '_').replace(':', '_')}-{modality}"
+    return features_dir / f"{stem}.npy", features_dir / f"{stem}.ids.npy"
+
+
+def temporary_name(final: Path) -> Path:
+    """A hidden name beside ``final`` for write-then-rename."""
+    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def save_features(session: Session, features_dir: Path, modality: str, encoder: str, matrix: np.ndarray,
+                  pair_ids: np.ndarray) -> FeatureSetInfo:
+    """Replace the ``encoder``/``modality`` feature set with ``matrix`` (N, D) for ``pair_ids`` (N,).
+
+    The files are written under temporary names and renamed before the row is updated; call inside a
+    write transaction so the registry and the files change together.
+    """
+    if matrix.ndim != 2 or len(matrix) != len(pair_ids):
+        raise ValueError(f"matrix {matrix.shape} and pair_ids {pair_ids.shape} do not match")
+    final, final_ids = feature_paths(features_dir, modality, encoder)
+    for data, target in ((np.ascontiguousarray(matrix, dtype=np.float32), final),
+                         (np.asarray(pair_ids, dtype=np.int64), final_ids)):
+        tmp = temporary_name(target)
+        with open(tmp, "wb") as fh:
+            np.save(fh, data)
+        os.replace(tmp, target)
+    row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality, FeatureSet.encoder == encoder))
+    if row is None:
+        row = FeatureSet(modality=modality, encoder=encoder, path=str(final), dim=matrix.shape[1], rows=0)
+        session.add(row)
+    row.path, row.dim, row.rows = str(final), int(matrix.shape[1]), int(len(matrix))
+    session.flush()
+    return FeatureSetInfo(modality, encoder, str(final), str(final_ids), row.dim, row.rows)
+
+
+def list_features(session: Session) -> list[FeatureSetInfo]:
+    rows = session.scalars(select(FeatureSet).order_by(FeatureSet.modality, FeatureSet.encoder))
+    return [FeatureSetInfo(r.modality, r.encoder, r.path, ids_path(r.path), r.dim, r.rows) for r in rows]
+
+
+def load_features(session: Session, modality: str, encoder: str) -> tuple[np.ndarray, np.ndarray]:
+    """The memory-mapped matrix (N, D) and its pair ids (N,) of one registered feature set."""
+    row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality, FeatureSet.encoder == encoder))
+    if row is None:
+        raise NotFoundError(f"no {modality} features from encoder {encoder!r}; run 'pairlab encode' first")
+    return np.load(row.path, mmap_mode="r"), np.load(ids_path(row.path))
+
+
+def ids_path(path: str) -> str:
+    """The pair ids of a feature matrix ``X.npy`` live in ``X.ids.npy``."""
+    return str(Path(path).with_suffix(".ids.npy"))
