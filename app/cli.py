@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -19,15 +20,10 @@ from storage.errors import PairlabError
 log = logging.getLogger("pairlab")
 
 EXIT_USER_ERROR = 2
-EXIT_NOT_BUILT = 3
 STRATEGIES = ("ascmr", "random", "entropy", "bald", "coreset", "badge", "inter")
 EXPORT_FORMATS = ("jsonl", "csv", "coco", "label-studio", "npz")
 IMPORT_FORMATS = ("manifest", "coco", "wiki", "features")
 EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".json", "label-studio": ".json", "npz": ".npz"}
-
-
-class NotBuiltYet(PairlabError):
-    """A CLI verb whose engine has not landed yet."""
 
 
 def _progress_bar(description: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -98,6 +94,78 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_progress(description: str) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    """A percentage bar fed by ``(fraction, message)`` callbacks, and a function that closes it."""
+    bar = tqdm(desc=description, total=100, unit="%", disable=None, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def update(fraction: float, message: str) -> None:
+        bar.n = round(100 * fraction)
+        bar.set_postfix_str(message[:60], refresh=True)
+
+    return update, bar.close
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from app.services import encode_workspace
+    from storage.store import open_store
+
+    store = open_store(args.workspace)
+    update, close = _job_progress("encode")
+    try:
+        result = encode_workspace(store, image_encoder=args.image_encoder, text_encoder=args.text_encoder,
+                                  progress=update)
+    finally:
+        close()
+    log.info("encoded %d pairs: image %s, text %s", result["pairs"], result["image_encoder"], result["text_encoder"])
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from app.services import train_workspace
+    from storage.store import open_store
+
+    store = open_store(args.workspace)
+    update, close = _job_progress("train")
+    try:
+        info = train_workspace(store, from_scratch=args.from_scratch, epochs=args.epochs, progress=update)
+    finally:
+        close()
+    log.info("model v%d trained on %d labelled pairs: %s", info.version, info.labelled_count,
+             json.dumps({k: v for k, v in info.metrics.items() if k in ("validation", "test")}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from app.services import evaluate_workspace
+    from storage.store import open_store
+
+    print(json.dumps(evaluate_workspace(open_store(args.workspace), split=args.split), indent=1))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from app.simulate import SimulationConfig, load_simulation_data, run_simulation
+    from app.reports import write_reports
+
+    try:
+        seeds = tuple(int(s) for s in _split_names(args.seeds))
+    except ValueError:
+        raise PairlabError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers") from None
+    config = SimulationConfig(strategies=tuple(_split_names(args.strategies)), initial=args.initial,
+                              budget=args.budget, rounds=args.rounds, seeds=seeds)
+    source = Path(args.source)
+    if not source.exists():
+        raise PairlabError(f"{source}: not found")
+    out = Path(args.out)
+    data = load_simulation_data(source, args.format or _guess_format(source), cache_dir=out / "cache",
+                                image_encoder=args.image_encoder, text_encoder=args.text_encoder)
+    results = run_simulation(data, config, progress=lambda message: log.info("%s", message))
+    write_reports(results, out)
+    log.info("wrote %s, %s and %s", out / "results.json", out / "learning_curves.png", out / "summary.md")
+    return 0
+
+
 def cmd_select(args: argparse.Namespace) -> int:
     from app.services import run_selection
     from storage.store import open_store
@@ -106,8 +174,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     store = open_store(args.workspace)
     with store.db.read() as s:
         actor = get_user(s, args.user)
-    report = run_selection(store, strategy=args.strategy, budget=args.budget, actor=actor,
-                           assign=_split_names(args.assign), overlap=args.overlap, seed=args.seed)
+    update, close = _job_progress("select")
+    try:
+        report = run_selection(store, strategy=args.strategy, budget=args.budget, actor=actor,
+                               assign=_split_names(args.assign), overlap=args.overlap, seed=args.seed,
+                               progress=update)
+    finally:
+        close()
     log.info("round %d: %s selected %d pairs, %d annotation slots queued", report.round_number, report.strategy,
              report.selected, report.queued_slots)
     return 0
@@ -147,18 +220,27 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def not_built(verb: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(_args: argparse.Namespace) -> int:
-        raise NotBuiltYet(f"'pairlab {verb}' is not built yet ({issue}); nothing was done")
-
-    return handler
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app.demo import build_demo_workspace
+    from app.demo import build_demo_workspace, prepare_demo
+    from app.serve import serve
 
     store = build_demo_workspace(Path(args.workspace))
-    log.info("demo workspace ready at %s; the browser workbench is not built yet, so nothing is served", store.root)
+    operator = prepare_demo(store)
+    root = store.root
+    store.close()
+    return serve(root, host="127.0.0.1", port=args.port, auto_login=operator)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.serve import serve
+
+    return serve(args.workspace, host=args.host, port=args.port)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.worker import run_worker
+
+    run_worker(args.workspace)
     return 0
 
 
@@ -191,15 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add-labels", action="store_true", help="add unknown labels to the vocabulary")
     p.add_argument("--allow-absolute", action="store_true", help="allow absolute image paths outside the manifest folder")
 
-    p = verb("encode", not_built("encode", "the learner issue"), "compute image and text features")
+    p = verb("encode", cmd_encode, "compute image and text features (cached by content hash)")
     p.add_argument("workspace")
-    p.add_argument("--image-encoder")
-    p.add_argument("--text-encoder")
+    p.add_argument("--image-encoder", help="efficientnet-lite0 (default), open_clip:<arch>, precomputed")
+    p.add_argument("--text-encoder", help="tfidf (default), minilm, open_clip:<arch>, precomputed")
 
-    p = verb("train", not_built("train", "the learner issue"), "train a new model version")
+    p = verb("train", cmd_train, "train a new model version")
     p.add_argument("workspace")
-    p.add_argument("--from-scratch", action="store_true")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--from-scratch", action="store_true", help="do not warm-start from the latest version")
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
 
     p = verb("select", cmd_select, "select pairs for annotation and queue them")
     p.add_argument("workspace")
@@ -210,11 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--user", default="system", help="acting operator (default: the CLI's system user)")
 
-    p = verb("evaluate", not_built("evaluate", "the learner issue"), "print retrieval metrics as JSON")
+    p = verb("evaluate", cmd_evaluate, "print retrieval metrics of the latest model as JSON")
     p.add_argument("workspace")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", choices=("pool", "train", "val", "test"))
 
-    p = verb("simulate", not_built("simulate", "the selection issue"), "replay active learning with an oracle")
+    p = verb("simulate", cmd_simulate, "replay active learning with the dataset's labels as the oracle")
     p.add_argument("source")
     p.add_argument("--format", choices=IMPORT_FORMATS)
     p.add_argument("--strategies", default=",".join(STRATEGIES))
@@ -223,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", required=True)
+    p.add_argument("--image-encoder", help="for raw images (default efficientnet-lite0)")
+    p.add_argument("--text-encoder", help="for raw texts (default tfidf)")
 
     p = verb("export", cmd_export, "export the workspace")
     p.add_argument("workspace")
@@ -238,15 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=("annotator", "reviewer", "operator"), required=True)
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
-    p = verb("serve", not_built("serve", "the workbench issue"), "serve the browser workbench and its worker")
+    p = verb("serve", cmd_serve, "serve the browser workbench and its worker")
     p.add_argument("workspace")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
 
-    p = verb("worker", not_built("worker", "the workbench issue"), "run background jobs")
+    p = verb("worker", cmd_worker, "run background jobs")
     p.add_argument("workspace")
 
-    p = verb("demo", cmd_demo, "build the sample workspace and serve it")
+    p = verb("demo", cmd_demo, "build the sample workspace and serve it on 127.0.0.1, signed in as its operator")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--workspace", default="demo-workspace", help="where to build it (default: ./demo-workspace)")
     return parser
@@ -258,9 +342,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.handler(args)
-    except NotBuiltYet as exc:
-        print(f"pairlab: {exc}", file=sys.stderr)
-        return EXIT_NOT_BUILT
     except PairlabError as exc:
         if debug:
             raise

@@ -13,9 +13,13 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
 
+from app.services import run_selection
 from storage.importers import import_source
+from storage.models import Round
 from storage.store import Store, init_workspace, open_store
+from storage.users import add_user, get_user, list_users
 from storage.workspace import CONFIG_NAME
 
 log = logging.getLogger(__name__)
@@ -62,3 +66,21 @@ def build_demo_workspace(root: Path) -> Store:
         import_source(store, manifest, "manifest", allow_absolute=True)
     log.info("built the demo workspace at %s from %s", root, os.path.relpath(sample_dir()))
     return store
+
+
+DEMO_OPERATOR = "demo"
+DEMO_FIRST_BUDGET = 20
+
+
+def prepare_demo(store: Store) -> str:
+    """Make sure the demo has its operator (no password: it only signs in automatically on 127.0.0.1)
+    and a first round to annotate; return the operator's name."""
+    with store.db.write() as s:
+        if DEMO_OPERATOR not in {u.name for u in list_users(s)}:
+            add_user(s, DEMO_OPERATOR, "operator")
+        operator = get_user(s, DEMO_OPERATOR)
+        has_round = s.scalar(select(Round.id).limit(1)) is not None
+    if not has_round:
+        report = run_selection(store, strategy="random", budget=DEMO_FIRST_BUDGET, actor=operator, seed=SEED)
+        log.info("demo: round %d selected %d pairs", report.round_number, report.selected)
+    return DEMO_OPERATOR

@@ -1,21 +1,297 @@
-"""Operations shared by the CLI, the worker and the pages: they open sessions, call the learner, record results."""
+"""The learner wired to a workspace: encode, train, evaluate and select (DESIGN §3–5, §8).
+
+``learner`` works on arrays and ``storage`` on rows; this module moves data between them. Every
+function here is what a CLI verb and a worker job both call.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from storage.errors import PairlabError
-from storage.models import Event, Pair, Selection
+from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, ENCODER_NAMES, encode_images, \
+    encode_texts, get_encoder
+from learner.encoders.tfidf import TfidfEncoder
+from learner.inference import infer
+from learner.metrics import evaluate_retrieval
+from learner.selection.strategies import STRATEGY_NAMES, cold_start, get_strategy
+from learner.training import TrainConfig, train_model
+from storage.annotations import current_labels
+from storage.errors import InputError, NotFoundError, PairlabError
+from storage.features import list_features, load_features, save_features
+from storage.models import Event, ModelVersion, Pair, Selection
 from storage.queue import SelectedPair, create_round
 from storage.store import Store
 from storage.users import UserInfo, get_user, require
+from storage.vocabulary import label_names
+from storage.workspace import write_config
 
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+PRECOMPUTED = "precomputed"
+TRAINING_SPLITS = ("pool", "train", "val")
 SELECTABLE_SPLITS = ("pool", "train")
 HUMAN_LABEL_KINDS = ("submit", "adjudicate")
+SUGGESTION_THRESHOLD = 0.5
+# Labelled states that train the model; a conflict waits for a reviewer.
+TRUSTED_STATUSES = ("labelled", "adjudicated")
 
+
+def _quiet(_fraction: float, _message: str) -> None:
+    """The progress sink when the caller gives none."""
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    image: str
+    text: str
+
+
+def encoder_choice(store: Store) -> EncoderChoice:
+    """``[encoders]`` of ``pairlab.toml``; unset entries fall back to precomputed features when the
+    workspace has them, else to the defaults (EfficientNet-Lite0, TF-IDF)."""
+    table = store.workspace.config.learner.get("encoders", {})
+    unknown = set(table) - {"image", "text"}
+    if unknown:
+        raise InputError(str(store.workspace.config_path), None, f"[encoders].{sorted(unknown)[0]}",
+                         "unknown key; allowed: image, text")
+    with store.db.read() as s:
+        precomputed = {f.modality for f in list_features(s) if f.encoder == PRECOMPUTED}
+    image = table.get("image") or (PRECOMPUTED if "image" in precomputed else DEFAULT_IMAGE_ENCODER)
+    text = table.get("text") or (PRECOMPUTED if "text" in precomputed else DEFAULT_TEXT_ENCODER)
+    for modality, name in (("image", image), ("text", text)):
+        if name != PRECOMPUTED and name.split(":")[0] not in ENCODER_NAMES:
+            raise InputError(str(store.workspace.config_path), None, f"[encoders].{modality}",
+                             f"unknown encoder {name!r}; allowed: {', '.join(ENCODER_NAMES)}")
+    return EncoderChoice(image, text)
+
+
+def train_config(store: Store, **overrides: Any) -> TrainConfig:
+    """``TrainConfig`` from the ``[train]`` table of ``pairlab.toml`` plus explicit overrides."""
+    table = dict(store.workspace.config.learner.get("train", {}))
+    allowed = {f.name for f in fields(TrainConfig)}
+    unknown = set(table) - allowed
+    if unknown:
+        raise InputError(str(store.workspace.config_path), None, f"[train].{sorted(unknown)[0]}",
+                         f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig(**table)
+    except ValueError as exc:
+        raise InputError(str(store.workspace.config_path), None, "[train]", str(exc)) from None
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class PairTable:
+    """All pairs in id order: ids (N,), image paths, texts, splits (N,) object arrays."""
+
+    ids: np.ndarray
+    image_paths: list[str]
+    texts: list[str]
+    splits: np.ndarray
+
+
+def pair_table(store: Store) -> PairTable:
+    with store.db.read() as s:
+        rows = s.execute(select(Pair.id, Pair.image_path, Pair.text, Pair.split).order_by(Pair.id)).all()
+    if not rows:
+        raise PairlabError(f"{store.root}: the workspace has no pairs; run 'pairlab import' first")
+    return PairTable(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], [r[2] for r in rows],
+                     np.array([r[3] for r in rows], dtype=object))
+
+
+def label_matrix(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Current labels of ``ids`` as (N, C) float32 0/1, the (N,) labelled mask and the vocabulary."""
+    position = {int(pid): i for i, pid in enumerate(ids)}
+    with store.db.read() as s:
+        vocabulary = label_names(s)
+        column = {name: j for j, name in enumerate(vocabulary)}
+        labels = np.zeros((len(ids), len(vocabulary)), dtype=np.float32)
+        labelled = np.zeros(len(ids), dtype=bool)
+        for current in current_labels(s):
+            row = position.get(current.pair_id)
+            if row is None or current.labels is None or current.status not in TRUSTED_STATUSES:
+                continue
+            labelled[row] = True
+            labels[row, [column[name] for name in current.labels]] = 1.0
+    return labels, labelled, vocabulary
+
+
+def feature_matrices(store: Store, ids: np.ndarray, choice: EncoderChoice) -> tuple[np.ndarray, np.ndarray]:
+    """Image (N, Di) and text (N, Dt) features of ``ids`` in that order; error if any pair lacks them."""
+    out = []
+    with store.db.read() as s:
+        for modality, encoder in (("image", choice.image), ("text", choice.text)):
+            try:
+                matrix, row_ids = load_features(s, modality, encoder)
+            except NotFoundError:
+                raise PairlabError(f"no {modality} features from {encoder!r}; run 'pairlab encode "
+                                   f"{store.root}' first") from None
+            order = np.argsort(row_ids)
+            where = np.searchsorted(row_ids, ids, sorter=order)
+            where = order[np.minimum(where, len(order) - 1)]
+            missing = row_ids[where] != ids
+            if missing.any():
+                raise PairlabError(f"{int(missing.sum())} pairs (e.g. pair {int(ids[missing][0])}) have no "
+                                   f"{modality} features from {encoder!r}; run 'pairlab encode {store.root}'")
+            out.append(np.asarray(matrix[where], dtype=np.float32))
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- encode
+
+def text_encoder_path(store: Store, name: str) -> Path:
+    """Where a fitted text encoder (TF-IDF) of the workspace is kept, so later queries share its space."""
+    return store.workspace.subdir("features") / f"{name}-text-encoder.joblib"
+
+
+def encode_workspace(store: Store, *, image_encoder: str | None = None, text_encoder: str | None = None,
+                     progress: Progress = _quiet) -> dict[str, Any]:
+    """Encode every pair's image and text with the chosen encoders, cached by content hash.
+
+    Names given here are remembered in ``pairlab.toml``'s ``[encoders]``. TF-IDF is (re)fitted on all
+    of the workspace's texts. Returns what was written.
+    """
+    if image_encoder or text_encoder:
+        learner = dict(store.workspace.config.learner)
+        learner["encoders"] = {**learner.get("encoders", {}),
+                               **{k: v for k, v in (("image", image_encoder), ("text", text_encoder)) if v}}
+        config = replace(store.workspace.config, learner=learner)
+        object.__setattr__(store.workspace, "config", config)
+        encoder_choice(store)  # validate before writing
+        write_config(store.root, config)
+    choice = encoder_choice(store)
+    table = pair_table(store)
+    cache = store.workspace.subdir("cache")
+    written = {}
+    if choice.image != PRECOMPUTED:
+        missing = [p for p in table.image_paths if not Path(p).is_file()]
+        if missing:
+            raise PairlabError(f"{missing[0]}: image file not found ({len(missing)} pairs); "
+                               "feature-only pairs need --image-encoder precomputed")
+        progress(0.0, f"encoding {len(table.ids)} images with {choice.image}")
+        encoder = get_encoder(choice.image)
+        matrix = encode_images(encoder, table.image_paths, cache,
+                               lambda done, total: progress(0.8 * done / max(total, 1),
+                                                            f"images {done}/{total}"))
+        with store.db.write() as s:
+            written["image"] = asdict(save_features(s, store.workspace.subdir("features"), "image", choice.image,
+                                                    matrix, table.ids))
+    if choice.text != PRECOMPUTED:
+        progress(0.8, f"encoding {len(table.ids)} texts with {choice.text}")
+        encoder = get_encoder(choice.text)
+        if isinstance(encoder, TfidfEncoder):
+            encoder.fit(table.texts)
+            encoder.save(text_encoder_path(store, choice.text))
+        matrix = encode_texts(encoder, table.texts, cache,
+                              lambda done, total: progress(0.8 + 0.2 * done / max(total, 1),
+                                                           f"texts {done}/{total}"))
+        with store.db.write() as s:
+            written["text"] = asdict(save_features(s, store.workspace.subdir("features"), "text", choice.text,
+                                                   matrix, table.ids))
+    progress(1.0, "encoded")
+    return {"image_encoder": choice.image, "text_encoder": choice.text, "pairs": int(len(table.ids)),
+            "written": written}
+
+
+# --------------------------------------------------------------------------- train and evaluate
+
+@dataclass(frozen=True)
+class ModelInfo:
+    version: int
+    path: str
+    labelled_count: int
+    metrics: dict[str, Any]
+
+
+def latest_model(store: Store) -> ModelInfo | None:
+    with store.db.read() as s:
+        row = s.scalar(select(ModelVersion).order_by(ModelVersion.version.desc()).limit(1))
+    return None if row is None else ModelInfo(row.version, row.path, row.labelled_count, dict(row.metrics or {}))
+
+
+def _evaluate_split(model, image: np.ndarray, text: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    out = infer(model, image, text, mc_samples=0)
+    return {k: float(v) for k, v in evaluate_retrieval(out.mu_image, out.mu_text, labels).items()}
+
+
+def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | None = None,
+                    progress: Progress = _quiet) -> ModelInfo:
+    """Train a new model version on the non-test pairs (labelled + unlabelled) and record it.
+
+    Warm-starts from the latest version unless ``from_scratch``. Early stopping uses a validation
+    split of the labelled pairs (inside ``train_model``); the test split is only evaluated.
+    """
+    choice = encoder_choice(store)
+    table = pair_table(store)
+    image, text = feature_matrices(store, table.ids, choice)
+    labels, labelled, vocabulary = label_matrix(store, table.ids)
+    train_rows = np.flatnonzero(np.isin(table.splits, TRAINING_SPLITS))
+    n_labelled = int(labelled[train_rows].sum())
+    if n_labelled < 2:
+        raise PairlabError(f"train: {n_labelled} labelled pairs outside the test split; label at least 2 first")
+    previous = latest_model(store)
+    init = None
+    if previous is not None and not from_scratch:
+        init, _ = load_checkpoint(previous.path)
+        if init.hparams["num_classes"] != len(vocabulary) or init.hparams["image_dim"] != image.shape[1] \
+                or init.hparams["text_dim"] != text.shape[1]:
+            log.info("vocabulary or features changed since version %d: training from scratch", previous.version)
+            init = None
+    config = train_config(store, epochs=epochs)
+    progress(0.0, f"training on {len(train_rows)} pairs, {n_labelled} labelled")
+    result = train_model(image[train_rows], text[train_rows], labels[train_rows], labelled[train_rows], config,
+                         init_model=init, progress=lambda f, m: progress(0.95 * f, m))
+    metrics: dict[str, Any] = {"validation": dict(result.best_metrics), "seconds": round(result.seconds, 2),
+                               "best_epoch": result.best_epoch}
+    test_rows = np.flatnonzero((table.splits == "test") & labelled)
+    if len(test_rows) >= 2:
+        metrics["test"] = _evaluate_split(result.model, image[test_rows], text[test_rows], labels[test_rows])
+    with store.db.write() as s:
+        version = (s.scalar(select(func.max(ModelVersion.version))) or 0) + 1
+        path = store.workspace.subdir("models") / f"model-v{version}.pt"
+        save_checkpoint(result.model, path, {"version": version, "vocabulary": vocabulary,
+                                             "encoders": asdict(choice)})
+        s.add(ModelVersion(version=version, path=str(path), parent_id=None if init is None else _version_id(s, previous),
+                           labelled_count=n_labelled, metrics=metrics,
+                           config={"train": asdict(config), "encoders": asdict(choice), "vocabulary": vocabulary}))
+    progress(1.0, f"model v{version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
+    return ModelInfo(version, str(path), n_labelled, metrics)
+
+
+def _version_id(session, info: ModelInfo) -> int:
+    return session.scalar(select(ModelVersion.id).where(ModelVersion.version == info.version))
+
+
+def evaluate_workspace(store: Store, *, split: str = "test") -> dict[str, Any]:
+    """Retrieval metrics of the latest model on the labelled pairs of ``split`` (DESIGN §4 metrics)."""
+    info = latest_model(store)
+    if info is None:
+        raise PairlabError("evaluate: no trained model yet; run 'pairlab train' first")
+    table = pair_table(store)
+    labels, labelled, _ = label_matrix(store, table.ids)
+    rows = np.flatnonzero((table.splits == split) & labelled)
+    if len(rows) < 2:
+        raise PairlabError(f"--split {split}: {len(rows)} labelled pairs; need at least 2 to evaluate")
+    image, text = feature_matrices(store, table.ids[rows], encoder_choice(store))
+    model, _ = load_checkpoint(info.path)
+    return {"model_version": info.version, "split": split, "pairs": int(len(rows)),
+            **_evaluate_split(model, image, text, labels[rows])}
+
+
+# --------------------------------------------------------------------------- select
 
 @dataclass(frozen=True)
 class RoundReport:
@@ -23,6 +299,7 @@ class RoundReport:
     strategy: str
     selected: int
     queued_slots: int
+    model_version: int | None
 
 
 def selectable_pair_ids(store: Store) -> np.ndarray:
@@ -40,27 +317,83 @@ def selectable_pair_ids(store: Store) -> np.ndarray:
         return np.fromiter(s.scalars(query), dtype=np.int64)
 
 
+def selectable_rows(store: Store, table: PairTable) -> np.ndarray:
+    """Rows of ``table`` that may be selected."""
+    return np.flatnonzero(np.isin(table.ids, selectable_pair_ids(store)))
+
+
+def _suggestions(probs: np.ndarray, vocabulary: Sequence[str]) -> list[str]:
+    return [vocabulary[j] for j in np.flatnonzero(probs >= SUGGESTION_THRESHOLD)]
+
+
 def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, assign: Sequence[str] = (),
-                  overlap: int | None = None, seed: int = 0) -> RoundReport:
-    """Select ``budget`` pairs with ``strategy``, record the round with each pair's explanation and queue them."""
+                  overlap: int | None = None, seed: int = 0, progress: Progress = _quiet) -> RoundReport:
+    """Score the pool with the latest model, select ``budget`` pairs, record the round and queue them.
+
+    Without a model the first batch is the cold start (k-means on the raw features, DESIGN §5);
+    ``random`` needs neither model nor features.
+    """
     require(actor, "operate")
+    if strategy not in STRATEGY_NAMES:
+        raise PairlabError(f"--strategy {strategy!r}; allowed: {', '.join(STRATEGY_NAMES)}")
     if budget < 1:
         raise PairlabError("--budget: must be >= 1")
     overlap = overlap or store.workspace.config.annotation.overlap
-    pool = selectable_pair_ids(store)
-    if len(pool) == 0:
+    table = pair_table(store)
+    pool_rows = selectable_rows(store, table)
+    if len(pool_rows) == 0:
         raise PairlabError("select: no pairs left in the pool that nobody annotated or selected")
-    if budget > len(pool):
-        raise PairlabError(f"--budget: {budget} exceeds the {len(pool)} selectable pairs")
-    if strategy != "random":
-        raise PairlabError(f"--strategy {strategy}: only 'random' is built so far (the learner lands later)")
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(pool, size=budget, replace=False)
-    selected = [SelectedPair(int(pid), 0.0, {"strategy": "random", "rank": rank, "seed": seed})
-                for rank, pid in enumerate(chosen)]
+    if budget > len(pool_rows):
+        raise PairlabError(f"--budget: {budget} exceeds the {len(pool_rows)} selectable pairs")
+    start = time.perf_counter()
+    info = latest_model(store)
+    params: dict[str, Any] = {"seed": seed, "budget": budget}
+    progress(0.05, "loading features")
+    if strategy == "random":
+        chosen = np.random.default_rng(seed).choice(pool_rows, size=budget, replace=False)
+        explanation = [{"strategy": "random", "rank": r + 1} for r in range(budget)]
+        scores = np.zeros(budget)
+        used = "random"
+    else:
+        choice = encoder_choice(store)
+        image, text = feature_matrices(store, table.ids, choice)
+        params["encoders"] = asdict(choice)
+        if info is None:
+            progress(0.3, "no model yet: cold start on the raw features")
+            selection = cold_start(np.hstack([image, text]), pool_rows, budget, seed=seed)
+            used = "cold_start"
+        else:
+            progress(0.2, f"scoring {len(pool_rows)} pairs with model v{info.version}")
+            model, _ = load_checkpoint(info.path)
+            _, labelled, vocabulary = label_matrix(store, table.ids)
+            rows = np.union1d(pool_rows, np.flatnonzero(labelled & np.isin(table.splits, TRAINING_SPLITS)))
+            outputs = infer(model, image[rows], text[rows], mc_samples=8,
+                            dropout_samples=10 if strategy == "bald" else 0, seed=seed)
+            pool_pos = np.searchsorted(rows, pool_rows)
+            labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
+            query = get_strategy(strategy)
+            selection = query.query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+            joint = (outputs.probs_image + outputs.probs_text) / 2  # (n, C)
+            for item, pos in zip(selection.explanation, selection.indices):
+                item["suggested_labels"] = _suggestions(joint[pos], vocabulary)
+            selection = replace(selection, indices=rows[selection.indices])
+            params["model_version"] = info.version
+            used = strategy
+        chosen, explanation = selection.indices, selection.explanation
+        params.update(selection.params)
+        picked = dict(zip(selection.indices.tolist(), range(len(selection.indices))))
+        scores = np.array([explanation[picked[int(r)]].get("score", 0.0) for r in chosen], dtype=float)
+    params["selected_by"] = used
+    params["select_seconds"] = round(time.perf_counter() - start, 3)
+    selected = [SelectedPair(int(table.ids[r]), float(s), {**e, "strategy": used})
+                for r, s, e in zip(chosen, scores, explanation)]
+    progress(0.9, "recording the round")
     with store.db.write() as s:
         assignees = [get_user(s, name).id for name in assign]
-        rnd = create_round(s, strategy=strategy, selected=selected, params={"seed": seed, "budget": budget},
-                           overlap=overlap, assignees=assignees, created_by=actor.id)
+        model_id = None if info is None or used in ("random", "cold_start") else _version_id(s, info)
+        rnd = create_round(s, strategy=strategy, selected=selected, params=params, overlap=overlap,
+                           assignees=assignees, model_version_id=model_id, created_by=actor.id)
         number = rnd.number
-    return RoundReport(number, strategy, budget, budget * overlap)
+    progress(1.0, f"round {number}: {budget} pairs queued")
+    return RoundReport(number, strategy, budget, budget * overlap,
+                       None if used in ("random", "cold_start") else info.version)

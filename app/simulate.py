@@ -1,0 +1,205 @@
+"""``pairlab simulate``: replay the active-learning loop with the dataset's labels as the oracle (DESIGN §6).
+
+Every strategy sees the same seeds, initial labelled sets and training settings. Hyperparameters
+come from the configs' defaults (chosen on validation splits carved from the pool, see
+``docs/``); the test split is only ever evaluated, never used to choose anything.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learner.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, encode_images, encode_texts, get_encoder
+from learner.encoders.tfidf import TfidfEncoder
+from learner.inference import infer
+from learner.metrics import evaluate_retrieval
+from learner.selection.strategies import STRATEGY_NAMES, get_strategy
+from learner.training import TrainConfig, train_model
+from storage.errors import InputError, PairlabError
+from storage.importers import parse_source
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+CARVED_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class SimulationData:
+    """image (N, Di) and text (N, Dt) features, labels (N, C) 0/1, split (N,) names."""
+
+    name: str
+    image: np.ndarray
+    text: np.ndarray
+    labels: np.ndarray
+    split: np.ndarray
+    encoders: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """initial and budget: a fraction of the pool when < 1, else a count of pairs.
+
+    mc_samples / dropout_samples: Monte-Carlo samples handed to the strategies (dropout only for BALD).
+    warm_start: each round's training starts from the previous round's model (DESIGN §4).
+    """
+
+    strategies: tuple[str, ...] = STRATEGY_NAMES
+    initial: float = 0.01
+    budget: float = 0.01
+    rounds: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mc_samples: int = 8
+    dropout_samples: int = 10
+    warm_start: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.strategies if s not in STRATEGY_NAMES]
+        if unknown:
+            raise PairlabError(f"--strategies: unknown {unknown[0]!r}; allowed: {', '.join(STRATEGY_NAMES)}")
+        if not self.strategies:
+            raise PairlabError("--strategies: give at least one")
+        if self.rounds < 1:
+            raise PairlabError("--rounds: must be >= 1")
+        if not self.seeds:
+            raise PairlabError("--seeds: give at least one")
+        for name in ("initial", "budget"):
+            if getattr(self, name) <= 0:
+                raise PairlabError(f"--{name}: must be > 0")
+
+
+def load_simulation_data(source: Path, fmt: str, *, cache_dir: Path, image_encoder: str | None = None,
+                         text_encoder: str | None = None) -> SimulationData:
+    """Parse a labelled dataset; use its precomputed features, or encode its images and texts once
+    (cached by content hash in ``cache_dir``). TF-IDF is fitted on the pool's texts only."""
+    parsed = parse_source(source, fmt, allow_absolute=True)
+    if not parsed.rows:
+        raise InputError(str(source), None, "rows", "no pairs found")
+    unlabelled = next((r for r in parsed.rows if r.labels is None), None)
+    if unlabelled is not None:
+        raise unlabelled.error(unlabelled.labels_field, "simulate needs a label set for every pair (the oracle)")
+    vocabulary = list(dict.fromkeys([*parsed.vocabulary, *(name for r in parsed.rows for name in r.labels)]))
+    column = {name: j for j, name in enumerate(vocabulary)}
+    labels = np.zeros((len(parsed.rows), len(vocabulary)), dtype=np.float32)
+    for i, row in enumerate(parsed.rows):
+        labels[i, [column[name] for name in row.labels]] = 1.0
+    split = np.array([r.split for r in parsed.rows], dtype=object)
+    if "image" in parsed.features and "text" in parsed.features and not (image_encoder or text_encoder):
+        image, text = parsed.features["image"], parsed.features["text"]
+        encoders = {"image": "precomputed", "text": "precomputed"}
+    else:
+        missing = next((r for r in parsed.rows if r.image is None), None)
+        if missing is not None:
+            raise missing.error(missing.image_field, "no image file to encode (feature-only pair)")
+        image_name, text_name = image_encoder or DEFAULT_IMAGE_ENCODER, text_encoder or DEFAULT_TEXT_ENCODER
+        image = encode_images(get_encoder(image_name), [r.image for r in parsed.rows], cache_dir)
+        texts = [r.text for r in parsed.rows]
+        encoder = get_encoder(text_name)
+        if isinstance(encoder, TfidfEncoder):
+            encoder.fit([t for t, s in zip(texts, split) if s in ("train", "pool")] or texts)
+        text = encode_texts(encoder, texts, cache_dir)
+        encoders = {"image": image_name, "text": text_name}
+    return SimulationData(source.name, np.asarray(image, dtype=np.float32), np.asarray(text, dtype=np.float32),
+                          labels, split, encoders)
+
+
+def count(amount: float, pool_size: int) -> int:
+    """A fraction (< 1) of the pool, at least 1, or an absolute count."""
+    return max(1, round(amount * pool_size)) if amount < 1 else int(amount)
+
+
+def split_pool_and_test(split: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Pool = train/pool pairs, test = test pairs; without a test split, carve one off with ``seed``."""
+    pool = np.flatnonzero(np.isin(split, ("train", "pool")))
+    test = np.flatnonzero(split == "test")
+    if len(test):
+        return pool, test, False
+    order = np.random.default_rng(seed).permutation(pool)
+    n_test = max(1, round(CARVED_TEST_FRACTION * len(pool)))
+    return np.sort(order[n_test:]), np.sort(order[:n_test]), True
+
+
+def _evaluate(model, data: SimulationData, test: np.ndarray) -> dict[str, float]:
+    out = infer(model, data.image[test], data.text[test], mc_samples=0, dropout_samples=0)
+    metrics = evaluate_retrieval(out.mu_image, out.mu_text, data.labels[test])
+    return {k: float(metrics[k]) for k in ("i2t", "t2i", "avg")}
+
+
+def _train(data: SimulationData, pool: np.ndarray, labelled_mask: np.ndarray, config: TrainConfig, init):
+    start = time.perf_counter()
+    result = train_model(data.image[pool], data.text[pool], data.labels[pool], labelled_mask, config,
+                         init_model=init)
+    return result.model, time.perf_counter() - start
+
+
+def run_strategy(data: SimulationData, pool: np.ndarray, test: np.ndarray, initial: np.ndarray, strategy: str,
+                 config: SimulationConfig, seed: int, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """One strategy, one seed: R+1 evaluation points (the initial set, then after each selected batch)."""
+    labelled = np.zeros(len(pool), dtype=bool)
+    labelled[initial] = True
+    budget = count(config.budget, len(pool))
+    query = get_strategy(strategy)
+    train_config = replace(config.train, seed=seed)
+    model, rounds, select_seconds = None, [], 0.0
+    for r in range(config.rounds + 1):
+        model, train_seconds = _train(data, pool, labelled, train_config,
+                                      model if config.warm_start else None)
+        metrics = _evaluate(model, data, test)
+        rounds.append({"labelled": int(labelled.sum()), "fraction": float(labelled.mean()), **metrics,
+                       "select_seconds": round(select_seconds, 4), "train_seconds": round(train_seconds, 4)})
+        if progress:
+            progress(f"{strategy} seed {seed} round {r}: {int(labelled.sum())} labelled, avg mAP {metrics['avg']:.4f}")
+        if r == config.rounds:
+            break
+        unlabelled = np.flatnonzero(~labelled)
+        if len(unlabelled) < budget:
+            break
+        start = time.perf_counter()
+        outputs = infer(model, data.image[pool], data.text[pool], mc_samples=config.mc_samples,
+                        dropout_samples=config.dropout_samples if strategy == "bald" else 0, seed=seed)
+        chosen = query.query(outputs, unlabelled, np.flatnonzero(labelled), budget, seed=seed).indices
+        select_seconds = time.perf_counter() - start
+        labelled[chosen] = True
+    return rounds
+
+
+def run_simulation(data: SimulationData, config: SimulationConfig,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The whole protocol; returns the ``results.json`` document (DESIGN §6 schema plus ``protocol``)."""
+    pool, test, carved = split_pool_and_test(data.split, config.seeds[0])
+    if len(pool) < 2 or len(test) < 2:
+        raise PairlabError(f"{data.name}: need at least 2 pool and 2 test pairs, got {len(pool)} and {len(test)}")
+    n_initial = count(config.initial, len(pool))
+    notes = []
+    if carved:
+        notes.append(f"no test split in the data: {len(test)} pairs ({CARVED_TEST_FRACTION:.0%}) were carved off "
+                     f"the pool with seed {config.seeds[0]}")
+    full, strategies = [], {name: [] for name in config.strategies}
+    for seed in config.seeds:
+        full_model, _ = _train(data, pool, np.ones(len(pool), dtype=bool), replace(config.train, seed=seed), None)
+        full.append(_evaluate(full_model, data, test))
+        if progress:
+            progress(f"seed {seed}: full supervision avg mAP {full[-1]['avg']:.4f}")
+        initial = np.random.default_rng(seed).choice(len(pool), size=n_initial, replace=False)
+        for name in config.strategies:
+            strategies[name].append({"seed": seed, "rounds": run_strategy(data, pool, test, initial, name, config,
+                                                                          seed, progress)})
+    return {
+        "dataset": data.name,
+        "pool_size": int(len(pool)),
+        "test_size": int(len(test)),
+        "seeds": list(config.seeds),
+        "encoders": dict(data.encoders),
+        "full_supervision": {k: float(np.mean([f[k] for f in full])) for k in ("i2t", "t2i", "avg")},
+        "strategies": strategies,
+        "protocol": {"initial": n_initial, "budget": count(config.budget, len(pool)), "rounds": config.rounds,
+                     "initial_set": "uniformly random per seed, shared by all strategies",
+                     "full_supervision_per_seed": full, "test_carved": carved, "notes": notes},
+    }

@@ -1,0 +1,57 @@
+"""Every ``st.session_state`` key the workbench uses, in one place.
+
+Keys that belong to one claimed pair are built with ``item_key`` so a new pair starts with fresh widgets.
+"""
+from __future__ import annotations
+
+# Sign-in
+USER = "pairlab.user"  # storage.users.UserInfo of the signed-in user
+SESSION_STARTED = "pairlab.session_started"  # naive UTC datetime of sign-in, for "this session" throughput
+FLASH = "pairlab.flash"  # (level, message) shown once after the next rerun
+LOGIN_NAME = "login.name"
+LOGIN_PASSWORD = "login.password"
+
+# Annotate (the ones marked per item are prefixes for ``item_key``)
+ANN_SUGGEST = "annotate.suggest"  # toggle: pre-mark the model's suggested labels
+ANN_SELECTED = "annotate.selected"  # per item: list of label names currently marked
+ANN_FILTER = "annotate.filter"  # per item: label search box
+ANN_PILLS = "annotate.pills"  # per item and filter: the pills widget
+ANN_VERDICT = "annotate.verdict"  # per item
+ANN_COMMENT = "annotate.comment"  # per item
+
+# Review
+REVIEW_PAIR = "review.pair"
+REVIEW_LABELS = "review.labels"
+REVIEW_VERDICT = "review.verdict"
+REVIEW_COMMENT = "review.comment"
+
+# Rounds
+ROUNDS_STRATEGY = "rounds.strategy"
+ROUNDS_BUDGET = "rounds.budget"
+ROUNDS_ASSIGN = "rounds.assign"
+ROUNDS_OVERLAP = "rounds.overlap"
+ROUNDS_SEED = "rounds.seed"
+ROUNDS_JOB = "rounds.job_id"  # the job this session launched last and is watching
+ROUNDS_FROM_SCRATCH = "rounds.from_scratch"
+
+# Export
+EXPORT_FORMAT = "export.format"
+EXPORT_JOB = "export.job_id"
+
+# Explore
+EXPLORE_LABELS = "explore.labels"
+EXPLORE_STATUS = "explore.status"
+EXPLORE_ROUND = "explore.round"
+EXPLORE_SPLIT = "explore.split"
+EXPLORE_PAIR = "explore.pair"
+
+# Users
+USERS_NAME = "users.name"
+USERS_ROLE = "users.role"
+USERS_PASSWORD = "users.password"
+USERS_PASSWORD_AGAIN = "users.password_again"
+
+
+def item_key(prefix: str, *parts: object) -> str:
+    """A widget key scoped to one item, e.g. ``item_key(ANN_VERDICT, queue_item_id)``."""
+    return ".".join([prefix, *(str(p) for p in parts)])

@@ -1,0 +1,55 @@
+"""Explore: browse pairs by label, status, round and split.
+
+The retrieval playground (text -> top images, image -> top texts) needs a trained model and the
+learner's retrieval functions; until they exist the page says so instead of pretending.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import queries, runtime, state, widgets
+from storage.models import SPLITS
+
+PAGE_ROWS = 200
+
+
+def render() -> None:
+    runtime.require_page("annotate")
+    store = runtime.get_store()
+    st.title("Explore")
+    _retrieval_state(queries.latest_model_version(store))
+    st.subheader("Browse pairs")
+    cols = st.columns(4)
+    labels = cols[0].multiselect("Any of these labels", queries.vocabulary(store), key=state.EXPLORE_LABELS)
+    statuses = cols[1].multiselect("Status", queries.STATUSES, key=state.EXPLORE_STATUS)
+    round_number = cols[2].selectbox("Round", [None, *queries.round_numbers(store)], key=state.EXPLORE_ROUND,
+                                     format_func=lambda n: "any" if n is None else f"round {n}")
+    split = cols[3].selectbox("Split", [None, *SPLITS], key=state.EXPLORE_SPLIT,
+                              format_func=lambda s: "any" if s is None else s)
+    rows, total = queries.browse_pairs(store, labels=labels, statuses=statuses, round_number=round_number,
+                                       split=split, limit=PAGE_ROWS)
+    st.text(f"{total} pairs match" + (f"; showing the first {PAGE_ROWS}" if total > PAGE_ROWS else ""))
+    if not rows:
+        return
+    st.dataframe([{"pair": r.pair_id, "id": r.external_id, "caption": r.text, "split": r.split,
+                   "status": r.status, "labels": ", ".join(r.labels) if r.labels is not None else "",
+                   "verdict": r.verdict or "", "rounds": ", ".join(map(str, r.rounds))} for r in rows],
+                 hide_index=True, width="stretch")
+    by_id = {r.pair_id: r for r in rows}
+    chosen = st.selectbox("Show pair", list(by_id), key=state.EXPLORE_PAIR, format_func=lambda pid: f"pair {pid}")
+    if chosen in by_id:
+        row = by_id[chosen]
+        picture, text = st.columns([3, 2], gap="large")
+        with picture:
+            widgets.pair_image(row.image_path, key=state.item_key("explore.zoom", row.pair_id))
+        with text:
+            st.text(row.text)
+            st.text(f"Status: {row.status}; labels: {', '.join(row.labels) if row.labels else 'none'}")
+
+
+def _retrieval_state(model_version: int | None) -> None:
+    if model_version is None:
+        st.info("Retrieval (type text to see the top images; pick a pair to see the top texts) appears after "
+                "the first trained model.")
+    else:
+        st.info(f"Model version {model_version} is trained, but this build has no retrieval search yet.")

@@ -1,0 +1,121 @@
+"""The workbench in a real headless Chromium against ``pairlab serve`` (DESIGN §7)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from storage.models import Event, Round
+from tests.e2e.conftest import save_screenshot, sign_in
+from tests.integration.workbench_fixtures import BOLD, PASSWORD, XSS, user
+
+pytestmark = pytest.mark.browser
+
+
+def click_pill(page, label: str) -> None:
+    """Click a label pill once the rerun has settled (stale elements of the last pair fade out first)."""
+    pill = page.get_by_test_id("stButtonGroup").get_by_role("button", name=label, exact=True)
+    expect(pill).to_have_count(1)
+    pill.click()
+    page.get_by_text(f"Marked: {label}").wait_for()
+
+
+def _events(store, name):
+    uid = user(store, name).id
+    with store.db.read() as s:
+        return [(e.id, e.kind, e.labels, e.undoes_id) for e in
+                s.scalars(select(Event).where(Event.user_id == uid).order_by(Event.id))]
+
+
+def test_annotator_labels_with_mouse_and_keyboard_and_undoes(served, page, dialogs):
+    base_url, store = served
+    sign_in(page, base_url, "ann")
+    page.get_by_role("heading", name="Annotate").wait_for()
+
+    # The caption is shown literally: no script ran, no Markdown bold was rendered.
+    caption = page.get_by_test_id("stText").filter(has_text=XSS)
+    caption.first.wait_for()
+    assert BOLD in caption.first.inner_text()
+    assert page.locator("strong", has_text="bold").count() == 0
+    assert dialogs == []
+
+    # First pair with the mouse.
+    click_pill(page, "cat")
+    save_screenshot(page, "annotate")
+    page.get_by_role("button", name=re.compile(r"^Submit")).click()
+    page.get_by_text("Submitted.").wait_for()
+
+    # Second pair with the keyboard shortcut, right after clicking a label.
+    page.get_by_text("Marked: none").wait_for()
+    click_pill(page, "dog")
+    page.keyboard.press("Alt+A")
+    page.get_by_text("Submitted.").wait_for()
+    page.get_by_text("Marked: none").wait_for()
+    page.get_by_text("Yours, this session").wait_for()
+
+    # Undo the keyboard submission with its shortcut.
+    page.keyboard.press("Alt+U")
+    page.get_by_text(re.compile("Undid your submit of pair")).wait_for()
+
+    events = _events(store, "ann")
+    assert [(kind, labels) for _, kind, labels, _ in events] == [("submit", ["cat"]), ("submit", ["dog"]),
+                                                                 ("undo", None)]
+    assert events[2][3] == events[1][0]  # the undo retracts the second submission
+    assert dialogs == []
+
+
+def test_operator_launches_a_round_and_watches_the_job_finish(served, page):
+    base_url, store = served
+    sign_in(page, base_url, "op")
+    page.get_by_role("link", name="Rounds").click()
+    page.get_by_role("heading", name="Rounds").wait_for()
+    page.get_by_label("Budget (pairs)").fill("2")
+    page.get_by_role("button", name="Launch round").click()
+    page.get_by_text(re.compile(r"Job \d+ \(select\) finished\.")).wait_for(timeout=30_000)
+    with store.db.read() as s:
+        rounds = s.scalars(select(Round).order_by(Round.number)).all()
+    assert [(r.number, r.budget) for r in rounds] == [(1, 4), (2, 2)]
+    save_screenshot(page, "rounds")
+
+    page.get_by_role("link", name="Export").click()
+    page.get_by_role("heading", name="Export").wait_for()
+    page.get_by_role("button", name="Export", exact=True).click()
+    download = page.get_by_role("button", name=re.compile(r"Download pairlab-.*\.jsonl"))
+    download.wait_for(timeout=30_000)
+    save_screenshot(page, "export")
+    with page.expect_download() as info:
+        download.click()
+    assert info.value.suggested_filename.endswith(".jsonl")
+    assert len(list((store.root / "exports").glob("pairlab-*.jsonl"))) == 1
+
+
+def test_annotator_cannot_open_operator_pages(served, page):
+    base_url, _ = served
+    # Straight to the page URL (a page load is a new, signed-out session): only the sign-in page exists.
+    page.goto(f"{base_url}/rounds")
+    page.get_by_text("Page not found").wait_for()
+    page.keyboard.press("Escape")
+    page.get_by_text("Page not found").wait_for(state="hidden")
+    assert page.get_by_role("button", name="Launch round").count() == 0
+    page.get_by_label("User name").fill("bob")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Annotate").wait_for()
+    nav = page.get_by_test_id("stSidebarNav")
+    assert nav.get_by_role("link", name="Annotate").count() == 1
+    for name in ("Rounds", "Export", "Users", "Review"):
+        assert nav.get_by_role("link", name=name).count() == 0
+    # Signed in on the /rounds URL, the annotator still gets no operator page.
+    assert page.get_by_role("heading", name="Rounds").count() == 0
+    assert page.get_by_role("button", name="Launch round").count() == 0
+    assert page.get_by_text("Signed in as bob (annotator)").count() == 1
+
+
+def test_demo_serves_the_sample_signed_in_as_its_operator(demo, page):
+    page.goto(demo)
+    page.get_by_text("Signed in as demo (operator)").wait_for(timeout=30_000)
+    page.get_by_role("heading", name="Annotate").wait_for()
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text("20")  # the demo's first round
+    assert page.get_by_label("User name").count() == 0

@@ -1,0 +1,314 @@
+"""The workbench pages through Streamlit's AppTest, on a real SQLite workspace with real images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+import app
+from app import jobs, state
+from app.navigation import pages_for
+from app.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
+from app.worker import run_worker
+from storage.annotations import current_label
+from storage.errors import PairlabError, PermissionDenied
+from storage.jobs import enqueue, get_job, recent_jobs
+from storage.models import Event, Pair, Round, utcnow
+from storage.queue import SelectedPair, claim_next, create_round, submit
+from tests.integration.workbench_fixtures import BOLD, PASSWORD, XSS, build_workspace, user
+
+APP = str(Path(app.__file__).parent / "streamlit_app.py")
+TIMEOUT = 30
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    store = build_workspace(tmp_path / "ws")
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    monkeypatch.delenv(AUTO_LOGIN_ENV, raising=False)
+    yield store
+    store.close()
+
+
+def _render_page(module_name: str) -> None:
+    import importlib
+
+    importlib.import_module(module_name).render()
+
+
+def page(name: str, signed_in) -> AppTest:
+    """One page's render function as an app, with ``signed_in`` (a UserInfo) in session state."""
+    at = AppTest.from_function(_render_page, args=(f"app.views.{name}",), default_timeout=TIMEOUT)
+    at.session_state[state.USER] = signed_in  # as runtime.sign_in does
+    at.session_state[state.SESSION_STARTED] = utcnow()
+    return at.run()
+
+
+def labelled(widgets, label: str):
+    return next(w for w in widgets if w.label == label)
+
+
+def button(at: AppTest, label: str):
+    return labelled(at.button, label)
+
+
+def events(store, kind=None):
+    with store.db.read() as s:
+        query = select(Event).order_by(Event.id)
+        return [e for e in s.scalars(query) if kind is None or e.kind == kind]
+
+
+def texts(at: AppTest) -> list[str]:
+    return [t.value for t in at.text]
+
+
+# --- sign-in and routing -------------------------------------------------------------------------
+
+def test_login_refuses_a_bad_password_and_accepts_a_good_one(store):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    at.text_input(key=state.LOGIN_NAME).input("ann")
+    at.text_input(key=state.LOGIN_PASSWORD).input("wrong-password")
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    assert "wrong password" in at.error[0].value
+    assert state.USER not in at.session_state
+
+    at.text_input(key=state.LOGIN_PASSWORD).input(PASSWORD)
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    assert at.session_state[state.USER].name == "ann"
+    assert at.title[0].value == "Annotate"
+
+
+def test_router_shows_pages_by_role(store):
+    assert [p.title for p in pages_for(None)] == ["Sign in"]
+    assert [p.title for p in pages_for(user(store, "ann"))] == ["Annotate", "Explore"]
+    assert [p.title for p in pages_for(user(store, "rev"))] == ["Annotate", "Review", "Explore"]
+    assert [p.title for p in pages_for(user(store, "op"))] == ["Annotate", "Review", "Explore", "Rounds", "Export",
+                                                               "Users"]
+
+
+@pytest.mark.parametrize("name", ["rounds", "export", "users", "review"])
+def test_operator_pages_refuse_an_annotator_even_when_reached(store, name):
+    at = page(name, user(store, "ann"))
+    assert not at.exception
+    assert "do not have access" in at.error[0].value
+    assert not at.form_submit_button
+
+
+def test_launch_checks_its_input(store):
+    with pytest.raises(PairlabError, match="needs at least 2 assigned"):
+        jobs.launch_selection(store, user(store, "op"), strategy="random", budget=1, assign=["ann"], overlap=2)
+    with pytest.raises(PairlabError, match="strategy 'magic'"):
+        jobs.launch_selection(store, user(store, "op"), strategy="magic", budget=1)
+
+
+def test_operator_actions_refuse_a_non_operator_server_side(store):
+    ann = user(store, "ann")
+    with pytest.raises(PermissionDenied):
+        jobs.launch_selection(store, ann, strategy="random", budget=1)
+    with pytest.raises(PermissionDenied):
+        jobs.launch_export(store, ann, fmt="jsonl")
+    # A job row written behind the pages' back is refused by the handler itself.
+    with store.db.write() as s:
+        job = enqueue(s, "select", {"actor": "ann", "strategy": "random", "budget": 1})
+    run_worker(store.root, once=True)
+    with store.db.read() as s:
+        done = get_job(s, job.id)
+        rounds = s.scalars(select(Round)).all()
+    assert done.status == "failed" and "may not operate" in done.message
+    assert len(rounds) == 1
+
+
+def test_auto_login_only_on_loopback(store, monkeypatch):
+    from streamlit import config
+
+    monkeypatch.setenv(AUTO_LOGIN_ENV, "op")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert state.USER not in at.session_state  # AppTest's server.address is unset: refused
+    previous = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    try:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    finally:
+        config.set_option("server.address", previous)
+    assert not at.exception
+    assert at.session_state[state.USER].name == "op"
+
+
+# --- annotate ------------------------------------------------------------------------------------
+
+def test_annotate_shows_the_caption_literally_and_submit_writes_an_event(store):
+    at = page("annotate", user(store, "ann"))
+    assert not at.exception
+    captions = [t for t in texts(at) if XSS in t]
+    assert captions and BOLD in captions[0]
+    assert not any(XSS in m.value or "alert(1)" in m.value for m in at.markdown)
+    assert at.metric[0].value == "4"  # waiting for ann
+    why = at.expander[0]
+    assert why.label == "Why selected"
+    assert list(why.dataframe[0].value["component"]) == ["strategy", "rank", "seed"]
+
+    at.pills[0].set_value(["cat", "dog"]).run()
+    at.segmented_control[0].set_value("mismatch").run()
+    labelled(at.text_input, "Comment (optional)").input("blurry").run()
+    button(at, "Submit").click().run()
+    assert not at.exception
+    assert at.success[0].value == "Submitted."
+    [event] = events(store, "submit")
+    assert event.labels == ["cat", "dog"] and event.verdict == "mismatch" and event.comment == "blurry"
+    assert at.metric[3].value == "1"  # this session's throughput
+
+
+def test_label_filter_keeps_marks_outside_the_filter(store):
+    at = page("annotate", user(store, "ann"))
+    at.pills[0].set_value(["cat"]).run()
+    labelled(at.text_input, "Find a label").input("do").run()
+    assert at.pills[0].options == ["dog"]
+    at.pills[0].set_value(["dog"]).run()
+    button(at, "Submit").click().run()
+    assert not at.exception
+    assert events(store, "submit")[0].labels == ["cat", "dog"]
+
+
+def test_model_suggestions_are_pre_marked_and_can_be_turned_off(tmp_path, monkeypatch):
+    store = build_workspace(tmp_path / "ws", budget=0)
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    with store.db.write() as s:
+        pair_id = s.scalars(select(Pair.id).order_by(Pair.id)).first()
+        create_round(s, strategy="ascmr", params={},
+                     selected=[SelectedPair(pair_id, 0.91, {"intra": 0.123456, "cluster": 3,
+                                                            "suggested_labels": ["dog", "not-a-label"]})])
+    at = page("annotate", user(store, "ann"))
+    assert not at.exception
+    assert at.pills[0].value == ["dog"]
+    assert "Marked: dog" in texts(at)
+    assert list(at.expander[0].dataframe[0].value["value"])[:2] == ["0.1235", "3"]
+    at.toggle(key=state.ANN_SUGGEST).set_value(False).run()
+    assert not at.exception
+    assert at.pills[0].value == []
+    button(at, "Submit").click().run()
+    assert events(store, "submit")[0].labels == []
+
+
+def test_skip_flag_and_undo(store):
+    at = page("annotate", user(store, "ann"))
+    first = [t for t in texts(at) if XSS in t][0]
+    button(at, "Skip").click().run()
+    assert at.success[0].value == "Skipped."
+    assert [t for t in texts(at) if XSS in t][0] != first
+    button(at, "Flag").click().run()
+    assert at.success[0].value == "Flagged for review."
+    button(at, "Undo last").click().run()
+    assert not at.exception
+    assert "Undid your flag" in at.success[0].value
+    flagged, undo = events(store, "flag")[0], events(store, "undo")[0]
+    assert undo.undoes_id == flagged.id
+    with store.db.read() as s:
+        assert not current_label(s, flagged.pair_id).flagged
+    assert button(at, "Submit")  # the undone pair is back for annotation
+
+
+def test_empty_queue_says_so(tmp_path, monkeypatch):
+    store = build_workspace(tmp_path / "ws", budget=0)
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    at = page("annotate", user(store, "ann"))
+    assert not at.exception
+    assert "No pairs are waiting" in at.info[0].value
+
+
+# --- review --------------------------------------------------------------------------------------
+
+def test_reviewer_adjudicates_a_conflict(tmp_path, monkeypatch):
+    store = build_workspace(tmp_path / "ws", budget=1, overlap=2)
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    for name, labels in (("ann", ["cat"]), ("bob", ["dog"])):
+        uid = user(store, name).id
+        with store.db.write() as s:
+            claim = claim_next(s, uid, lease_minutes=5)
+            submit(s, uid, claim.queue_item_id, labels=labels, verdict="match")
+    at = page("review", user(store, "rev"))
+    assert not at.exception
+    assert at.subheader[0].value == "Waiting for review: 1"
+    assert any(XSS in t for t in texts(at))
+    at.multiselect[0].set_value(["dog"])
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    assert "adjudicated" in at.success[0].value
+    [event] = events(store, "adjudicate")
+    with store.db.read() as s:
+        label = current_label(s, event.pair_id)
+    assert label.status == "adjudicated" and label.labels == ("dog",)
+    assert at.success[-1].value == "Nothing needs review."
+
+
+# --- rounds, export, users -----------------------------------------------------------------------
+
+def test_rounds_page_launches_selection_as_a_job(store):
+    at = page("rounds", user(store, "op"))
+    assert not at.exception
+    assert "Training is not available" in at.info[0].value
+    at.number_input(key=state.ROUNDS_BUDGET).set_value(2)
+    at.multiselect(key=state.ROUNDS_ASSIGN).set_value(["bob"])
+    button(at, "Launch round").click().run()
+    assert not at.exception
+    with store.db.read() as s:
+        [job] = [j for j in recent_jobs(s) if j.kind == "select"]
+    assert job.status == "queued"
+    assert job.params == {"actor": "op", "strategy": "random", "budget": 2, "assign": ["bob"], "overlap": 1, "seed": 0}
+    assert at.session_state[state.ROUNDS_JOB] == job.id
+
+    assert run_worker(store.root, once=True) == 1
+    at.run()
+    assert not at.exception
+    assert f"Job {job.id} (select) finished." in [s.value for s in at.success]
+    assert [row for row in at.dataframe[0].value["round"]] == [2, 1]
+
+
+def test_export_page_runs_an_export_job_and_offers_the_file(store):
+    pytest.importorskip("storage.exporters", reason="the exporters have not landed yet")
+    at = page("export", user(store, "op"))
+    at.selectbox(key=state.EXPORT_FORMAT).set_value("jsonl")
+    button(at, "Export").click().run()
+    assert not at.exception
+    assert not list((store.root / "exports").glob("*.jsonl"))
+    assert run_worker(store.root, once=True) == 1
+    at.run()
+    assert not at.exception
+    [download] = at.download_button
+    assert download.label.startswith("Download pairlab-") and download.label.endswith(".jsonl")
+    assert len(list((store.root / "exports").glob("*.jsonl"))) == 1
+    assert not list((store.root / "exports").glob(".partial-*"))
+
+
+def test_users_page_adds_a_user(store):
+    at = page("users", user(store, "op"))
+    at.text_input(key=state.USERS_NAME).input("cid")
+    at.selectbox(key=state.USERS_ROLE).set_value("reviewer")
+    at.text_input(key=state.USERS_PASSWORD).input("another-pass-9")
+    at.text_input(key=state.USERS_PASSWORD_AGAIN).input("another-pass-9")
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    assert user(store, "cid").role == "reviewer"
+    assert "cid" in list(at.dataframe[0].value["user"])
+
+
+def test_explore_filters_by_status_and_round(store):
+    uid = user(store, "ann").id
+    with store.db.write() as s:
+        claim = claim_next(s, uid, lease_minutes=5)
+        submit(s, uid, claim.queue_item_id, labels=["pizza"], verdict="match")
+    at = page("explore", user(store, "ann"))
+    assert not at.exception
+    assert "appears after the first trained model" in at.info[0].value
+    assert "8 pairs match" in texts(at)[0]
+    at.multiselect(key=state.EXPLORE_STATUS).set_value(["labelled"]).run()
+    assert "1 pairs match" in texts(at)[0]
+    assert list(at.dataframe[0].value["labels"]) == ["pizza"]
+    at.multiselect(key=state.EXPLORE_STATUS).set_value([]).run()
+    at.selectbox(key=state.EXPLORE_ROUND).set_value(1).run()
+    assert "4 pairs match" in texts(at)[0]
