@@ -221,14 +221,13 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app.demo import build_demo_workspace, prepare_demo
+    from app.demo import DEMO_OPERATOR, build_demo_workspace
     from app.serve import serve
 
     store = build_demo_workspace(Path(args.workspace))
-    operator = prepare_demo(store)
     root = store.root
     store.close()
-    return serve(root, host="127.0.0.1", port=args.port, auto_login=operator)
+    return serve(root, host="127.0.0.1", port=args.port, auto_login=DEMO_OPERATOR)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -1,35 +1,36 @@
 """``pairlab demo``: a workspace built from the COCO sample bundled in the package.
 
 The sample's images are split by image: a fifth keep their COCO category labels as the ``test``
-split (so learning curves have ground truth), the rest become the unlabelled ``pool``.
+split (ground truth for the learning curve), a few more keep them as the ``train`` split (the seed
+set the first model learns from), and the rest become the unlabelled ``pool``. The first run
+imports, encodes, trains and selects a first ``ascmr`` round.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
-from app.services import run_selection
+from app.services import encode_workspace, run_selection, train_workspace
 from storage.importers import import_source
-from storage.models import Round
 from storage.store import Store, init_workspace, open_store
-from storage.users import add_user, get_user, list_users
+from storage.users import add_user, get_user
 from storage.workspace import CONFIG_NAME
 
 log = logging.getLogger(__name__)
 
 TEST_FRACTION = 0.2
+SEED_FRACTION = 0.15
 SEED = 0
+DEMO_OPERATOR = "demo"
+DEMO_FIRST_BUDGET = 20
 
 
 def sample_dir() -> Path:
-    return Path(str(files("app") / "sample" / "coco"))
+    return Path(__file__).resolve().parent / "sample" / "coco"
 
 
 def write_demo_manifest(out: Path) -> list[str]:
@@ -42,20 +43,22 @@ def write_demo_manifest(out: Path) -> list[str]:
     for ann in instances["annotations"]:
         tags.setdefault(ann["image_id"], set()).add(names[ann["category_id"]])
     images = sorted(captions["images"], key=lambda im: im["id"])
-    rng = np.random.default_rng(SEED)
-    test_ids = {im["id"] for im in rng.permutation(images)[: round(TEST_FRACTION * len(images))]}
+    order = [im["id"] for im in np.random.default_rng(SEED).permutation(images)]
+    n_test, n_seed = round(TEST_FRACTION * len(order)), round(SEED_FRACTION * len(order))
+    split = {**{i: "test" for i in order[:n_test]}, **{i: "train" for i in order[n_test:n_test + n_seed]}}
     files_by_id = {im["id"]: root / "val2017" / im["file_name"] for im in images}
     with out.open("w", encoding="utf-8") as fh:
         for cap in sorted(captions["annotations"], key=lambda a: a["id"]):
             row = {"id": f"coco:{cap['id']}", "image": str(files_by_id[cap["image_id"]]), "text": cap["caption"].strip()}
-            if cap["image_id"] in test_ids:
-                row.update(split="test", labels=sorted(tags.get(cap["image_id"], ())))
+            if cap["image_id"] in split:
+                row.update(split=split[cap["image_id"]], labels=sorted(tags.get(cap["image_id"], ())))
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return [c["name"] for c in sorted(instances["categories"], key=lambda c: c["id"])]
 
 
 def build_demo_workspace(root: Path) -> Store:
-    """Create the demo workspace at ``root`` on first run; reuse it afterwards."""
+    """Create the demo workspace at ``root`` on first run (import, encode, train, first ``ascmr`` round);
+    reuse it afterwards. Its operator ``demo`` has no password: it only signs in automatically on 127.0.0.1."""
     if (root / CONFIG_NAME).is_file():
         log.info("reusing the demo workspace at %s", root)
         return open_store(root)
@@ -64,23 +67,14 @@ def build_demo_workspace(root: Path) -> Store:
         vocabulary = write_demo_manifest(manifest)
         store = init_workspace(root, labels=vocabulary)
         import_source(store, manifest, "manifest", allow_absolute=True)
-    log.info("built the demo workspace at %s from %s", root, os.path.relpath(sample_dir()))
-    return store
-
-
-DEMO_OPERATOR = "demo"
-DEMO_FIRST_BUDGET = 20
-
-
-def prepare_demo(store: Store) -> str:
-    """Make sure the demo has its operator (no password: it only signs in automatically on 127.0.0.1)
-    and a first round to annotate; return the operator's name."""
     with store.db.write() as s:
-        if DEMO_OPERATOR not in {u.name for u in list_users(s)}:
-            add_user(s, DEMO_OPERATOR, "operator")
+        add_user(s, DEMO_OPERATOR, "operator")
+    with store.db.read() as s:
         operator = get_user(s, DEMO_OPERATOR)
-        has_round = s.scalar(select(Round.id).limit(1)) is not None
-    if not has_round:
-        report = run_selection(store, strategy="random", budget=DEMO_FIRST_BUDGET, actor=operator, seed=SEED)
-        log.info("demo: round %d selected %d pairs", report.round_number, report.selected)
-    return DEMO_OPERATOR
+    log.info("demo: encoding the sample")
+    encode_workspace(store)
+    log.info("demo: training the first model")
+    info = train_workspace(store)
+    report = run_selection(store, strategy="ascmr", budget=DEMO_FIRST_BUDGET, actor=operator, seed=SEED)
+    log.info("demo: model v%d, round %d selected %d pairs", info.version, report.round_number, report.selected)
+    return store

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli import EXPORT_FORMATS, EXPORT_SUFFIX, STRATEGIES
-from app.services import run_selection
+from app.services import encode_workspace, run_selection, train_workspace
 from storage.errors import PairlabError
 from storage.exporters import export_workspace
 from storage.jobs import JobView, enqueue
@@ -79,7 +79,7 @@ def handle_select(store: Store, params: dict[str, Any], progress: JobProgress) -
     progress.update(0.0, f"selecting {params.get('budget')} pairs with {params.get('strategy')}", force=True)
     report = run_selection(store, strategy=params["strategy"], budget=int(params["budget"]), actor=actor,
                            assign=list(params.get("assign") or ()), overlap=params.get("overlap"),
-                           seed=int(params.get("seed", 0)))
+                           seed=int(params.get("seed", 0)), progress=progress.update)
     return {"round": report.round_number, "strategy": report.strategy, "selected": report.selected,
             "queued_slots": report.queued_slots}
 
@@ -102,9 +102,23 @@ def handle_export(store: Store, params: dict[str, Any], progress: JobProgress) -
     return {"path": str(target), "file": name, "format": fmt, "rows": report.rows}
 
 
+def handle_encode(store: Store, params: dict[str, Any], progress: JobProgress) -> dict[str, Any]:
+    acting_user(store, params, "operate")
+    return encode_workspace(store, image_encoder=params.get("image_encoder"), text_encoder=params.get("text_encoder"),
+                            progress=progress.update)
+
+
+def handle_train(store: Store, params: dict[str, Any], progress: JobProgress) -> dict[str, Any]:
+    acting_user(store, params, "operate")
+    info = train_workspace(store, from_scratch=bool(params.get("from_scratch")), progress=progress.update)
+    return {"version": info.version, "labelled": info.labelled_count, "metrics": info.metrics}
+
+
 JOB_HANDLERS: dict[str, Handler] = {
     "select": handle_select,
     "export": handle_export,
+    "encode": handle_encode,
+    "train": handle_train,
 }
 
 
@@ -129,18 +143,9 @@ def launch_selection(store: Store, actor: UserInfo, *, strategy: str, budget: in
         return enqueue(s, "select", params, created_by=actor.id)
 
 
-def training_available() -> bool:
-    return "train" in JOB_HANDLERS
-
-
 def launch_training(store: Store, actor: UserInfo, *, from_scratch: bool = False) -> JobView:
-    """Queue a training job (only once a ``train`` handler is registered).
-
-    Params: ``{"actor": name, "from_scratch": bool}``.
-    """
+    """Queue a training job; params ``{"actor": name, "from_scratch": bool}``."""
     require(actor, "operate")
-    if not training_available():
-        raise PairlabError("training is not available in this build yet")
     with store.db.write() as s:
         return enqueue(s, "train", {"actor": actor.name, "from_scratch": bool(from_scratch)}, created_by=actor.id)
 

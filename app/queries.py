@@ -166,12 +166,18 @@ def round_history(store: Store) -> list[dict[str, Any]]:
 
 
 def learning_curve(store: Store) -> list[dict[str, Any]]:
-    """One row per model version: labelled count plus every numeric metric it recorded."""
+    """One row per model version: labelled count and mAP (i2t, t2i, avg) on the test split, or on the
+    labelled validation split when the workspace has no labelled test pairs (DESIGN §7)."""
     with store.db.read() as s:
         versions = s.scalars(select(ModelVersion).order_by(ModelVersion.version)).all()
-    return [{"version": v.version, "labelled": v.labelled_count,
-             **{k: float(x) for k, x in (v.metrics or {}).items() if isinstance(x, (int, float))}}
-            for v in versions]
+    rows = []
+    for v in versions:
+        metrics = v.metrics or {}
+        source = "test" if metrics.get("test") else "validation"
+        scores = metrics.get(source) or {}
+        rows.append({"version": v.version, "labelled": v.labelled_count, "measured_on": source,
+                     **{f"{source} {k}": float(scores[k]) for k in ("i2t", "t2i", "avg") if k in scores}})
+    return rows
 
 
 def latest_model_version(store: Store) -> int | None:

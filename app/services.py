@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,11 @@ from sqlalchemy import func, select
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, ENCODER_NAMES, encode_images, \
     encode_texts, get_encoder
+from learner.encoders.openclip import PREFIX as OPEN_CLIP_PREFIX
 from learner.encoders.tfidf import TfidfEncoder
 from learner.inference import infer
 from learner.metrics import evaluate_retrieval
-from learner.selection.strategies import STRATEGY_NAMES, cold_start, get_strategy
+from learner.selection.strategies import STRATEGY_NAMES, SelectionError, cold_start, get_strategy
 from learner.training import TrainConfig, train_model
 from storage.annotations import current_labels
 from storage.errors import InputError, NotFoundError, PairlabError
@@ -41,6 +42,7 @@ TRAINING_SPLITS = ("pool", "train", "val")
 SELECTABLE_SPLITS = ("pool", "train")
 HUMAN_LABEL_KINDS = ("submit", "adjudicate")
 SUGGESTION_THRESHOLD = 0.5
+MAX_SUGGESTIONS = 5
 # Labelled states that train the model; a conflict waits for a reviewer.
 TRUSTED_STATUSES = ("labelled", "adjudicated")
 
@@ -53,27 +55,41 @@ def _quiet(_fraction: float, _message: str) -> None:
 
 @dataclass(frozen=True)
 class EncoderChoice:
+    """Encoder names per modality and their options (e.g. ``weights_path`` for ``open_clip:<arch>``)."""
+
     image: str
     text: str
+    image_options: dict[str, Any] = field(default_factory=dict)
+    text_options: dict[str, Any] = field(default_factory=dict)
+
+    def names(self) -> dict[str, str]:
+        return {"image": self.image, "text": self.text}
+
+
+ENCODER_KEYS = ("image", "text", "image_options", "text_options")
 
 
 def encoder_choice(store: Store) -> EncoderChoice:
-    """``[encoders]`` of ``pairlab.toml``; unset entries fall back to precomputed features when the
+    """``[encoders]`` of ``pairlab.toml``; unset names fall back to precomputed features when the
     workspace has them, else to the defaults (EfficientNet-Lite0, TF-IDF)."""
     table = store.workspace.config.learner.get("encoders", {})
-    unknown = set(table) - {"image", "text"}
+    where = str(store.workspace.config_path)
+    unknown = set(table) - set(ENCODER_KEYS)
     if unknown:
-        raise InputError(str(store.workspace.config_path), None, f"[encoders].{sorted(unknown)[0]}",
-                         "unknown key; allowed: image, text")
+        raise InputError(where, None, f"[encoders].{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(ENCODER_KEYS)}")
     with store.db.read() as s:
         precomputed = {f.modality for f in list_features(s) if f.encoder == PRECOMPUTED}
-    image = table.get("image") or (PRECOMPUTED if "image" in precomputed else DEFAULT_IMAGE_ENCODER)
-    text = table.get("text") or (PRECOMPUTED if "text" in precomputed else DEFAULT_TEXT_ENCODER)
-    for modality, name in (("image", image), ("text", text)):
-        if name != PRECOMPUTED and name.split(":")[0] not in ENCODER_NAMES:
-            raise InputError(str(store.workspace.config_path), None, f"[encoders].{modality}",
+    names = {m: table.get(m) or (PRECOMPUTED if m in precomputed else default)
+             for m, default in (("image", DEFAULT_IMAGE_ENCODER), ("text", DEFAULT_TEXT_ENCODER))}
+    for modality, name in names.items():
+        known = name in ENCODER_NAMES or name.startswith(OPEN_CLIP_PREFIX)
+        if not known:
+            raise InputError(where, None, f"[encoders].{modality}",
                              f"unknown encoder {name!r}; allowed: {', '.join(ENCODER_NAMES)}")
-    return EncoderChoice(image, text)
+        if not isinstance(table.get(f"{modality}_options", {}), dict):
+            raise InputError(where, None, f"[encoders].{modality}_options", "must be a table")
+    return EncoderChoice(names["image"], names["text"], dict(table.get("image_options", {})),
+                         dict(table.get("text_options", {})))
 
 
 def train_config(store: Store, **overrides: Any) -> TrainConfig:
@@ -152,6 +168,12 @@ def feature_matrices(store: Store, ids: np.ndarray, choice: EncoderChoice) -> tu
 
 # --------------------------------------------------------------------------- encode
 
+def _build_encoder(name: str, options: dict[str, Any]):
+    try:
+        return get_encoder(name, **options)
+    except ValueError as exc:
+        raise PairlabError(f"[encoders]: {exc}") from None
+
 def text_encoder_path(store: Store, name: str) -> Path:
     """Where a fitted text encoder (TF-IDF) of the workspace is kept, so later queries share its space."""
     return store.workspace.subdir("features") / f"{name}-text-encoder.joblib"
@@ -169,7 +191,7 @@ def encode_workspace(store: Store, *, image_encoder: str | None = None, text_enc
         learner["encoders"] = {**learner.get("encoders", {}),
                                **{k: v for k, v in (("image", image_encoder), ("text", text_encoder)) if v}}
         config = replace(store.workspace.config, learner=learner)
-        object.__setattr__(store.workspace, "config", config)
+        store = replace(store, workspace=replace(store.workspace, config=config))
         encoder_choice(store)  # validate before writing
         write_config(store.root, config)
     choice = encoder_choice(store)
@@ -182,7 +204,7 @@ def encode_workspace(store: Store, *, image_encoder: str | None = None, text_enc
             raise PairlabError(f"{missing[0]}: image file not found ({len(missing)} pairs); "
                                "feature-only pairs need --image-encoder precomputed")
         progress(0.0, f"encoding {len(table.ids)} images with {choice.image}")
-        encoder = get_encoder(choice.image)
+        encoder = _build_encoder(choice.image, choice.image_options)
         matrix = encode_images(encoder, table.image_paths, cache,
                                lambda done, total: progress(0.8 * done / max(total, 1),
                                                             f"images {done}/{total}"))
@@ -191,7 +213,7 @@ def encode_workspace(store: Store, *, image_encoder: str | None = None, text_enc
                                                     matrix, table.ids))
     if choice.text != PRECOMPUTED:
         progress(0.8, f"encoding {len(table.ids)} texts with {choice.text}")
-        encoder = get_encoder(choice.text)
+        encoder = _build_encoder(choice.text, choice.text_options)
         if isinstance(encoder, TfidfEncoder):
             encoder.fit(table.texts)
             encoder.save(text_encoder_path(store, choice.text))
@@ -263,10 +285,10 @@ def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | N
         version = (s.scalar(select(func.max(ModelVersion.version))) or 0) + 1
         path = store.workspace.subdir("models") / f"model-v{version}.pt"
         save_checkpoint(result.model, path, {"version": version, "vocabulary": vocabulary,
-                                             "encoders": asdict(choice)})
+                                             "encoders": choice.names()})
         s.add(ModelVersion(version=version, path=str(path), parent_id=None if init is None else _version_id(s, previous),
                            labelled_count=n_labelled, metrics=metrics,
-                           config={"train": asdict(config), "encoders": asdict(choice), "vocabulary": vocabulary}))
+                           config={"train": asdict(config), "encoders": choice.names(), "vocabulary": vocabulary}))
     progress(1.0, f"model v{version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
     return ModelInfo(version, str(path), n_labelled, metrics)
 
@@ -323,7 +345,9 @@ def selectable_rows(store: Store, table: PairTable) -> np.ndarray:
 
 
 def _suggestions(probs: np.ndarray, vocabulary: Sequence[str]) -> list[str]:
-    return [vocabulary[j] for j in np.flatnonzero(probs >= SUGGESTION_THRESHOLD)]
+    """The most probable labels (at most ``MAX_SUGGESTIONS``) whose probability passes the threshold."""
+    top = np.argsort(-probs, kind="stable")[:MAX_SUGGESTIONS]
+    return [vocabulary[j] for j in top if probs[j] >= SUGGESTION_THRESHOLD]
 
 
 def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, assign: Sequence[str] = (),
@@ -357,7 +381,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
     else:
         choice = encoder_choice(store)
         image, text = feature_matrices(store, table.ids, choice)
-        params["encoders"] = asdict(choice)
+        params["encoders"] = choice.names()
         if info is None:
             progress(0.3, "no model yet: cold start on the raw features")
             selection = cold_start(np.hstack([image, text]), pool_rows, budget, seed=seed)
@@ -371,8 +395,10 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
                             dropout_samples=10 if strategy == "bald" else 0, seed=seed)
             pool_pos = np.searchsorted(rows, pool_rows)
             labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
-            query = get_strategy(strategy)
-            selection = query.query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+            try:
+                selection = get_strategy(strategy).query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+            except SelectionError as exc:
+                raise PairlabError(f"select: {exc}") from None
             joint = (outputs.probs_image + outputs.probs_text) / 2  # (n, C)
             for item, pos in zip(selection.explanation, selection.indices):
                 item["suggested_labels"] = _suggestions(joint[pos], vocabulary)
@@ -385,7 +411,9 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
         scores = np.array([explanation[picked[int(r)]].get("score", 0.0) for r in chosen], dtype=float)
     params["selected_by"] = used
     params["select_seconds"] = round(time.perf_counter() - start, 3)
-    selected = [SelectedPair(int(table.ids[r]), float(s), {**e, "strategy": used})
+    # "index" is a row of the scored sub-array, meaningless outside this call
+    selected = [SelectedPair(int(table.ids[r]), float(s),
+                             {**{k: v for k, v in e.items() if k != "index"}, "strategy": used})
                 for r, s, e in zip(chosen, scores, explanation)]
     progress(0.9, "recording the round")
     with store.db.write() as s:

@@ -64,9 +64,6 @@ def _training(store: Store, user: UserInfo) -> None:
     st.subheader("Model")
     version = queries.latest_model_version(store)
     st.text(f"Latest model version: {version}" if version is not None else "No model trained yet.")
-    if not jobs.training_available():
-        st.info("Training is not available in this build yet; it arrives with the learner.")
-        return
     from_scratch = st.checkbox("Retrain from scratch", key=state.ROUNDS_FROM_SCRATCH)
     if st.button("Retrain"):
         try:
@@ -82,7 +79,7 @@ def _charts(store: Store) -> None:
     curve, labels, activity = st.tabs(["Learning curve", "Label distribution", "Annotator throughput"])
     with curve:
         points = queries.learning_curve(store)
-        metrics = sorted({k for p in points for k in p} - {"version", "labelled"})
+        metrics = sorted({k for p in points for k in p} - {"version", "labelled", "measured_on"})
         if not points or not metrics:
             st.info("No learning curve yet: it appears once a trained model has been evaluated.")
         else:

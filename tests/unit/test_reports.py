@@ -49,3 +49,10 @@ def test_reports_are_written(tmp_path):
     assert "| good | 0.4550 |" in summary and "not reached" in summary
     assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_cli_strategy_list_matches_the_learner_registry():
+    from app.cli import STRATEGIES
+    from learner.selection.strategies import STRATEGY_NAMES
+
+    assert STRATEGIES == STRATEGY_NAMES
