@@ -25,6 +25,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 START_TIMEOUT = 60.0
+# The demo's first run imports, encodes and trains before it serves.
+DEMO_START_TIMEOUT = 300.0
 
 
 def _require_chromium() -> None:
@@ -42,8 +44,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"pairlab serve exited early with code {proc.returncode}")
@@ -53,7 +55,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
                     return
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"{url}/_stcore/health did not answer within {START_TIMEOUT:.0f} s")
+    raise RuntimeError(f"{url}/_stcore/health did not answer within {timeout:.0f} s")
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -70,7 +72,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 @contextmanager
-def _serving(args: list[str], workspace: Path, log_path: Path):
+def _serving(args: list[str], workspace: Path, log_path: Path, start_timeout: float = START_TIMEOUT):
     """Run ``python -m app.cli ARGS`` until the health endpoint answers; on exit SIGTERM it and check that
     nothing started for ``workspace`` (web server, worker) is left running."""
     port = _free_port()
@@ -79,7 +81,7 @@ def _serving(args: list[str], workspace: Path, log_path: Path):
                                 stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, proc)
+            _wait_healthy(url, proc, start_timeout)
             yield url
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -109,7 +111,7 @@ def demo(tmp_path_factory):
     """The base URL of ``pairlab demo`` (bundled COCO sample, signed in automatically on 127.0.0.1)."""
     _require_chromium()
     root = tmp_path_factory.mktemp("demo") / "ws"
-    with _serving(["demo", "--workspace", str(root)], root, root.parent / "demo.log") as url:
+    with _serving(["demo", "--workspace", str(root)], root, root.parent / "demo.log", DEMO_START_TIMEOUT) as url:
         yield url
 
 
