@@ -162,7 +162,10 @@ def sign_in(page, base_url: str, name: str, *, path: str = "") -> None:
 
 
 def save_screenshot(page, name: str) -> None:
-    """A good-path screenshot for the README walkthrough."""
+    """A good-path screenshot for the README walkthrough, refreshed only with ``PAIRLAB_SCREENSHOTS=1``
+    (so a test run leaves the checkout clean)."""
+    if os.environ.get("PAIRLAB_SCREENSHOTS") != "1":
+        return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(300)  # let the last rerun paint
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
