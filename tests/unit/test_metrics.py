@@ -1,0 +1,82 @@
+"""Retrieval metrics on hand-computed toy cases (learner.metrics)."""
+import numpy as np
+import pytest
+
+from learner.metrics import evaluate_retrieval, mean_average_precision, precision_at_k
+
+# Two queries, four gallery items, two classes A=[1,0], B=[0,1].
+QUERY = np.array([[1.0, 0.0], [0.0, 1.0]])
+GALLERY = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+QUERY_LABELS = np.array([[1, 0], [0, 1]], dtype=np.float32)          # q1: A, q2: B
+GALLERY_LABELS = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.float32)  # g1 A, g2 B, g3 A, g4 B
+# q1 cosines: g1 1.0, g2 0.8, g3 0.0, g4 -1.0 -> ranking g1(rel) g2 g3(rel) g4
+#   AP@all = (1/2) * (1/1 + 2/3) = 0.833333;  AP@2 = (1/1) * (1/1) = 1.0;  P@2 = 1/2
+# q2 cosines: g1 0.0, g2 0.6, g3 1.0, g4 0.0 -> ranking g3 g2(rel) g1 g4(rel)  (tie g1/g4 kept in gallery order)
+#   AP@all = (1/2) * (1/2 + 2/4) = 0.5;       AP@2 = (1/1) * (1/2) = 0.5;  P@2 = 1/2
+# mAP@all = (0.833333 + 0.5) / 2 = 0.666667;  mAP@2 = (1.0 + 0.5) / 2 = 0.75;  P@2 = 0.5
+
+
+def test_map_all_hand_computed():
+    assert mean_average_precision(QUERY, GALLERY, QUERY_LABELS, GALLERY_LABELS) == pytest.approx((5 / 6 + 0.5) / 2)
+
+
+def test_map_at_k_hand_computed():
+    assert mean_average_precision(QUERY, GALLERY, QUERY_LABELS, GALLERY_LABELS, top_k=2) == pytest.approx(0.75)
+
+
+def test_precision_at_k_hand_computed():
+    assert precision_at_k(QUERY, GALLERY, QUERY_LABELS, GALLERY_LABELS, k=2) == pytest.approx(0.5)
+    # P@1: q1 -> g1 relevant (1), q2 -> g3 not relevant (0)
+    assert precision_at_k(QUERY, GALLERY, QUERY_LABELS, GALLERY_LABELS, k=1) == pytest.approx(0.5)
+
+
+def test_multilabel_relevance_and_query_without_relevant_items():
+    # q1 has labels {A, B}: every gallery item shares one -> AP = 1. q2 has label C, nothing relevant -> AP = 0.
+    ql = np.array([[1, 1, 0], [0, 0, 1]], dtype=np.float32)
+    gl = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32)
+    assert mean_average_precision(QUERY, GALLERY, ql, gl) == pytest.approx(0.5)
+
+
+def test_chunking_and_scale_do_not_change_results():
+    rng = np.random.default_rng(0)
+    q, g = rng.normal(size=(37, 8)), rng.normal(size=(53, 8))
+    ql = (rng.random((37, 5)) < 0.3).astype(np.float32)
+    gl = (rng.random((53, 5)) < 0.3).astype(np.float32)
+    full = mean_average_precision(q, g, ql, gl, chunk=1000)
+    assert mean_average_precision(q * 3.0, g, ql, gl, chunk=4) == pytest.approx(full)
+    assert mean_average_precision(q, g, ql, gl, top_k=10, chunk=7) == pytest.approx(
+        mean_average_precision(q, g, ql, gl, top_k=10, chunk=1000))
+
+
+def test_map_all_matches_sklearn_average_precision():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(1)
+    q, g = rng.normal(size=(20, 6)), rng.normal(size=(40, 6))
+    ql = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 20)]
+    gl = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 40)]
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+    expected = np.mean([average_precision_score((gl @ ql[i]) > 0, gn @ qn[i]) for i in range(20)])
+    assert mean_average_precision(q, g, ql, gl) == pytest.approx(expected)
+
+
+def test_evaluate_retrieval_keys_and_perfect_alignment():
+    labels = np.eye(3, dtype=np.float32)[[0, 0, 1, 1, 2, 2]]
+    mu = labels + 0.01 * np.arange(6)[:, None]           # same-class items closest
+    out = evaluate_retrieval(mu, mu, labels, ks=(2,), precision_ks=(2,))
+    assert set(out) == {"i2t", "t2i", "avg", "i2t@2", "t2i@2", "avg@2", "i2t_p@2", "t2i_p@2", "p@2"}
+    assert out["avg"] == pytest.approx(1.0) and out["p@2"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", ["gallery", "labels", "top_k"])
+def test_invalid_input_raises_value_error(bad):
+    kwargs = dict(query=QUERY, gallery=GALLERY, query_labels=QUERY_LABELS, gallery_labels=GALLERY_LABELS)
+    if bad == "gallery":
+        kwargs["gallery"] = GALLERY[:, :1]
+    elif bad == "labels":
+        kwargs["gallery_labels"] = GALLERY_LABELS[:2]
+    else:
+        kwargs["top_k"] = 0
+    with pytest.raises(ValueError):
+        mean_average_precision(**kwargs)
