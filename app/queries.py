@@ -224,6 +224,18 @@ def round_numbers(store: Store) -> list[int]:
         return list(s.scalars(select(Round.number).order_by(Round.number)))
 
 
+@dataclass(frozen=True)
+class PairBrief:
+    image_path: str
+    text: str
+
+
+def pairs_by_id(store: Store, pair_ids: Sequence[int]) -> dict[int, PairBrief]:
+    with store.db.read() as s:
+        rows = s.execute(select(Pair.id, Pair.image_path, Pair.text).where(Pair.id.in_(list(pair_ids))))
+        return {pid: PairBrief(path, text) for pid, path, text in rows}
+
+
 def browse_pairs(store: Store, *, labels: Sequence[str] = (), statuses: Sequence[str] = (),
                  round_number: int | None = None, split: str | None = None,
                  limit: int = 200) -> tuple[list[PairRow], int]:

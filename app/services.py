@@ -6,6 +6,7 @@ function here is what a CLI verb and a worker job both call.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sqlalchemy import func, select
 
 from learner.checkpoint import load_checkpoint, save_checkpoint
@@ -289,6 +291,7 @@ def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | N
         s.add(ModelVersion(version=version, path=str(path), parent_id=None if init is None else _version_id(s, previous),
                            labelled_count=n_labelled, metrics=metrics,
                            config={"train": asdict(config), "encoders": choice.names(), "vocabulary": vocabulary}))
+    model_embeddings(store)  # computed now, so Explore never waits on it
     progress(1.0, f"model v{version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
     return ModelInfo(version, str(path), n_labelled, metrics)
 
@@ -425,3 +428,95 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
     progress(1.0, f"round {number}: {budget} pairs queued")
     return RoundReport(number, strategy, budget, budget * overlap,
                        None if used in ("random", "cold_start") else info.version)
+
+
+# --------------------------------------------------------------------------- retrieval (Explore)
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Common-space means of every pair under one model version: pair_ids (N,), mu_image/mu_text (N, d)."""
+
+    version: int
+    pair_ids: np.ndarray
+    mu_image: np.ndarray
+    mu_text: np.ndarray
+
+
+@dataclass(frozen=True)
+class Hit:
+    pair_id: int
+    score: float
+
+
+def _embeddings_path(store: Store, version: int) -> Path:
+    return store.workspace.subdir("models") / f"embeddings-v{version}.npz"
+
+
+def model_embeddings(store: Store) -> Embeddings:
+    """The latest model's embeddings of all pairs, computed once per version and kept beside the checkpoint."""
+    info = latest_model(store)
+    if info is None:
+        raise PairlabError("retrieval needs a trained model; run 'pairlab train' first")
+    path = _embeddings_path(store, info.version)
+    if not path.is_file():
+        table = pair_table(store)
+        image, text = feature_matrices(store, table.ids, encoder_choice(store))
+        model, _ = load_checkpoint(info.path)
+        out = infer(model, image, text, mc_samples=0)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, pair_ids=table.ids, mu_image=out.mu_image, mu_text=out.mu_text)
+        os.replace(tmp, path)
+    with np.load(path) as data:
+        return Embeddings(info.version, data["pair_ids"], data["mu_image"], data["mu_text"])
+
+
+def embed_query_text(store: Store, query: str) -> np.ndarray:
+    """The latest model's text mean (d,) of a free-text query, through the workspace's text encoder."""
+    query = query.strip()
+    if not query:
+        raise PairlabError("query: empty text")
+    info = latest_model(store)
+    if info is None:
+        raise PairlabError("retrieval needs a trained model; run 'pairlab train' first")
+    choice = encoder_choice(store)
+    if choice.text == PRECOMPUTED:
+        raise PairlabError("free-text search needs a text encoder; this workspace's text features were precomputed")
+    path = text_encoder_path(store, choice.text)
+    encoder = TfidfEncoder.load(path) if path.is_file() else _build_encoder(choice.text, choice.text_options)
+    features = encoder.embed_texts([query])  # (1, Dt)
+    model, _ = load_checkpoint(info.path)
+    with torch.no_grad():
+        mu, _ = model.encode_text(torch.from_numpy(np.asarray(features, dtype=np.float32)))
+    return mu.numpy()[0]
+
+
+def images_for_text(store: Store, query: str, *, k: int = 12) -> list[Hit]:
+    """Top-k pairs whose image is most similar to the query text, one hit per distinct image."""
+    emb = model_embeddings(store)
+    return _distinct_image_hits(store, emb, emb.mu_image @ embed_query_text(store, query), k)
+
+
+def texts_for_pair(store: Store, pair_id: int, *, k: int = 10) -> list[Hit]:
+    """Top-k texts of the workspace for the image of ``pair_id``."""
+    emb = model_embeddings(store)
+    row = np.flatnonzero(emb.pair_ids == pair_id)
+    if len(row) == 0:
+        raise NotFoundError(f"pair {pair_id} has no embedding under model v{emb.version}")
+    scores = emb.mu_text @ emb.mu_image[row[0]]  # (N,)
+    top = np.argsort(-scores, kind="stable")[:k]
+    return [Hit(int(emb.pair_ids[i]), float(scores[i])) for i in top]
+
+
+def _distinct_image_hits(store: Store, emb: Embeddings, scores: np.ndarray, k: int) -> list[Hit]:
+    with store.db.read() as s:
+        sha = {pid: digest for pid, digest in s.execute(select(Pair.id, Pair.image_sha256))}
+    hits, seen = [], set()
+    for i in np.argsort(-scores, kind="stable"):
+        key = sha.get(int(emb.pair_ids[i]))
+        if key in seen:
+            continue
+        seen.add(key)
+        hits.append(Hit(int(emb.pair_ids[i]), float(scores[i])))
+        if len(hits) == k:
+            break
+    return hits

@@ -44,6 +44,7 @@ EXPLORE_STATUS = "explore.status"
 EXPLORE_ROUND = "explore.round"
 EXPLORE_SPLIT = "explore.split"
 EXPLORE_PAIR = "explore.pair"
+EXPLORE_QUERY = "explore.query"
 
 # Users
 USERS_NAME = "users.name"

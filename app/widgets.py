@@ -62,6 +62,15 @@ def pair_image(path: str, *, key: str) -> None:
         _zoom_dialog(path)
 
 
+def thumbnail(path: str) -> None:
+    """The image fitted into its column (no zoom), or a note when the pair has no image file."""
+    file = Path(path)
+    if not file.is_file():
+        st.text("(no image file)")
+        return
+    st.image(_fitted(str(file), file.stat().st_mtime), width="stretch")
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return str(value)

@@ -1,23 +1,23 @@
-"""Explore: browse pairs by label, status, round and split.
-
-The retrieval playground (text -> top images, image -> top texts) needs a trained model and the
-learner's retrieval functions; until they exist the page says so instead of pretending.
-"""
+"""Explore: a retrieval playground (text -> top images, pair -> top texts) with the latest model, and
+browsing of pairs by label, status, round and split."""
 from __future__ import annotations
 
 import streamlit as st
 
-from app import queries, runtime, state, widgets
+from app import queries, runtime, services, state, widgets
+from storage.errors import PairlabError
 from storage.models import SPLITS
 
 PAGE_ROWS = 200
+SEARCH_HITS = 8
+SEARCH_COLUMNS = 4
 
 
 def render() -> None:
     runtime.require_page("annotate")
     store = runtime.get_store()
     st.title("Explore")
-    _retrieval_state(queries.latest_model_version(store))
+    _search_images(store, queries.latest_model_version(store))
     st.subheader("Browse pairs")
     cols = st.columns(4)
     labels = cols[0].multiselect("Any of these labels", queries.vocabulary(store), key=state.EXPLORE_LABELS)
@@ -45,11 +45,40 @@ def render() -> None:
         with text:
             st.text(row.text)
             st.text(f"Status: {row.status}; labels: {', '.join(row.labels) if row.labels else 'none'}")
+        _top_texts(store, row.pair_id)
 
 
-def _retrieval_state(model_version: int | None) -> None:
+def _search_images(store, model_version: int | None) -> None:
     if model_version is None:
         st.info("Retrieval (type text to see the top images; pick a pair to see the top texts) appears after "
                 "the first trained model.")
-    else:
-        st.info(f"Model version {model_version} is trained, but this build has no retrieval search yet.")
+        return
+    st.subheader(f"Search images by text (model v{model_version})")
+    query = st.text_input("Describe the image", key=state.EXPLORE_QUERY)
+    if not query.strip():
+        return
+    try:
+        hits = services.images_for_text(store, query, k=SEARCH_HITS)
+    except PairlabError as exc:
+        st.warning(str(exc))
+        return
+    pairs = queries.pairs_by_id(store, [h.pair_id for h in hits])
+    for start in range(0, len(hits), SEARCH_COLUMNS):
+        for column, hit in zip(st.columns(SEARCH_COLUMNS), hits[start:start + SEARCH_COLUMNS]):
+            with column:
+                widgets.thumbnail(pairs[hit.pair_id].image_path)
+                st.text(f"pair {hit.pair_id} · {hit.score:.3f}")
+
+
+def _top_texts(store, pair_id: int) -> None:
+    if queries.latest_model_version(store) is None:
+        return
+    try:
+        hits = services.texts_for_pair(store, pair_id, k=SEARCH_HITS)
+    except PairlabError as exc:
+        st.warning(str(exc))
+        return
+    pairs = queries.pairs_by_id(store, [h.pair_id for h in hits])
+    st.text("Top texts for this image")
+    st.dataframe([{"pair": h.pair_id, "score": round(h.score, 4), "text": pairs[h.pair_id].text,
+                   "own caption": h.pair_id == pair_id} for h in hits], hide_index=True, width="stretch")

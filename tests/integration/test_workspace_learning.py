@@ -1,0 +1,106 @@
+"""The learner wired to a workspace (encode, train, evaluate, select, retrieval), on the COCO sample
+bundled for the demo: real images through EfficientNet-Lite0 and real captions through TF-IDF."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+from app import queries, services, state
+from app.demo import DEMO_FIRST_BUDGET, DEMO_OPERATOR, build_demo_workspace
+from app.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
+from storage.errors import PairlabError
+from storage.models import ModelVersion, Round, utcnow
+from storage.users import get_user
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = build_demo_workspace(tmp_path_factory.mktemp("learning") / "ws")
+    yield store
+    store.close()
+
+
+def operator(store):
+    with store.db.read() as s:
+        return get_user(s, DEMO_OPERATOR)
+
+
+def test_demo_build_encodes_trains_and_selects_a_first_ascmr_round(store):
+    info = services.latest_model(store)
+    assert info.version == 1 and info.labelled_count > 0
+    assert set(info.metrics["test"]) >= {"i2t", "t2i", "avg"}
+    with store.db.read() as s:
+        rnd = s.scalar(select(Round))
+        assert rnd.strategy == "ascmr" and rnd.params["selected_by"] == "ascmr"
+        explanations = [sel.explanation for sel in rnd.selections]
+    assert len(explanations) == DEMO_FIRST_BUDGET
+    for why in explanations:  # the "why selected" breakdown of DESIGN §5 step 5
+        assert {"informativeness", "density", "cluster", "rank", "score", "match_probability",
+                "disagreement", "entropy_image", "entropy_text"} <= set(why)
+        assert "index" not in why and len(why["suggested_labels"]) <= services.MAX_SUGGESTIONS
+
+
+def test_evaluate_reports_both_directions_on_the_test_split(store):
+    metrics = services.evaluate_workspace(store, split="test")
+    assert metrics["model_version"] == 1 and metrics["pairs"] > 10
+    for key in ("i2t", "t2i", "avg", "i2t@50", "t2i@50"):
+        assert 0.0 < metrics[key] <= 1.0
+    assert metrics["avg"] == pytest.approx((metrics["i2t"] + metrics["t2i"]) / 2)
+
+
+def test_text_search_finds_the_images_it_describes(store):
+    hits = services.images_for_text(store, "two giraffes standing in a field", k=3)
+    texts = queries.pairs_by_id(store, [h.pair_id for h in hits])
+    assert "giraffe" in texts[hits[0].pair_id].text.lower()
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    with pytest.raises(PairlabError, match="empty text"):
+        services.images_for_text(store, "   ")
+
+
+def test_top_texts_of_an_image_rank_its_own_captions_high(store):
+    hit = services.images_for_text(store, "two giraffes standing in a field", k=1)[0]
+    top = services.texts_for_pair(store, hit.pair_id, k=10)
+    texts = queries.pairs_by_id(store, [h.pair_id for h in top])
+    assert sum("giraffe" in texts[h.pair_id].text.lower() for h in top[:5]) >= 3
+
+
+def test_retraining_warm_starts_from_the_previous_version(store):
+    info = services.train_workspace(store, epochs=6)
+    assert info.version == 2
+    with store.db.read() as s:
+        versions = {v.version: v for v in s.scalars(select(ModelVersion))}
+    assert versions[2].parent_id == versions[1].id
+    scratch = services.train_workspace(store, from_scratch=True, epochs=6)
+    with store.db.read() as s:
+        assert s.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == scratch.version)) is None
+
+
+def test_select_with_a_model_refuses_budget_beyond_the_pool(store):
+    pool = len(services.selectable_pair_ids(store))
+    with pytest.raises(PairlabError, match=f"exceeds the {pool} selectable pairs"):
+        services.run_selection(store, strategy="entropy", budget=pool + 1, actor=operator(store))
+    report = services.run_selection(store, strategy="bald", budget=5, actor=operator(store), seed=1)
+    assert report.selected == 5 and report.model_version is not None
+
+
+def _explore() -> None:
+    from app.views import explore
+
+    explore.render()
+
+
+def test_explore_page_searches_images_by_text(store, monkeypatch):
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    monkeypatch.delenv(AUTO_LOGIN_ENV, raising=False)
+    at = AppTest.from_function(_explore, default_timeout=60)
+    at.session_state[state.USER] = operator(store)
+    at.session_state[state.SESSION_STARTED] = utcnow()
+    at.run()
+    assert not at.exception
+    at.text_input(key=state.EXPLORE_QUERY).set_value("a giraffe").run()
+    assert not at.exception
+    assert len(at.image) >= 4
+    assert any(t.value.startswith("pair ") for t in at.text)
