@@ -22,6 +22,7 @@ from learner.metrics import evaluate_retrieval
 from learner.model import CrossModalModel
 
 logger = logging.getLogger(__name__)
+VAL_SPLIT_STREAM = 1  # a second seed word, so the split does not share draws with batching
 
 
 @dataclass(frozen=True)
@@ -152,14 +153,20 @@ def _validate_inputs(image_features: np.ndarray, text_features: np.ndarray, labe
                              f"{(h['image_dim'], h['text_dim'], h['num_classes'])}, data has {expected}")
 
 
-def _split_labelled(labelled: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Labelled indices -> (train, val); no validation split when it would hold < 2 pairs."""
+def _split_labelled(labelled: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled indices -> (train, val); no validation split when it would hold < 2 pairs.
+
+    Row i is a validation row when u_i < val_fraction, with u drawn once per row from ``seed``: the
+    assignment depends only on the row, never on which other rows are labelled. So when labels
+    arrive between rounds, a pair that trained a warm-started model never turns into a validation
+    pair (which would inflate validation mAP and defeat early stopping).
+    """
     lab = np.flatnonzero(labelled)
-    n_val = int(math.floor(val_fraction * lab.size))
-    if n_val < 2 or lab.size - n_val < 1:
+    u = np.random.default_rng([seed, VAL_SPLIT_STREAM]).random(labelled.size)
+    in_val = u[lab] < val_fraction
+    if in_val.sum() < 2 or in_val.all():
         return lab, np.empty(0, dtype=np.int64)
-    perm = rng.permutation(lab)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    return lab[~in_val], lab[in_val]
 
 
 @torch.no_grad()
@@ -221,7 +228,7 @@ def train_model(
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     n, n_classes = labels.shape
-    lab_train, val_idx = _split_labelled(labelled, config.val_fraction, rng)
+    lab_train, val_idx = _split_labelled(labelled, config.val_fraction, config.seed)
     is_lab_train = np.zeros(n, dtype=bool)
     is_lab_train[lab_train] = True
     in_val = np.zeros(n, dtype=bool)
