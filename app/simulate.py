@@ -32,13 +32,15 @@ CARVED_TEST_FRACTION = 0.2
 
 @dataclass(frozen=True)
 class SimulationData:
-    """image (N, Di) and text (N, Dt) features, labels (N, C) 0/1, split (N,) names."""
+    """image (N, Di) and text (N, Dt) features, labels (N, C) 0/1, split (N,) names, and groups (N,):
+    the image reference of each pair, so a carved test split never shares an image with the pool."""
 
     name: str
     image: np.ndarray
     text: np.ndarray
     labels: np.ndarray
     split: np.ndarray
+    groups: np.ndarray
     encoders: dict[str, str]
 
 
@@ -106,8 +108,9 @@ def load_simulation_data(source: Path, fmt: str, *, cache_dir: Path, image_encod
             encoder.fit([t for t, s in zip(texts, split) if s in ("train", "pool")] or texts)
         text = encode_texts(encoder, texts, cache_dir)
         encoders = {"image": image_name, "text": text_name}
+    groups = np.array([r.image_ref for r in parsed.rows], dtype=object)
     return SimulationData(source.name, np.asarray(image, dtype=np.float32), np.asarray(text, dtype=np.float32),
-                          labels, split, encoders)
+                          labels, split, groups, encoders)
 
 
 def count(amount: float, pool_size: int) -> int:
@@ -115,15 +118,17 @@ def count(amount: float, pool_size: int) -> int:
     return max(1, round(amount * pool_size)) if amount < 1 else int(amount)
 
 
-def split_pool_and_test(split: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Pool = train/pool pairs, test = test pairs; without a test split, carve one off with ``seed``."""
+def split_pool_and_test(split: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Pool = train/pool pairs, test = test pairs. Without a test split, carve one off with ``seed``
+    by whole groups (all captions of an image go to the same side)."""
     pool = np.flatnonzero(np.isin(split, ("train", "pool")))
     test = np.flatnonzero(split == "test")
     if len(test):
         return pool, test, False
-    order = np.random.default_rng(seed).permutation(pool)
-    n_test = max(1, round(CARVED_TEST_FRACTION * len(pool)))
-    return np.sort(order[n_test:]), np.sort(order[:n_test]), True
+    names = np.unique(groups[pool])
+    carved = np.random.default_rng(seed).permutation(names)[:max(1, round(CARVED_TEST_FRACTION * len(names)))]
+    in_test = np.isin(groups[pool], carved)
+    return pool[~in_test], pool[in_test], True
 
 
 def _evaluate(model, data: SimulationData, test: np.ndarray) -> dict[str, float]:
@@ -173,14 +178,14 @@ def run_strategy(data: SimulationData, pool: np.ndarray, test: np.ndarray, initi
 def run_simulation(data: SimulationData, config: SimulationConfig,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole protocol; returns the ``results.json`` document (DESIGN §6 schema plus ``protocol``)."""
-    pool, test, carved = split_pool_and_test(data.split, config.seeds[0])
+    pool, test, carved = split_pool_and_test(data.split, data.groups, config.seeds[0])
     if len(pool) < 2 or len(test) < 2:
         raise PairlabError(f"{data.name}: need at least 2 pool and 2 test pairs, got {len(pool)} and {len(test)}")
     n_initial = count(config.initial, len(pool))
     notes = []
     if carved:
-        notes.append(f"no test split in the data: {len(test)} pairs ({CARVED_TEST_FRACTION:.0%}) were carved off "
-                     f"the pool with seed {config.seeds[0]}")
+        notes.append(f"no test split in the data: {len(test)} pairs ({CARVED_TEST_FRACTION:.0%} of the images, "
+                     f"all captions of each) were carved off the pool with seed {config.seeds[0]}")
     full, strategies = [], {name: [] for name in config.strategies}
     for seed in config.seeds:
         full_model, _ = _train(data, pool, np.ones(len(pool), dtype=bool), replace(config.train, seed=seed), None)
