@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,17 @@ def sample_dir() -> Path:
     return Path(__file__).resolve().parent / "sample" / "coco"
 
 
-def write_demo_manifest(out: Path) -> list[str]:
-    """Write the sample as a JSONL manifest (absolute image paths); return the label vocabulary in COCO order."""
+@dataclass(frozen=True)
+class SampleCaption:
+    caption_id: int
+    image_id: int
+    image: Path
+    text: str
+    labels: tuple[str, ...]   # the image's COCO categories
+
+
+def sample_captions() -> tuple[list[SampleCaption], list[str]]:
+    """Every caption of the bundled sample (caption-id order) and the 80 category names in COCO order."""
     root = sample_dir()
     captions = json.loads((root / "annotations" / "captions_val2017.json").read_text(encoding="utf-8"))
     instances = json.loads((root / "annotations" / "instances_val2017.json").read_text(encoding="utf-8"))
@@ -42,18 +52,26 @@ def write_demo_manifest(out: Path) -> list[str]:
     tags: dict[int, set[str]] = {}
     for ann in instances["annotations"]:
         tags.setdefault(ann["image_id"], set()).add(names[ann["category_id"]])
-    images = sorted(captions["images"], key=lambda im: im["id"])
-    order = [im["id"] for im in np.random.default_rng(SEED).permutation(images)]
+    files = {im["id"]: root / "val2017" / im["file_name"] for im in captions["images"]}
+    rows = [SampleCaption(c["id"], c["image_id"], files[c["image_id"]], c["caption"].strip(),
+                          tuple(sorted(tags.get(c["image_id"], ()))))
+            for c in sorted(captions["annotations"], key=lambda a: a["id"])]
+    return rows, [c["name"] for c in sorted(instances["categories"], key=lambda c: c["id"])]
+
+
+def write_demo_manifest(out: Path) -> list[str]:
+    """Write the sample as a JSONL manifest (absolute image paths); return the label vocabulary in COCO order."""
+    rows, vocabulary = sample_captions()
+    order = list(np.random.default_rng(SEED).permutation(sorted({r.image_id for r in rows})))
     n_test, n_seed = round(TEST_FRACTION * len(order)), round(SEED_FRACTION * len(order))
     split = {**{i: "test" for i in order[:n_test]}, **{i: "train" for i in order[n_test:n_test + n_seed]}}
-    files_by_id = {im["id"]: root / "val2017" / im["file_name"] for im in images}
     with out.open("w", encoding="utf-8") as fh:
-        for cap in sorted(captions["annotations"], key=lambda a: a["id"]):
-            row = {"id": f"coco:{cap['id']}", "image": str(files_by_id[cap["image_id"]]), "text": cap["caption"].strip()}
-            if cap["image_id"] in split:
-                row.update(split=split[cap["image_id"]], labels=sorted(tags.get(cap["image_id"], ())))
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return [c["name"] for c in sorted(instances["categories"], key=lambda c: c["id"])]
+        for row in rows:
+            record = {"id": f"coco:{row.caption_id}", "image": str(row.image), "text": row.text}
+            if row.image_id in split:
+                record.update(split=split[row.image_id], labels=list(row.labels))
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return vocabulary
 
 
 def build_demo_workspace(root: Path) -> Store:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.demo import sample_dir
+from app.demo import sample_captions
 from app.simulate import split_pool_and_test
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,26 +52,17 @@ def test_carved_test_split_keeps_every_image_on_one_side():
 
 def test_simulate_on_raw_coco_images_and_captions(tmp_path):
     """The bundled COCO sample as a raw JSONL manifest (no test split): encoded once, test carved by image."""
-    root = sample_dir()
-    captions = json.loads((root / "annotations" / "captions_val2017.json").read_text(encoding="utf-8"))
-    instances = json.loads((root / "annotations" / "instances_val2017.json").read_text(encoding="utf-8"))
-    names = {c["id"]: c["name"] for c in instances["categories"]}
-    tags: dict[int, set[str]] = {}
-    for ann in instances["annotations"]:
-        tags.setdefault(ann["image_id"], set()).add(names[ann["category_id"]])
-    files = {im["id"]: root / "val2017" / im["file_name"] for im in captions["images"]}
+    rows, _ = sample_captions()
     manifest = tmp_path / "coco.jsonl"
-    manifest.write_text("".join(
-        json.dumps({"image": str(files[c["image_id"]]), "text": c["caption"],
-                    "labels": sorted(tags.get(c["image_id"], ()))}) + "\n"
-        for c in captions["annotations"]), encoding="utf-8")
+    manifest.write_text("".join(json.dumps({"image": str(r.image), "text": r.text, "labels": list(r.labels)}) + "\n"
+                                for r in rows), encoding="utf-8")
     out = tmp_path / "out"
     results = simulate(manifest, out, "--strategies", "ascmr,random", "--rounds", "2", "--seeds", "0",
                        "--initial", "0.05", "--budget", "0.05")
     check_schema(results, ["ascmr", "random"], [0], 3)
     assert results["encoders"] == {"image": "efficientnet-lite0", "text": "tfidf"}
     assert results["protocol"]["test_carved"] is True
-    assert results["pool_size"] + results["test_size"] == len(captions["annotations"])
+    assert results["pool_size"] + results["test_size"] == len(rows)
     assert any((out / "cache").iterdir())  # encoded once, cached for the next run
 
 
