@@ -53,7 +53,15 @@ def cmd_init(args: argparse.Namespace) -> int:
         path = Path(args.labels_file)
         if not path.is_file():
             raise PairlabError(f"{path}: --labels-file not found")
-        labels += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from storage.errors import InputError
+        from storage.vocabulary import clean_label
+
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    labels.append(clean_label(line))
+                except ValueError as exc:
+                    raise InputError(str(path), line_no, "label", str(exc)) from None
     store = init_workspace(args.workspace, labels=labels or None, database_url=args.db)
     log.info("created workspace %s (%d labels, database %s)", store.root, len(labels), store.workspace.database_url)
     return 0
@@ -159,7 +167,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise PairlabError(f"{source}: not found")
     out = Path(args.out)
     data = load_simulation_data(source, args.format or _guess_format(source), cache_dir=out / "cache",
-                                image_encoder=args.image_encoder, text_encoder=args.text_encoder)
+                                carve_seed=seeds[0], image_encoder=args.image_encoder, text_encoder=args.text_encoder)
     results = run_simulation(data, config, progress=lambda message: log.info("%s", message))
     write_reports(results, out)
     log.info("wrote %s, %s and %s", out / "results.json", out / "learning_curves.png", out / "summary.md")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ SEED_FRACTION = 0.15
 SEED = 0
 DEMO_OPERATOR = "demo"
 DEMO_FIRST_BUDGET = 20
+COMPLETE_MARKER = ".demo-complete"  # written last: a workspace without it was interrupted
 
 
 def sample_dir() -> Path:
@@ -77,9 +79,12 @@ def write_demo_manifest(out: Path) -> list[str]:
 def build_demo_workspace(root: Path) -> Store:
     """Create the demo workspace at ``root`` on first run (import, encode, train, first ``ascmr`` round);
     reuse it afterwards. Its operator ``demo`` has no password: it only signs in automatically on 127.0.0.1."""
-    if (root / CONFIG_NAME).is_file():
+    if (root / COMPLETE_MARKER).is_file():
         log.info("reusing the demo workspace at %s", root)
         return open_store(root)
+    if (root / CONFIG_NAME).is_file():  # an earlier build was interrupted
+        log.warning("the demo workspace at %s is incomplete; rebuilding it", root)
+        shutil.rmtree(root)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "coco-sample.jsonl"
         vocabulary = write_demo_manifest(manifest)
@@ -95,4 +100,5 @@ def build_demo_workspace(root: Path) -> Store:
     info = train_workspace(store)
     report = run_selection(store, strategy="ascmr", budget=DEMO_FIRST_BUDGET, actor=operator, seed=SEED)
     log.info("demo: model v%d, round %d selected %d pairs", info.version, report.round_number, report.selected)
+    (root / COMPLETE_MARKER).write_text("built\n", encoding="utf-8")
     return store

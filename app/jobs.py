@@ -150,6 +150,13 @@ def launch_training(store: Store, actor: UserInfo, *, from_scratch: bool = False
         return enqueue(s, "train", {"actor": actor.name, "from_scratch": bool(from_scratch)}, created_by=actor.id)
 
 
+def launch_encode(store: Store, actor: UserInfo) -> JobView:
+    """Queue encoding of every pair with the workspace's encoders; params ``{"actor": name}``."""
+    require(actor, "operate")
+    with store.db.write() as s:
+        return enqueue(s, "encode", {"actor": actor.name}, created_by=actor.id)
+
+
 def launch_export(store: Store, actor: UserInfo, *, fmt: str) -> JobView:
     """Queue an export to ``WS/exports/pairlab-<UTC time>.<ext>``."""
     require(actor, "operate")

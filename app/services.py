@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import lru_cache
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, ENCODER_NAMES, encode_images, \
@@ -28,7 +30,7 @@ from learner.selection.strategies import STRATEGY_NAMES, SelectionError, cold_st
 from learner.training import TrainConfig, train_model
 from storage.annotations import current_labels
 from storage.errors import InputError, NotFoundError, PairlabError
-from storage.features import list_features, load_features, save_features
+from storage.features import feature_signature, list_features, load_features, save_features
 from storage.models import Event, ModelVersion, Pair, Selection
 from storage.queue import SelectedPair, create_round
 from storage.store import Store
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 PRECOMPUTED = "precomputed"
-TRAINING_SPLITS = ("pool", "train", "val")
+TRAINING_SPLITS = ("pool", "train")  # "val" and "test" pairs are only evaluated
 SELECTABLE_SPLITS = ("pool", "train")
 HUMAN_LABEL_KINDS = ("submit", "adjudicate")
 SUGGESTION_THRESHOLD = 0.5
@@ -234,16 +236,42 @@ def encode_workspace(store: Store, *, image_encoder: str | None = None, text_enc
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """features: the signatures of the feature sets the model was trained on (``feature_signatures``)."""
+
     version: int
     path: str
     labelled_count: int
     metrics: dict[str, Any]
+    features: dict[str, str] = field(default_factory=dict)
 
 
 def latest_model(store: Store) -> ModelInfo | None:
     with store.db.read() as s:
         row = s.scalar(select(ModelVersion).order_by(ModelVersion.version.desc()).limit(1))
-    return None if row is None else ModelInfo(row.version, row.path, row.labelled_count, dict(row.metrics or {}))
+    if row is None:
+        return None
+    return ModelInfo(row.version, row.path, row.labelled_count, dict(row.metrics or {}),
+                     dict((row.config or {}).get("features", {})))
+
+
+def feature_signatures(store: Store, choice: EncoderChoice) -> dict[str, str]:
+    with store.db.read() as s:
+        try:
+            return {m: feature_signature(s, m, name) for m, name in choice.names().items()}
+        except NotFoundError as exc:
+            raise PairlabError(str(exc)) from None
+
+
+def current_model(store: Store) -> ModelInfo:
+    """The latest model, refusing one trained on features that were re-encoded since (a new TF-IDF fit is
+    a new feature space of the same size: mixing it with an old model gives silent nonsense)."""
+    info = latest_model(store)
+    if info is None:
+        raise PairlabError("no trained model yet; run 'pairlab train' first")
+    if info.features != feature_signatures(store, encoder_choice(store)):
+        raise PairlabError(f"the features changed since model v{info.version} was trained (re-encoded or other "
+                           "encoders); run 'pairlab train' first")
+    return info
 
 
 def _evaluate_split(model, image: np.ndarray, text: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -266,9 +294,12 @@ def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | N
     n_labelled = int(labelled[train_rows].sum())
     if n_labelled < 2:
         raise PairlabError(f"train: {n_labelled} labelled pairs outside the test split; label at least 2 first")
+    signatures = feature_signatures(store, choice)
     previous = latest_model(store)
     init = None
-    if previous is not None and not from_scratch:
+    if previous is not None and previous.features != signatures:
+        log.info("features changed since version %d: training from scratch", previous.version)
+    elif previous is not None and not from_scratch:
         init, _ = load_checkpoint(previous.path)
         if init.hparams["num_classes"] != len(vocabulary) or init.hparams["image_dim"] != image.shape[1] \
                 or init.hparams["text_dim"] != text.shape[1]:
@@ -290,10 +321,11 @@ def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | N
                                              "encoders": choice.names()})
         s.add(ModelVersion(version=version, path=str(path), parent_id=None if init is None else _version_id(s, previous),
                            labelled_count=n_labelled, metrics=metrics,
-                           config={"train": asdict(config), "encoders": choice.names(), "vocabulary": vocabulary}))
+                           config={"train": asdict(config), "encoders": choice.names(), "vocabulary": vocabulary,
+                                   "features": signatures}))
     model_embeddings(store)  # computed now, so Explore never waits on it
     progress(1.0, f"model v{version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
-    return ModelInfo(version, str(path), n_labelled, metrics)
+    return ModelInfo(version, str(path), n_labelled, metrics, signatures)
 
 
 def _version_id(session, info: ModelInfo) -> int:
@@ -302,9 +334,7 @@ def _version_id(session, info: ModelInfo) -> int:
 
 def evaluate_workspace(store: Store, *, split: str = "test") -> dict[str, Any]:
     """Retrieval metrics of the latest model on the labelled pairs of ``split`` (DESIGN §4 metrics)."""
-    info = latest_model(store)
-    if info is None:
-        raise PairlabError("evaluate: no trained model yet; run 'pairlab train' first")
+    info = current_model(store)
     table = pair_table(store)
     labels, labelled, _ = label_matrix(store, table.ids)
     rows = np.flatnonzero((table.splits == split) & labelled)
@@ -365,6 +395,8 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
         raise PairlabError(f"--strategy {strategy!r}; allowed: {', '.join(STRATEGY_NAMES)}")
     if budget < 1:
         raise PairlabError("--budget: must be >= 1")
+    if overlap is not None and overlap < 1:
+        raise PairlabError("--overlap: must be >= 1")
     overlap = overlap or store.workspace.config.annotation.overlap
     table = pair_table(store)
     pool_rows = selectable_rows(store, table)
@@ -390,8 +422,9 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
             selection = cold_start(np.hstack([image, text]), pool_rows, budget, seed=seed)
             used = "cold_start"
         else:
+            info = current_model(store)
             progress(0.2, f"scoring {len(pool_rows)} pairs with model v{info.version}")
-            model, _ = load_checkpoint(info.path)
+            model = _cached_model(info.path)
             _, labelled, vocabulary = label_matrix(store, table.ids)
             rows = np.union1d(pool_rows, np.flatnonzero(labelled & np.isin(table.splits, TRAINING_SPLITS)))
             outputs = infer(model, image[rows], text[rows], mc_samples=8,
@@ -410,8 +443,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
             used = strategy
         chosen, explanation = selection.indices, selection.explanation
         params.update(selection.params)
-        picked = dict(zip(selection.indices.tolist(), range(len(selection.indices))))
-        scores = np.array([explanation[picked[int(r)]].get("score", 0.0) for r in chosen], dtype=float)
+        scores = np.array([item["score"] for item in explanation], dtype=float)
     params["selected_by"] = used
     params["select_seconds"] = round(time.perf_counter() - start, 3)
     # "index" is a row of the scored sub-array, meaningless outside this call
@@ -419,12 +451,15 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
                              {**{k: v for k, v in e.items() if k != "index"}, "strategy": used})
                 for r, s, e in zip(chosen, scores, explanation)]
     progress(0.9, "recording the round")
-    with store.db.write() as s:
-        assignees = [get_user(s, name).id for name in assign]
-        model_id = None if info is None or used in ("random", "cold_start") else _version_id(s, info)
-        rnd = create_round(s, strategy=strategy, selected=selected, params=params, overlap=overlap,
-                           assignees=assignees, model_version_id=model_id, created_by=actor.id)
-        number = rnd.number
+    try:
+        with store.db.write() as s:
+            assignees = [get_user(s, name).id for name in assign]
+            model_id = None if info is None or used in ("random", "cold_start") else _version_id(s, info)
+            rnd = create_round(s, strategy=strategy, selected=selected, params=params, overlap=overlap,
+                               assignees=assignees, model_version_id=model_id, created_by=actor.id)
+            number = rnd.number
+    except IntegrityError:
+        raise PairlabError("select: another selection took some of these pairs meanwhile; run it again") from None
     progress(1.0, f"round {number}: {budget} pairs queued")
     return RoundReport(number, strategy, budget, budget * overlap,
                        None if used in ("random", "cold_start") else info.version)
@@ -448,21 +483,33 @@ class Hit:
     score: float
 
 
+def _cached_model(path: str):
+    """A checkpoint loaded once per process (files are written once per version, never changed)."""
+    return _load_model(path, Path(path).stat().st_mtime)
+
+
+@lru_cache(maxsize=4)
+def _load_model(path: str, _mtime: float):
+    return load_checkpoint(path)[0]
+
+
+@lru_cache(maxsize=2)
+def _cached_tfidf(path: str, _mtime: float) -> TfidfEncoder:
+    return TfidfEncoder.load(path)
+
+
 def _embeddings_path(store: Store, version: int) -> Path:
     return store.workspace.subdir("models") / f"embeddings-v{version}.npz"
 
 
 def model_embeddings(store: Store) -> Embeddings:
     """The latest model's embeddings of all pairs, computed once per version and kept beside the checkpoint."""
-    info = latest_model(store)
-    if info is None:
-        raise PairlabError("retrieval needs a trained model; run 'pairlab train' first")
+    info = current_model(store)
     path = _embeddings_path(store, info.version)
     if not path.is_file():
         table = pair_table(store)
         image, text = feature_matrices(store, table.ids, encoder_choice(store))
-        model, _ = load_checkpoint(info.path)
-        out = infer(model, image, text, mc_samples=0)
+        out = infer(_cached_model(info.path), image, text, mc_samples=0)
         tmp = path.with_name(f".{path.name}.tmp.npz")
         np.savez(tmp, pair_ids=table.ids, mu_image=out.mu_image, mu_text=out.mu_text)
         os.replace(tmp, path)
@@ -475,16 +522,15 @@ def embed_query_text(store: Store, query: str) -> np.ndarray:
     query = query.strip()
     if not query:
         raise PairlabError("query: empty text")
-    info = latest_model(store)
-    if info is None:
-        raise PairlabError("retrieval needs a trained model; run 'pairlab train' first")
+    info = current_model(store)
     choice = encoder_choice(store)
     if choice.text == PRECOMPUTED:
         raise PairlabError("free-text search needs a text encoder; this workspace's text features were precomputed")
     path = text_encoder_path(store, choice.text)
-    encoder = TfidfEncoder.load(path) if path.is_file() else _build_encoder(choice.text, choice.text_options)
+    encoder = _cached_tfidf(str(path), path.stat().st_mtime) if path.is_file() \
+        else _build_encoder(choice.text, choice.text_options)
     features = encoder.embed_texts([query])  # (1, Dt)
-    model, _ = load_checkpoint(info.path)
+    model = _cached_model(info.path)
     with torch.no_grad():
         mu, _ = model.encode_text(torch.from_numpy(np.asarray(features, dtype=np.float32)))
     return mu.numpy()[0]

@@ -42,6 +42,7 @@ class SimulationData:
     split: np.ndarray
     groups: np.ndarray
     encoders: dict[str, str]
+    test_carved: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ class SimulationConfig:
                 raise PairlabError(f"--{name}: must be > 0")
 
 
-def load_simulation_data(source: Path, fmt: str, *, cache_dir: Path, image_encoder: str | None = None,
-                         text_encoder: str | None = None) -> SimulationData:
+def load_simulation_data(source: Path, fmt: str, *, cache_dir: Path, carve_seed: int,
+                         image_encoder: str | None = None, text_encoder: str | None = None) -> SimulationData:
     """Parse a labelled dataset; use its precomputed features, or encode its images and texts once
     (cached by content hash in ``cache_dir``). TF-IDF is fitted on the pool's texts only."""
     parsed = parse_source(source, fmt, allow_absolute=True)
@@ -93,6 +94,12 @@ def load_simulation_data(source: Path, fmt: str, *, cache_dir: Path, image_encod
     for i, row in enumerate(parsed.rows):
         labels[i, [column[name] for name in row.labels]] = 1.0
     split = np.array([r.split for r in parsed.rows], dtype=object)
+    groups = np.array([r.image_ref for r in parsed.rows], dtype=object)
+    carved = not np.any(split == "test")
+    if carved:  # carved here, before any encoder is fitted, so TF-IDF never sees a test text
+        pool, test = split_pool_and_test(split, groups, carve_seed)
+        split = split.copy()
+        split[test] = "test"
     if "image" in parsed.features and "text" in parsed.features and not (image_encoder or text_encoder):
         image, text = parsed.features["image"], parsed.features["text"]
         encoders = {"image": "precomputed", "text": "precomputed"}
@@ -108,9 +115,8 @@ def load_simulation_data(source: Path, fmt: str, *, cache_dir: Path, image_encod
             encoder.fit([t for t, s in zip(texts, split) if s in ("train", "pool")] or texts)
         text = encode_texts(encoder, texts, cache_dir)
         encoders = {"image": image_name, "text": text_name}
-    groups = np.array([r.image_ref for r in parsed.rows], dtype=object)
     return SimulationData(source.name, np.asarray(image, dtype=np.float32), np.asarray(text, dtype=np.float32),
-                          labels, split, groups, encoders)
+                          labels, split, groups, encoders, carved)
 
 
 def count(amount: float, pool_size: int) -> int:
@@ -118,17 +124,17 @@ def count(amount: float, pool_size: int) -> int:
     return max(1, round(amount * pool_size)) if amount < 1 else int(amount)
 
 
-def split_pool_and_test(split: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
+def split_pool_and_test(split: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Pool = train/pool pairs, test = test pairs. Without a test split, carve one off with ``seed``
     by whole groups (all captions of an image go to the same side)."""
     pool = np.flatnonzero(np.isin(split, ("train", "pool")))
     test = np.flatnonzero(split == "test")
     if len(test):
-        return pool, test, False
+        return pool, test
     names = np.unique(groups[pool])
     carved = np.random.default_rng(seed).permutation(names)[:max(1, round(CARVED_TEST_FRACTION * len(names)))]
     in_test = np.isin(groups[pool], carved)
-    return pool[~in_test], pool[in_test], True
+    return pool[~in_test], pool[in_test]
 
 
 def _evaluate(model, data: SimulationData, test: np.ndarray) -> dict[str, float]:
@@ -178,11 +184,17 @@ def run_strategy(data: SimulationData, pool: np.ndarray, test: np.ndarray, initi
 def run_simulation(data: SimulationData, config: SimulationConfig,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole protocol; returns the ``results.json`` document (DESIGN §6 schema plus ``protocol``)."""
-    pool, test, carved = split_pool_and_test(data.split, data.groups, config.seeds[0])
+    pool, test = split_pool_and_test(data.split, data.groups, config.seeds[0])
     if len(pool) < 2 or len(test) < 2:
         raise PairlabError(f"{data.name}: need at least 2 pool and 2 test pairs, got {len(pool)} and {len(test)}")
     n_initial = count(config.initial, len(pool))
+    if n_initial + count(config.budget, len(pool)) * config.rounds > len(pool):
+        raise PairlabError(f"--initial/--budget/--rounds: {n_initial} + {config.rounds} x "
+                           f"{count(config.budget, len(pool))} pairs exceed the pool of {len(pool)}")
     notes = []
+    if len(config.seeds) < 3:
+        notes.append(f"only {len(config.seeds)} seed(s): DESIGN §6 asks for at least 3 for reported figures")
+    carved = data.test_carved
     if carved:
         notes.append(f"no test split in the data: {len(test)} pairs ({CARVED_TEST_FRACTION:.0%} of the images, "
                      f"all captions of each) were carved off the pool with seed {config.seeds[0]}")

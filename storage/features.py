@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFoundError
-from storage.models import FeatureSet
+from storage.models import FeatureSet, utcnow
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,17 @@ def save_features(session: Session, features_dir: Path, modality: str, encoder: 
     if row is None:
         row = FeatureSet(modality=modality, encoder=encoder, path=str(final), dim=matrix.shape[1], rows=0)
         session.add(row)
-    row.path, row.dim, row.rows = str(final), int(matrix.shape[1]), int(len(matrix))
+    row.path, row.dim, row.rows, row.created_at = str(final), int(matrix.shape[1]), int(len(matrix)), utcnow()
     session.flush()
     return FeatureSetInfo(modality, encoder, str(final), str(final_ids), row.dim, row.rows)
+
+
+def feature_signature(session: Session, modality: str, encoder: str) -> str:
+    """Identifies one write of a feature set: a model trained on it is stale once this changes."""
+    row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality, FeatureSet.encoder == encoder))
+    if row is None:
+        raise NotFoundError(f"no {modality} features from encoder {encoder!r}; run 'pairlab encode' first")
+    return f"{encoder}:{row.rows}x{row.dim}:{row.created_at.isoformat()}"
 
 
 def list_features(session: Session) -> list[FeatureSetInfo]:

@@ -18,7 +18,6 @@ SPLITS = ("pool", "train", "val", "test")
 ROLES = ("annotator", "reviewer", "operator", "system")
 EVENT_KINDS = ("submit", "skip", "flag", "adjudicate", "undo", "import")
 VERDICTS = ("match", "mismatch", "unsure")
-JOB_STATES = ("queued", "running", "done", "failed")
 
 
 def utcnow() -> datetime:
@@ -102,10 +101,9 @@ class Selection(Base):
     """A pair chosen in a round, with its score breakdown ("why selected")."""
 
     __tablename__ = "selections"
-    __table_args__ = (UniqueConstraint("round_id", "pair_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
-    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"))
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), unique=True)  # selected at most once, ever
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     explanation: Mapped[dict[str, Any]] = mapped_column(default=dict)

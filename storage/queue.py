@@ -192,10 +192,3 @@ def queue_stats(session: Session, user_id: int | None = None) -> QueueStats:
                                        QueueItem.lease_expires_at >= now))
     total = session.scalar(base)
     return QueueStats(open_slots=total - done - leased, leased_slots=leased, done_slots=done)
-
-
-def user_id_by_name(session: Session, name: str) -> int:
-    uid = session.scalar(select(User.id).where(User.name == name))
-    if uid is None:
-        raise NotFoundError(f"user {name!r} does not exist (add it with 'pairlab user add')")
-    return uid

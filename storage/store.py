@@ -1,15 +1,17 @@
 """Opening and creating workspaces: the configuration plus one database engine per process."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from storage.db import Database
-from storage.errors import WorkspaceError
+from storage.errors import InputError, WorkspaceError
 from storage.models import User
-from storage.vocabulary import add_labels
+from storage.vocabulary import add_labels, clean_label
 from storage.workspace import CONFIG_NAME, Workspace, WorkspaceConfig, load_workspace, write_config
 
 SYSTEM_USER = "system"
@@ -53,16 +55,28 @@ def init_workspace(root: str | Path, *, labels: list[str] | None = None, databas
         raise WorkspaceError(f"{root}: already a pairlab workspace")
     if root.exists() and not root.is_dir():
         raise WorkspaceError(f"{root}: exists and is not a directory")
+    for i, name in enumerate(labels or (), start=1):
+        try:
+            clean_label(name)
+        except ValueError as exc:
+            raise InputError("--labels", i, "label", str(exc)) from None
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     config = WorkspaceConfig() if database_url is None else replace(WorkspaceConfig(), database_url=database_url)
     write_config(root, config)
-    store = open_store_unchecked(root)
-    store.db.create_schema()
-    with store.db.write() as s:
-        if s.scalar(select(User.id).where(User.name == SYSTEM_USER)) is None:
+    try:
+        store = open_store_unchecked(root)
+        store.db.create_schema()
+        with store.db.write() as s:
             s.add(User(name=SYSTEM_USER, role="system"))
-        if labels:
-            add_labels(s, labels)
+            if labels:
+                add_labels(s, labels)
+    except SQLAlchemyError as exc:
+        (root / CONFIG_NAME).unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        raise WorkspaceError(f"{config.database_url}: cannot create the database ({exc.__class__.__name__}: "
+                             f"{str(exc).splitlines()[0]})") from None
     return store
 
 

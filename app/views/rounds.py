@@ -65,14 +65,22 @@ def _training(store: Store, user: UserInfo) -> None:
     version = queries.latest_model_version(store)
     st.text(f"Latest model version: {version}" if version is not None else "No model trained yet.")
     from_scratch = st.checkbox("Retrain from scratch", key=state.ROUNDS_FROM_SCRATCH)
-    if st.button("Retrain"):
-        try:
-            job = jobs.launch_training(store, user, from_scratch=from_scratch)
-        except PairlabError as exc:
-            st.error(str(exc))
-            return
-        st.session_state[state.ROUNDS_JOB] = job.id
-        st.rerun()
+    retrain, encode = st.columns(2)
+    if retrain.button("Retrain"):
+        _launch(lambda: jobs.launch_training(store, user, from_scratch=from_scratch))
+    if encode.button("Encode", help="Compute image and text features for all pairs (needed after an import)"):
+        _launch(lambda: jobs.launch_encode(store, user))
+
+
+def _launch(start) -> None:
+    """Start a job, remember it for the progress panel, or show why it could not start."""
+    try:
+        job = start()
+    except PairlabError as exc:
+        st.error(str(exc))
+        return
+    st.session_state[state.ROUNDS_JOB] = job.id
+    st.rerun()
 
 
 def _charts(store: Store) -> None:

@@ -119,3 +119,14 @@ def test_coco_sample_both_splits_import_select_and_export_one_row_per_caption(tm
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == captions
     assert len({r["id"] for r in rows}) == captions
+
+
+def test_a_failed_init_leaves_nothing_behind(tmp_path):
+    ws = tmp_path / "ws"
+    result = pairlab("init", ws, "--labels", "cat,a|b")
+    assert result.returncode == 2 and "--labels:2: label: label 'a|b' contains '|'" in result.stderr
+    assert not ws.exists()
+    bad_db = pairlab("init", ws, "--db", "sqlite:////nonexistent-dir/x/pairlab.db")
+    assert bad_db.returncode == 2 and "cannot create the database" in bad_db.stderr
+    assert not ws.exists()
+    ok("init", ws, "--labels", "cat")  # nothing left over blocks a retry

@@ -45,8 +45,8 @@ def check_schema(results: dict, strategies: list[str], seeds: list[int], points:
 
 def test_carved_test_split_keeps_every_image_on_one_side():
     groups = np.array([f"img{i // 5}" for i in range(100)], dtype=object)  # 20 images, 5 captions each
-    pool, test, carved = split_pool_and_test(np.array(["pool"] * 100, dtype=object), groups, seed=0)
-    assert carved and len(test) == 20 and len(pool) == 80
+    pool, test = split_pool_and_test(np.array(["pool"] * 100, dtype=object), groups, seed=0)
+    assert len(test) == 20 and len(pool) == 80
     assert not set(groups[pool]) & set(groups[test])
 
 

@@ -104,3 +104,16 @@ def test_explore_page_searches_images_by_text(store, monkeypatch):
     assert not at.exception
     assert len(at.image) >= 4
     assert any(t.value.startswith("pair ") for t in at.text)
+
+
+def test_a_model_is_refused_once_its_features_were_re_encoded(store):
+    """Re-encoding refits TF-IDF: a new feature space of the same size. The old model must not be used on it."""
+    services.encode_workspace(store)
+    with pytest.raises(PairlabError, match="features changed since model v"):
+        services.evaluate_workspace(store)
+    with pytest.raises(PairlabError, match="features changed since model v"):
+        services.run_selection(store, strategy="entropy", budget=2, actor=operator(store))
+    info = services.train_workspace(store, epochs=6)
+    with store.db.read() as s:
+        assert s.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == info.version)) is None
+    assert services.evaluate_workspace(store)["model_version"] == info.version
