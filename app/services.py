@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from functools import lru_cache
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -24,14 +25,14 @@ from learner.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, ENCODE
     encode_texts, get_encoder
 from learner.encoders.openclip import PREFIX as OPEN_CLIP_PREFIX
 from learner.encoders.tfidf import TfidfEncoder
-from learner.inference import infer
-from learner.metrics import evaluate_retrieval
+from learner.inference import evaluate_model, infer
 from learner.selection.strategies import STRATEGY_NAMES, SelectionError, cold_start, get_strategy
 from learner.training import TrainConfig, train_model
 from storage.annotations import current_labels
 from storage.errors import InputError, NotFoundError, PairlabError
-from storage.features import feature_signature, list_features, load_features, save_features
-from storage.models import Event, ModelVersion, Pair, Selection
+from storage.features import feature_signature, ids_path, list_features, load_features, register_features, \
+    write_feature_files
+from storage.models import Event, ModelVersion, Pair, Selection, utcnow
 from storage.queue import SelectedPair, create_round
 from storage.store import Store
 from storage.users import UserInfo, get_user, require
@@ -47,6 +48,7 @@ SELECTABLE_SPLITS = ("pool", "train")
 HUMAN_LABEL_KINDS = ("submit", "adjudicate")
 SUGGESTION_THRESHOLD = 0.5
 MAX_SUGGESTIONS = 5
+SUGGESTIONS_KEY = "suggested_labels"  # where a selection's explanation carries the model's predicted labels
 # Labelled states that train the model; a conflict waits for a reviewer.
 TRUSTED_STATUSES = ("labelled", "adjudicated")
 
@@ -172,6 +174,22 @@ def feature_matrices(store: Store, ids: np.ndarray, choice: EncoderChoice) -> tu
 
 # --------------------------------------------------------------------------- encode
 
+def _store_features(store: Store, modality: str, encoder: str, matrix: np.ndarray, ids: np.ndarray) -> dict:
+    """Write the files outside the transaction, register them inside it, then drop the replaced files."""
+    path, row_ids = write_feature_files(store.workspace.subdir("features"), modality, encoder, matrix, ids)
+    try:
+        with store.db.write() as s:
+            info, replaced = register_features(s, modality, encoder, path, matrix.shape[1], len(matrix))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        row_ids.unlink(missing_ok=True)
+        raise
+    if replaced:
+        Path(replaced).unlink(missing_ok=True)
+        Path(ids_path(replaced)).unlink(missing_ok=True)
+    return asdict(info)
+
+
 def _build_encoder(name: str, options: dict[str, Any]):
     try:
         return get_encoder(name, **options)
@@ -212,9 +230,7 @@ def encode_workspace(store: Store, *, image_encoder: str | None = None, text_enc
         matrix = encode_images(encoder, table.image_paths, cache,
                                lambda done, total: progress(0.8 * done / max(total, 1),
                                                             f"images {done}/{total}"))
-        with store.db.write() as s:
-            written["image"] = asdict(save_features(s, store.workspace.subdir("features"), "image", choice.image,
-                                                    matrix, table.ids))
+        written["image"] = _store_features(store, "image", choice.image, matrix, table.ids)
     if choice.text != PRECOMPUTED:
         progress(0.8, f"encoding {len(table.ids)} texts with {choice.text}")
         encoder = _build_encoder(choice.text, choice.text_options)
@@ -224,9 +240,7 @@ def encode_workspace(store: Store, *, image_encoder: str | None = None, text_enc
         matrix = encode_texts(encoder, table.texts, cache,
                               lambda done, total: progress(0.8 + 0.2 * done / max(total, 1),
                                                            f"texts {done}/{total}"))
-        with store.db.write() as s:
-            written["text"] = asdict(save_features(s, store.workspace.subdir("features"), "text", choice.text,
-                                                   matrix, table.ids))
+        written["text"] = _store_features(store, "text", choice.text, matrix, table.ids)
     progress(1.0, "encoded")
     return {"image_encoder": choice.image, "text_encoder": choice.text, "pairs": int(len(table.ids)),
             "written": written}
@@ -274,11 +288,6 @@ def current_model(store: Store) -> ModelInfo:
     return info
 
 
-def _evaluate_split(model, image: np.ndarray, text: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    out = infer(model, image, text, mc_samples=0)
-    return {k: float(v) for k, v in evaluate_retrieval(out.mu_image, out.mu_text, labels).items()}
-
-
 def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | None = None,
                     progress: Progress = _quiet) -> ModelInfo:
     """Train a new model version on the non-test pairs (labelled + unlabelled) and record it.
@@ -313,16 +322,22 @@ def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | N
                                "best_epoch": result.best_epoch}
     test_rows = np.flatnonzero((table.splits == "test") & labelled)
     if len(test_rows) >= 2:
-        metrics["test"] = _evaluate_split(result.model, image[test_rows], text[test_rows], labels[test_rows])
-    with store.db.write() as s:
-        version = (s.scalar(select(func.max(ModelVersion.version))) or 0) + 1
-        path = store.workspace.subdir("models") / f"model-v{version}.pt"
-        save_checkpoint(result.model, path, {"version": version, "vocabulary": vocabulary,
-                                             "encoders": choice.names()})
-        s.add(ModelVersion(version=version, path=str(path), parent_id=None if init is None else _version_id(s, previous),
-                           labelled_count=n_labelled, metrics=metrics,
-                           config={"train": asdict(config), "encoders": choice.names(), "vocabulary": vocabulary,
-                                   "features": signatures}))
+        metrics["test"] = evaluate_model(result.model, image[test_rows], text[test_rows], labels[test_rows])
+    # A unique file written before the transaction: a rollback or a concurrent trainer never
+    # leaves a row pointing at a half-written or overwritten checkpoint.
+    path = store.workspace.subdir("models") / f"model-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.pt"
+    save_checkpoint(result.model, path, {"vocabulary": vocabulary, "encoders": choice.names()})
+    try:
+        with store.db.write() as s:
+            version = (s.scalar(select(func.max(ModelVersion.version))) or 0) + 1
+            s.add(ModelVersion(version=version, path=str(path),
+                               parent_id=None if init is None else _version_id(s, previous),
+                               labelled_count=n_labelled, metrics=metrics,
+                               config={"train": asdict(config), "encoders": choice.names(), "vocabulary": vocabulary,
+                                       "features": signatures}))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     model_embeddings(store)  # computed now, so Explore never waits on it
     progress(1.0, f"model v{version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
     return ModelInfo(version, str(path), n_labelled, metrics, signatures)
@@ -343,7 +358,7 @@ def evaluate_workspace(store: Store, *, split: str = "test") -> dict[str, Any]:
     image, text = feature_matrices(store, table.ids[rows], encoder_choice(store))
     model, _ = load_checkpoint(info.path)
     return {"model_version": info.version, "split": split, "pairs": int(len(rows)),
-            **_evaluate_split(model, image, text, labels[rows])}
+            **evaluate_model(model, image, text, labels[rows])}
 
 
 # --------------------------------------------------------------------------- select
@@ -437,7 +452,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
                 raise PairlabError(f"select: {exc}") from None
             joint = (outputs.probs_image + outputs.probs_text) / 2  # (n, C)
             for item, pos in zip(selection.explanation, selection.indices):
-                item["suggested_labels"] = _suggestions(joint[pos], vocabulary)
+                item[SUGGESTIONS_KEY] = _suggestions(joint[pos], vocabulary)
             selection = replace(selection, indices=rows[selection.indices])
             params["model_version"] = info.version
             used = strategy

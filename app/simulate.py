@@ -17,8 +17,7 @@ import numpy as np
 
 from learner.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, encode_images, encode_texts, get_encoder
 from learner.encoders.tfidf import TfidfEncoder
-from learner.inference import infer
-from learner.metrics import evaluate_retrieval
+from learner.inference import evaluate_model, infer
 from learner.selection.strategies import STRATEGY_NAMES, get_strategy
 from learner.training import TrainConfig, train_model
 from storage.errors import InputError, PairlabError
@@ -138,9 +137,8 @@ def split_pool_and_test(split: np.ndarray, groups: np.ndarray, seed: int) -> tup
 
 
 def _evaluate(model, data: SimulationData, test: np.ndarray) -> dict[str, float]:
-    out = infer(model, data.image[test], data.text[test], mc_samples=0, dropout_samples=0)
-    metrics = evaluate_retrieval(out.mu_image, out.mu_text, data.labels[test])
-    return {k: float(metrics[k]) for k in ("i2t", "t2i", "avg")}
+    metrics = evaluate_model(model, data.image[test], data.text[test], data.labels[test])
+    return {k: metrics[k] for k in ("i2t", "t2i", "avg")}
 
 
 def _train(data: SimulationData, pool: np.ndarray, labelled_mask: np.ndarray, config: TrainConfig, init):

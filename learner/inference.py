@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from learner.metrics import evaluate_retrieval
 from learner.model import CrossModalModel
 from learner.outputs import InferenceOutputs
 
@@ -100,3 +101,11 @@ def infer(
         match_a=float(model.match_a.detach()), match_b=float(model.match_b.detach()),
         dropout_probs=cat("dropout_probs", (0, dropout_samples, c)) if dropout_samples else None,
     )
+
+
+def evaluate_model(model: CrossModalModel, image_features: np.ndarray, text_features: np.ndarray,
+                   labels: np.ndarray) -> dict[str, float]:
+    """Retrieval metrics (``learner.metrics.evaluate_retrieval``) of the model's means on one split:
+    image (N, Di), text (N, Dt), labels (N, C); query set and gallery are both that split."""
+    out = infer(model, image_features, text_features, mc_samples=0)
+    return {k: float(v) for k, v in evaluate_retrieval(out.mu_image, out.mu_text, labels).items()}

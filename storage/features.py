@@ -38,29 +38,40 @@ def temporary_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def save_features(session: Session, features_dir: Path, modality: str, encoder: str, matrix: np.ndarray,
-                  pair_ids: np.ndarray) -> FeatureSetInfo:
-    """Replace the ``encoder``/``modality`` feature set with ``matrix`` (N, D) for ``pair_ids`` (N,).
+def write_feature_files(features_dir: Path, modality: str, encoder: str, matrix: np.ndarray,
+                        pair_ids: np.ndarray) -> tuple[Path, Path]:
+    """Write ``matrix`` (N, D) and ``pair_ids`` (N,) under new, unique names (temp file, then rename).
 
-    The files are written under temporary names and renamed before the row is updated; call inside a
-    write transaction so the registry and the files change together.
+    Call before the transaction that registers them (``register_features``), so the database write
+    lock is never held while large files are written, and the files a registered row names never change.
     """
     if matrix.ndim != 2 or len(matrix) != len(pair_ids):
         raise ValueError(f"matrix {matrix.shape} and pair_ids {pair_ids.shape} do not match")
-    final, final_ids = feature_paths(features_dir, modality, encoder)
+    stem_path, _ = feature_paths(features_dir, modality, encoder)
+    final = stem_path.with_name(f"{stem_path.stem}-{uuid.uuid4().hex[:8]}.npy")
     for data, target in ((np.ascontiguousarray(matrix, dtype=np.float32), final),
-                         (np.asarray(pair_ids, dtype=np.int64), final_ids)):
+                         (np.asarray(pair_ids, dtype=np.int64), Path(ids_path(str(final))))):
         tmp = temporary_name(target)
         with open(tmp, "wb") as fh:
             np.save(fh, data)
         os.replace(tmp, target)
+    return final, Path(ids_path(str(final)))
+
+
+def register_features(session: Session, modality: str, encoder: str, path: Path, dim: int,
+                      rows: int) -> tuple[FeatureSetInfo, str | None]:
+    """Point the ``encoder``/``modality`` feature set at ``path``; returns it and the path it replaced
+    (delete that file once the transaction has committed)."""
     row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality, FeatureSet.encoder == encoder))
+    old = None
     if row is None:
-        row = FeatureSet(modality=modality, encoder=encoder, path=str(final), dim=matrix.shape[1], rows=0)
+        row = FeatureSet(modality=modality, encoder=encoder, path=str(path), dim=dim, rows=0)
         session.add(row)
-    row.path, row.dim, row.rows, row.created_at = str(final), int(matrix.shape[1]), int(len(matrix)), utcnow()
+    elif row.path != str(path):
+        old = row.path
+    row.path, row.dim, row.rows, row.created_at = str(path), int(dim), int(rows), utcnow()
     session.flush()
-    return FeatureSetInfo(modality, encoder, str(final), str(final_ids), row.dim, row.rows)
+    return FeatureSetInfo(modality, encoder, str(path), ids_path(str(path)), row.dim, row.rows), old
 
 
 def feature_signature(session: Session, modality: str, encoder: str) -> str:

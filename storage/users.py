@@ -42,9 +42,13 @@ def hash_password(password: str) -> str:
 def verify_password(password: str, stored: str | None) -> bool:
     if not stored or not stored.startswith("scrypt$"):
         return False
-    _, n, r, p, salt, digest = stored.split("$")
-    candidate = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p))
-    return hmac.compare_digest(candidate, base64.b64decode(digest))
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        candidate = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r),
+                                   p=int(p))
+        return hmac.compare_digest(candidate, base64.b64decode(digest))
+    except ValueError:  # a malformed stored hash never matches
+        return False
 
 
 def add_user(session: Session, name: str, role: str, password: str | None = None) -> UserInfo:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, queries, runtime, state, widgets
+from app import actions, queries, runtime, services, state, widgets
 from storage.errors import PairlabError
 from storage.models import VERDICTS
 from storage.queue import Claim
@@ -15,7 +15,6 @@ from storage.users import UserInfo
 SHORTCUT_SUBMIT = "Alt+A"
 SHORTCUT_SKIP = "Alt+S"
 SHORTCUT_UNDO = "Alt+U"
-SUGGESTIONS_KEY = "suggested_labels"  # where a strategy stores the model's predicted labels in the explanation
 
 
 def render() -> None:
@@ -68,7 +67,7 @@ def _progress(store: Store, user: UserInfo) -> None:
 
 def suggestions(current: Claim, vocabulary: list[str]) -> list[str]:
     """The model's suggested labels stored with the selection, restricted to the vocabulary."""
-    value = current.explanation.get(SUGGESTIONS_KEY)
+    value = current.explanation.get(services.SUGGESTIONS_KEY)
     if not isinstance(value, list):
         return []
     known = set(vocabulary)
