@@ -161,7 +161,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError:
         raise PairlabError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers") from None
     config = SimulationConfig(strategies=tuple(_split_names(args.strategies)), initial=args.initial,
-                              budget=args.budget, rounds=args.rounds, seeds=seeds)
+                              budget=args.budget, rounds=args.rounds, seeds=seeds, warm_start=not args.from_scratch)
     source = Path(args.source)
     if not source.exists():
         raise PairlabError(f"{source}: not found")
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", required=True)
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train each round from scratch instead of warm-starting from the previous round")
     p.add_argument("--image-encoder", help="for raw images (default efficientnet-lite0)")
     p.add_argument("--text-encoder", help="for raw texts (default tfidf)")
 

@@ -214,7 +214,7 @@ def run_simulation(data: SimulationData, config: SimulationConfig,
         "encoders": dict(data.encoders),
         "full_supervision": {k: float(np.mean([f[k] for f in full])) for k in ("i2t", "t2i", "avg")},
         "strategies": strategies,
-        "protocol": {"initial": n_initial, "budget": count(config.budget, len(pool)), "rounds": config.rounds,
+        "protocol": {"warm_start": config.warm_start, "initial": n_initial, "budget": count(config.budget, len(pool)), "rounds": config.rounds,
                      "initial_set": "uniformly random per seed, shared by all strategies",
                      "full_supervision_per_seed": full, "test_carved": carved, "notes": notes},
     }
