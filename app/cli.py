@@ -16,14 +16,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from storage.errors import PairlabError
+from storage.exporters import EXPORT_FORMATS, EXPORT_SUFFIX
+from storage.importers import FORMATS as IMPORT_FORMATS
+from storage.models import SPLITS
 
 log = logging.getLogger("pairlab")
 
 EXIT_USER_ERROR = 2
 STRATEGIES = ("ascmr", "random", "entropy", "bald", "coreset", "badge", "inter")
-EXPORT_FORMATS = ("jsonl", "csv", "coco", "label-studio", "npz")
-IMPORT_FORMATS = ("manifest", "coco", "wiki", "features")
-EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".json", "label-studio": ".json", "npz": ".npz"}
 
 
 def _progress_bar(description: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workspace")
     p.add_argument("source")
     p.add_argument("--format", choices=IMPORT_FORMATS, help="default: guessed from the source")
-    p.add_argument("--split", choices=("pool", "train", "val", "test"), help="split for rows that give none")
+    p.add_argument("--split", choices=SPLITS, help="split for rows that give none")
     p.add_argument("--add-labels", action="store_true", help="add unknown labels to the vocabulary")
     p.add_argument("--allow-absolute", action="store_true", help="allow absolute image paths outside the manifest folder")
 
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("evaluate", cmd_evaluate, "print retrieval metrics of the latest model as JSON")
     p.add_argument("workspace")
-    p.add_argument("--split", default="test", choices=("pool", "train", "val", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
 
     p = verb("simulate", cmd_simulate, "replay active learning with the dataset's labels as the oracle")
     p.add_argument("source")

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.cli import EXPORT_FORMATS, EXPORT_SUFFIX, STRATEGIES
 from app.services import encode_workspace, run_selection, train_workspace
+from learner.selection.strategies import STRATEGY_NAMES
 from storage.errors import PairlabError
-from storage.exporters import export_workspace
+from storage.exporters import EXPORT_FORMATS, EXPORT_SUFFIX, export_workspace
 from storage.jobs import JobView, enqueue
 from storage.models import utcnow
 from storage.store import Store
@@ -128,8 +128,8 @@ def launch_selection(store: Store, actor: UserInfo, *, strategy: str, budget: in
                      overlap: int | None = None, seed: int = 0) -> JobView:
     """Queue a selection round as a job."""
     require(actor, "operate")
-    if strategy not in STRATEGIES:
-        raise PairlabError(f"strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if strategy not in STRATEGY_NAMES:
+        raise PairlabError(f"strategy {strategy!r}; allowed: {', '.join(STRATEGY_NAMES)}")
     if budget < 1:
         raise PairlabError("budget: must be >= 1")
     if overlap is not None and overlap < 1:

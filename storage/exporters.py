@@ -56,6 +56,7 @@ from storage.vocabulary import label_names
 __all__ = ["EXPORT_FORMATS", "ExportReport", "export_workspace", "neutralise"]
 
 EXPORT_FORMATS = ("jsonl", "csv", "coco", "label-studio", "npz")
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".json", "label-studio": ".json", "npz": ".npz"}
 CSV_COLUMNS = ("id", "image", "text", "labels", "labelled", "split", "annotators", "timestamp", "round",
                "agreement", "status", "verdict")
 BATCH = 1000

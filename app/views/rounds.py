@@ -39,7 +39,7 @@ def render() -> None:
 def _launch_form(store: Store, user: UserInfo) -> None:
     st.subheader("New round")
     with st.form("launch_round"):
-        strategy = st.selectbox("Strategy", jobs.STRATEGIES, index=jobs.STRATEGIES.index("random"),
+        strategy = st.selectbox("Strategy", jobs.STRATEGY_NAMES, index=jobs.STRATEGY_NAMES.index("random"),
                                 key=state.ROUNDS_STRATEGY)
         budget = st.number_input("Budget (pairs)", min_value=1, value=10, step=1, key=state.ROUNDS_BUDGET)
         assign = st.multiselect("Assign to annotators (empty: anyone may take a pair)",
