@@ -2,41 +2,26 @@
 installed): leases never double-book, no submission is lost."""
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import os
+import subprocess
+import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from storage.models import Event, Pair, QueueItem
-from storage.queue import SelectedPair, claim_next, create_round, submit
+from storage.queue import SelectedPair, create_round
 from storage.store import init_workspace, open_store
-from storage.users import add_user, get_user
+from storage.users import add_user
 from tests.support.postgres import postgres_bin, postgres_server
 
 N_PAIRS = 150
 OVERLAP = 2
 N_WORKERS = 8
-
-
-def _annotate_until_empty(root: str, name: str, out: mp.Queue) -> None:
-    store = open_store(root)
-    with store.db.read() as s:
-        user_id = get_user(s, name).id
-    handed, submitted = [], []
-    while True:
-        with store.db.write() as s:
-            claim = claim_next(s, user_id, lease_minutes=60)
-            if claim is None:
-                break
-            handed.append((claim.queue_item_id, claim.pair_id))
-        with store.db.write() as s:
-            event = submit(s, user_id, claim.queue_item_id, labels=["cat"] if claim.pair_id % 2 else ["dog"],
-                           verdict="match")
-            submitted.append(event.id)
-    store.close()
-    out.put((name, handed, submitted))
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -67,15 +52,14 @@ def test_eight_processes_share_the_queue_without_double_leases_or_lost_events(tm
         create_round(s, strategy="random", selected=[SelectedPair(i, 0.0) for i in ids], params={}, overlap=OVERLAP)
     store.close()
 
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_annotate_until_empty, args=(str(root), name, out)) for name in names]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.annotator", str(root), name],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True) for name in names]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0
+        report = json.loads(out)
+        results.append((report["name"], [tuple(h) for h in report["handed"]], report["submitted"]))
 
     slot_holders = defaultdict(set)
     pair_holders = defaultdict(list)
