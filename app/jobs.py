@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.services import encode_workspace, run_selection, train_workspace
+from app.services import check_selection_request, encode_workspace, run_selection, train_workspace
 from learner.selection.strategies import STRATEGY_NAMES
 from storage.errors import PairlabError
 from storage.exporters import EXPORT_FORMATS, EXPORT_SUFFIX, export_workspace
@@ -128,15 +128,7 @@ def launch_selection(store: Store, actor: UserInfo, *, strategy: str, budget: in
                      overlap: int | None = None, seed: int = 0) -> JobView:
     """Queue a selection round as a job."""
     require(actor, "operate")
-    if strategy not in STRATEGY_NAMES:
-        raise PairlabError(f"strategy {strategy!r}; allowed: {', '.join(STRATEGY_NAMES)}")
-    if budget < 1:
-        raise PairlabError("budget: must be >= 1")
-    if overlap is not None and overlap < 1:
-        raise PairlabError("overlap: must be >= 1")
-    if assign and overlap is not None and overlap > len(assign):
-        raise PairlabError(f"overlap: {overlap} annotators per pair needs at least {overlap} assigned, "
-                           f"got {len(assign)}")
+    check_selection_request(strategy, budget, overlap, assign)
     params = {"actor": actor.name, "strategy": strategy, "budget": int(budget), "assign": list(assign),
               "overlap": overlap, "seed": int(seed)}
     with store.db.write() as s:

@@ -398,6 +398,19 @@ def _suggestions(probs: np.ndarray, vocabulary: Sequence[str]) -> list[str]:
     return [vocabulary[j] for j in top if probs[j] >= SUGGESTION_THRESHOLD]
 
 
+def check_selection_request(strategy: str, budget: int, overlap: int | None, assign: Sequence[str]) -> None:
+    """The checks of a selection request that need no data (the page runs them before queueing a job)."""
+    if strategy not in STRATEGY_NAMES:
+        raise PairlabError(f"--strategy {strategy!r}; allowed: {', '.join(STRATEGY_NAMES)}")
+    if budget < 1:
+        raise PairlabError("--budget: must be >= 1")
+    if overlap is not None and overlap < 1:
+        raise PairlabError("--overlap: must be >= 1")
+    if assign and overlap is not None and overlap > len(assign):
+        raise PairlabError(f"--overlap: {overlap} annotators per pair needs at least {overlap} assigned, "
+                           f"got {len(assign)}")
+
+
 def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, assign: Sequence[str] = (),
                   overlap: int | None = None, seed: int = 0, progress: Progress = _quiet) -> RoundReport:
     """Score the pool with the latest model, select ``budget`` pairs, record the round and queue them.
@@ -406,12 +419,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
     ``random`` needs neither model nor features.
     """
     require(actor, "operate")
-    if strategy not in STRATEGY_NAMES:
-        raise PairlabError(f"--strategy {strategy!r}; allowed: {', '.join(STRATEGY_NAMES)}")
-    if budget < 1:
-        raise PairlabError("--budget: must be >= 1")
-    if overlap is not None and overlap < 1:
-        raise PairlabError("--overlap: must be >= 1")
+    check_selection_request(strategy, budget, overlap, assign)
     overlap = overlap or store.workspace.config.annotation.overlap
     table = pair_table(store)
     pool_rows = selectable_rows(store, table)
