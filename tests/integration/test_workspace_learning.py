@@ -103,7 +103,9 @@ def test_explore_page_searches_images_by_text(store, monkeypatch):
     at.text_input(key=state.EXPLORE_QUERY).set_value("a giraffe").run()
     assert not at.exception
     assert len(at.image) >= 4
-    assert any(t.value.startswith("pair ") for t in at.text)
+    shown = [t.value.split(" · ")[0] for t in at.text if t.value.startswith("pair ") and " · " in t.value]
+    expected = [f"pair {h.pair_id}" for h in services.images_for_text(store, "a giraffe", k=len(shown))]
+    assert shown and shown == expected  # the page shows the service's ranking, best first
 
 
 def test_a_model_is_refused_once_its_features_were_re_encoded(store):
