@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = open_store(args.workspace)
     update, close = _job_progress("train")
     try:
-        info = train_workspace(store, from_scratch=args.from_scratch, epochs=args.epochs, progress=update)
+        info = train_workspace(store, warm_start=args.warm_start, epochs=args.epochs, progress=update)
     finally:
         close()
     log.info("model v%d trained on %d labelled pairs: %s", info.version, info.labelled_count,
@@ -153,15 +153,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from app.simulate import SimulationConfig, load_simulation_data, run_simulation
+    from app.simulate import SimulationConfig, load_simulation_data, load_variants, run_simulation
     from app.reports import write_reports
 
     try:
         seeds = tuple(int(s) for s in _split_names(args.seeds))
     except ValueError:
         raise PairlabError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers") from None
+    variants = load_variants(Path(args.variants)) if args.variants else {}
     config = SimulationConfig(strategies=tuple(_split_names(args.strategies)), initial=args.initial,
-                              budget=args.budget, rounds=args.rounds, seeds=seeds, warm_start=not args.from_scratch)
+                              budget=args.budget, rounds=args.rounds, seeds=seeds, warm_start=args.warm_start,
+                              variants=variants, evaluate_on=args.evaluate_on, jobs=args.jobs)
     source = Path(args.source)
     if not source.exists():
         raise PairlabError(f"{source}: not found")
@@ -287,7 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("train", cmd_train, "train a new model version")
     p.add_argument("workspace")
-    p.add_argument("--from-scratch", action="store_true", help="do not warm-start from the latest version")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-scratch", dest="warm_start", action="store_false", default=None,
+                       help="train from scratch (the default unless [train].warm_start = true)")
+    start.add_argument("--warm-start", dest="warm_start", action="store_true", default=None,
+                       help="start from the latest version's weights")
     p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
 
     p = verb("select", cmd_select, "select pairs for annotation and queue them")
@@ -312,8 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", required=True)
-    p.add_argument("--from-scratch", action="store_true",
-                   help="train each round from scratch instead of warm-starting from the previous round")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start each round's training from the previous round's model (default: from scratch)")
+    p.add_argument("--variants", help="TOML file of named strategy variants to run beside the registry strategies")
+    p.add_argument("--evaluate-on", choices=("test", "validation"), default="test",
+                   help="'validation' carves a validation split off the pool for tuning and never reads the test split")
+    p.add_argument("--jobs", type=int, default=1, help="processes for the strategy x seed runs (one torch thread each)")
     p.add_argument("--image-encoder", help="for raw images (default efficientnet-lite0)")
     p.add_argument("--text-encoder", help="for raw texts (default tfidf)")
 

@@ -110,7 +110,7 @@ def handle_encode(store: Store, params: dict[str, Any], progress: JobProgress) -
 
 def handle_train(store: Store, params: dict[str, Any], progress: JobProgress) -> dict[str, Any]:
     acting_user(store, params, "operate")
-    info = train_workspace(store, from_scratch=bool(params.get("from_scratch")), progress=progress.update)
+    info = train_workspace(store, warm_start=params.get("warm_start"), progress=progress.update)
     return {"version": info.version, "labelled": info.labelled_count, "metrics": info.metrics}
 
 
@@ -135,11 +135,11 @@ def launch_selection(store: Store, actor: UserInfo, *, strategy: str, budget: in
         return enqueue(s, "select", params, created_by=actor.id)
 
 
-def launch_training(store: Store, actor: UserInfo, *, from_scratch: bool = False) -> JobView:
-    """Queue a training job; params ``{"actor": name, "from_scratch": bool}``."""
+def launch_training(store: Store, actor: UserInfo, *, warm_start: bool | None = None) -> JobView:
+    """Queue a training job; params ``{"actor": name, "warm_start": bool or None (the workspace's default)}``."""
     require(actor, "operate")
     with store.db.write() as s:
-        return enqueue(s, "train", {"actor": actor.name, "from_scratch": bool(from_scratch)}, created_by=actor.id)
+        return enqueue(s, "train", {"actor": actor.name, "warm_start": warm_start}, created_by=actor.id)
 
 
 def launch_encode(store: Store, actor: UserInfo) -> JobView:

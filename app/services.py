@@ -26,7 +26,7 @@ from learner.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, ENCODE
 from learner.encoders.openclip import PREFIX as OPEN_CLIP_PREFIX
 from learner.encoders.tfidf import TfidfEncoder
 from learner.inference import evaluate_model, infer
-from learner.selection.strategies import STRATEGY_NAMES, SelectionError, cold_start, get_strategy
+from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start, get_strategy
 from learner.training import TrainConfig, train_model
 from storage.annotations import current_labels
 from storage.errors import InputError, NotFoundError, PairlabError
@@ -98,9 +98,13 @@ def encoder_choice(store: Store) -> EncoderChoice:
                          dict(table.get("text_options", {})))
 
 
+WARM_START_KEY = "warm_start"  # [train] key outside TrainConfig: start from the latest version (default false)
+
+
 def train_config(store: Store, **overrides: Any) -> TrainConfig:
     """``TrainConfig`` from the ``[train]`` table of ``pairlab.toml`` plus explicit overrides."""
     table = dict(store.workspace.config.learner.get("train", {}))
+    table.pop(WARM_START_KEY, None)
     allowed = {f.name for f in fields(TrainConfig)}
     unknown = set(table) - allowed
     if unknown:
@@ -111,6 +115,29 @@ def train_config(store: Store, **overrides: Any) -> TrainConfig:
         return TrainConfig(**table)
     except ValueError as exc:
         raise InputError(str(store.workspace.config_path), None, "[train]", str(exc)) from None
+
+
+def warm_start_default(store: Store) -> bool:
+    """``[train].warm_start`` of ``pairlab.toml``: False unless set. Retraining from scratch is the
+    default because warm-started rounds lost mAP as labels arrived (docs/benchmarks.md)."""
+    value = store.workspace.config.learner.get("train", {}).get(WARM_START_KEY, False)
+    if not isinstance(value, bool):
+        raise InputError(str(store.workspace.config_path), None, f"[train].{WARM_START_KEY}",
+                         f"expected true or false, got {value!r}")
+    return value
+
+
+def selection_strategy(store: Store, name: str) -> QueryStrategy:
+    """The strategy ``name`` configured by the ``[selection.<name>]`` table of ``pairlab.toml``
+    (fields of its config dataclass, e.g. ``[selection.ascmr] lam = 1.0``; none: the defaults)."""
+    table = store.workspace.config.learner.get("selection", {}).get(name, {})
+    where = f"[selection.{name}]"
+    if not isinstance(table, dict):
+        raise InputError(str(store.workspace.config_path), None, where, "must be a table")
+    try:
+        return get_strategy(name, **table)
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(store.workspace.config_path), None, where, str(exc)) from None
 
 
 # --------------------------------------------------------------------------- data
@@ -288,13 +315,16 @@ def current_model(store: Store) -> ModelInfo:
     return info
 
 
-def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | None = None,
+def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int | None = None,
                     progress: Progress = _quiet) -> ModelInfo:
     """Train a new model version on the non-test pairs (labelled + unlabelled) and record it.
 
-    Warm-starts from the latest version unless ``from_scratch``. Early stopping uses a validation
-    split of the labelled pairs (inside ``train_model``); the test split is only evaluated.
+    Trains from scratch, or with ``warm_start`` (None: ``[train].warm_start``) starts from the latest
+    version when its features and vocabulary still fit. Early stopping uses a validation split of
+    the labelled pairs (inside ``train_model``); the test split is only evaluated.
     """
+    if warm_start is None:
+        warm_start = warm_start_default(store)
     choice = encoder_choice(store)
     table = pair_table(store)
     image, text = feature_matrices(store, table.ids, choice)
@@ -308,7 +338,7 @@ def train_workspace(store: Store, *, from_scratch: bool = False, epochs: int | N
     init = None
     if previous is not None and previous.features != signatures:
         log.info("features changed since version %d: training from scratch", previous.version)
-    elif previous is not None and not from_scratch:
+    elif previous is not None and warm_start:
         init, _ = load_checkpoint(previous.path)
         if init.hparams["num_classes"] != len(vocabulary) or init.hparams["image_dim"] != image.shape[1] \
                 or init.hparams["text_dim"] != text.shape[1]:
@@ -446,6 +476,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
             used = "cold_start"
         else:
             info = current_model(store)
+            query = selection_strategy(store, strategy)
             progress(0.2, f"scoring {len(pool_rows)} pairs with model v{info.version}")
             model = _cached_model(info.path)
             _, labelled, vocabulary = label_matrix(store, table.ids)
@@ -455,7 +486,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
             pool_pos = np.searchsorted(rows, pool_rows)
             labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
             try:
-                selection = get_strategy(strategy).query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+                selection = query.query(outputs, pool_pos, labelled_pos, budget, seed=seed)
             except SelectionError as exc:
                 raise PairlabError(f"select: {exc}") from None
             joint = (outputs.probs_image + outputs.probs_text) / 2  # (n, C)

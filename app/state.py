@@ -32,7 +32,7 @@ ROUNDS_ASSIGN = "rounds.assign"
 ROUNDS_OVERLAP = "rounds.overlap"
 ROUNDS_SEED = "rounds.seed"
 ROUNDS_JOB = "rounds.job_id"  # the job this session launched last and is watching
-ROUNDS_FROM_SCRATCH = "rounds.from_scratch"
+ROUNDS_WARM_START = "rounds.warm_start"
 
 # Export
 EXPORT_FORMAT = "export.format"

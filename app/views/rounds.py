@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import jobs, queries, runtime, state, widgets
+from app import jobs, queries, runtime, services, state, widgets
 from storage.errors import PairlabError
 from storage.store import Store
 from storage.users import UserInfo
@@ -64,10 +64,12 @@ def _training(store: Store, user: UserInfo) -> None:
     st.subheader("Model")
     version = queries.latest_model_version(store)
     st.text(f"Latest model version: {version}" if version is not None else "No model trained yet.")
-    from_scratch = st.checkbox("Retrain from scratch", key=state.ROUNDS_FROM_SCRATCH)
+    warm_start = st.checkbox("Warm-start from the latest version", key=state.ROUNDS_WARM_START,
+                             value=services.warm_start_default(store), disabled=version is None,
+                             help="Off: retrain from scratch (the default; see docs/benchmarks.md)")
     retrain, encode = st.columns(2)
     if retrain.button("Retrain"):
-        _launch(lambda: jobs.launch_training(store, user, from_scratch=from_scratch))
+        _launch(lambda: jobs.launch_training(store, user, warm_start=warm_start))
     if encode.button("Encode", help="Compute image and text features for all pairs (needed after an import)"):
         _launch(lambda: jobs.launch_encode(store, user))
 

@@ -267,12 +267,14 @@ def test_rounds_page_launches_selection_as_a_job(store):
     assert f"Job {job.id} (select) finished." in [s.value for s in at.success]
     assert [row for row in at.dataframe[0].value["round"]] == [2, 1]
 
-    at.checkbox(key=state.ROUNDS_FROM_SCRATCH).check()
+    warm = at.checkbox(key=state.ROUNDS_WARM_START)
+    assert warm.value is False  # retraining from scratch is the workspace default
+    assert warm.disabled  # no model version yet: nothing to warm-start from
     button(at, "Retrain").click().run()
     assert not at.exception
     with store.db.read() as s:
         [train] = [j for j in recent_jobs(s) if j.kind == "train"]
-    assert train.status == "queued" and train.params == {"actor": "op", "from_scratch": True}
+    assert train.status == "queued" and train.params == {"actor": "op", "warm_start": False}
 
 
 def test_export_page_runs_an_export_job_and_offers_the_file(store):

@@ -5,13 +5,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.demo import sample_captions
-from app.simulate import split_pool_and_test
+from app.simulate import SimulationConfig, SimulationData, run_simulation, split_pool_and_test
+from learner.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 WIKI = REPO.parent / "shared" / "datasets" / "wiki-features"
@@ -25,7 +27,7 @@ def simulate(source: Path, out: Path, *extra: str) -> dict:
                             capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| strategy | AULC |" in (out / "summary.md").read_text(encoding="utf-8")
+    assert "| strategy | AULC ± std |" in (out / "summary.md").read_text(encoding="utf-8")
     return json.loads((out / "results.json").read_text(encoding="utf-8"))
 
 
@@ -50,16 +52,57 @@ def test_carved_test_split_keeps_every_image_on_one_side():
     assert not set(groups[pool]) & set(groups[test])
 
 
+def synthetic(n: int = 120, n_test: int = 30, seed: int = 0) -> SimulationData:
+    """Pairs whose image and text features both derive from their one-hot class (4 classes)."""
+    rng = np.random.default_rng(seed)
+    labels = np.eye(4, dtype=np.float32)[rng.integers(4, size=n)]
+    image = (labels @ rng.normal(size=(4, 16)) + 0.3 * rng.normal(size=(n, 16))).astype(np.float32)
+    text = (labels @ rng.normal(size=(4, 8)) + 0.3 * rng.normal(size=(n, 8))).astype(np.float32)
+    split = np.array(["train"] * (n - n_test) + ["test"] * n_test, dtype=object)
+    return SimulationData("synthetic", image, text, labels, split, np.array([f"g{i}" for i in range(n)], dtype=object),
+                          {"image": "precomputed", "text": "precomputed"})
+
+
+def test_a_validation_run_never_reads_the_test_split():
+    """Two datasets that differ only in their test pairs give the same validation run, and a test run
+    on them does differ (so the comparison can see a read)."""
+    config = SimulationConfig(strategies=("random", "ascmr"), initial=10, budget=5, rounds=1, seeds=(0,),
+                              evaluate_on="validation",
+                              train=TrainConfig(dim=16, hidden=32, epochs=3, max_steps=30, min_epochs=1, batch_size=32,
+                                                labelled_batch_size=8))
+    data = synthetic()
+    other = synthetic(seed=1)
+    swapped = SimulationData(data.name, np.vstack([data.image[:90], other.image[90:]]),
+                             np.vstack([data.text[:90], other.text[90:]]), np.vstack([data.labels[:90], other.labels[90:]]),
+                             data.split, data.groups, data.encoders)
+    first, second = run_simulation(data, config), run_simulation(swapped, config)
+    assert first["pool_size"] + first["test_size"] == 90  # the pool's 90 pairs, split 80/20 by image
+    assert "the test split was not used" in first["protocol"]["notes"][0]
+    assert _same_metrics(first, second)
+    tested = [run_simulation(d, replace(config, evaluate_on="test")) for d in (data, swapped)]
+    assert tested[0]["test_size"] == 30 and not _same_metrics(*tested)
+
+
+def _same_metrics(a: dict, b: dict) -> bool:
+    def metrics(results):
+        return [(r["i2t"], r["t2i"]) for runs in results["strategies"].values() for run in runs for r in run["rounds"]]
+    return a["full_supervision"] == b["full_supervision"] and metrics(a) == metrics(b)
+
+
 def test_simulate_on_raw_coco_images_and_captions(tmp_path):
     """The bundled COCO sample as a raw JSONL manifest (no test split): encoded once, test carved by image."""
     rows, _ = sample_captions()
     manifest = tmp_path / "coco.jsonl"
     manifest.write_text("".join(json.dumps({"image": str(r.image), "text": r.text, "labels": list(r.labels)}) + "\n"
                                 for r in rows), encoding="utf-8")
+    variants = tmp_path / "variants.toml"
+    variants.write_text('[ascmr-dense]\nstrategy = "ascmr"\nweights = { density = 2.0 }\n', encoding="utf-8")
     out = tmp_path / "out"
-    results = simulate(manifest, out, "--strategies", "ascmr,random", "--rounds", "2", "--seeds", "0",
-                       "--initial", "0.05", "--budget", "0.05")
-    check_schema(results, ["ascmr", "random"], [0], 3)
+    results = simulate(manifest, out, "--strategies", "ascmr,random,ascmr-dense", "--variants", str(variants),
+                       "--rounds", "2", "--seeds", "0", "--initial", "0.05", "--budget", "0.05", "--jobs", "2")
+    check_schema(results, ["ascmr", "random", "ascmr-dense"], [0], 3)
+    assert results["protocol"]["variants"] == {"ascmr-dense": {"strategy": "ascmr", "weights": {"density": 2.0}}}
+    assert results["protocol"]["warm_start"] is False
     assert results["encoders"] == {"image": "efficientnet-lite0", "text": "tfidf"}
     assert results["protocol"]["test_carved"] is True
     assert results["pool_size"] + results["test_size"] == len(rows)

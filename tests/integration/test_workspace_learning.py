@@ -2,6 +2,9 @@
 bundled for the demo: real images through EfficientNet-Lite0 and real captions through TF-IDF."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
@@ -9,9 +12,11 @@ from streamlit.testing.v1 import AppTest
 from app import queries, services, state
 from app.demo import DEMO_FIRST_BUDGET, DEMO_OPERATOR, build_demo_workspace
 from app.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
-from storage.errors import PairlabError
+from storage.errors import InputError, PairlabError
 from storage.models import ModelVersion, Round, utcnow
+from storage.store import open_store
 from storage.users import get_user
+from storage.workspace import CONFIG_NAME, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -67,15 +72,14 @@ def test_top_texts_of_an_image_rank_its_own_captions_high(store):
     assert sum("giraffe" in texts[h.pair_id].text.lower() for h in top[:5]) >= 3
 
 
-def test_retraining_warm_starts_from_the_previous_version(store):
-    info = services.train_workspace(store, epochs=6)
-    assert info.version == 2
+def test_retraining_starts_from_scratch_unless_asked_to_warm_start(store):
+    scratch = services.train_workspace(store, epochs=6)
+    warm = services.train_workspace(store, warm_start=True, epochs=6)
     with store.db.read() as s:
-        versions = {v.version: v for v in s.scalars(select(ModelVersion))}
-    assert versions[2].parent_id == versions[1].id
-    scratch = services.train_workspace(store, from_scratch=True, epochs=6)
-    with store.db.read() as s:
-        assert s.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == scratch.version)) is None
+        parents = dict(s.execute(select(ModelVersion.version, ModelVersion.parent_id)).all())
+        ids = dict(s.execute(select(ModelVersion.version, ModelVersion.id)).all())
+    assert parents[scratch.version] is None
+    assert parents[warm.version] == ids[scratch.version]
 
 
 def test_select_with_a_model_refuses_budget_beyond_the_pool(store):
@@ -108,6 +112,43 @@ def test_explore_page_searches_images_by_text(store, monkeypatch):
     assert shown and shown == expected  # the page shows the service's ranking, best first
 
 
+@contextmanager
+def configured(store, **tables):
+    """The workspace reopened with these learner tables in ``pairlab.toml``; the file is restored afterwards."""
+    path = store.root / CONFIG_NAME
+    before = path.read_text(encoding="utf-8")
+    config = store.workspace.config
+    write_config(store.root, replace(config, learner={**config.learner, **tables}))
+    reopened = open_store(store.root)
+    try:
+        yield reopened
+    finally:
+        reopened.close()
+        path.write_text(before, encoding="utf-8")
+
+
+def test_workspace_config_sets_warm_start_and_strategy_options(store):
+    with configured(store, train={"warm_start": True, "epochs": 6},
+                    selection={"ascmr": {"lam": 2.0, "gamma": 1.0, "weights": {"mismatch": 1.0}}}) as ws:
+        previous = services.latest_model(ws)
+        info = services.train_workspace(ws)
+        with ws.db.read() as s:
+            parent = s.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == info.version))
+            assert parent == s.scalar(select(ModelVersion.id).where(ModelVersion.version == previous.version))
+        report = services.run_selection(ws, strategy="ascmr", budget=3, actor=operator(ws), seed=2)
+        with ws.db.read() as s:
+            params = s.scalar(select(Round.params).where(Round.number == report.round_number))
+        assert (params["lam"], params["gamma"], params["weights"]["mismatch"]) == (2.0, 1.0, 1.0)
+    with configured(store, selection={"ascmr": {"lamda": 1.0}}) as ws:
+        rounds = queries.round_numbers(ws)
+        with pytest.raises(InputError, match=r"pairlab.toml: \[selection.ascmr\]: .*unknown options \['lamda'\]"):
+            services.run_selection(ws, strategy="ascmr", budget=3, actor=operator(ws))
+        assert queries.round_numbers(ws) == rounds  # nothing recorded
+    with configured(store, train={"warm_start": "yes"}) as ws:
+        with pytest.raises(InputError, match=r"\[train\].warm_start: expected true or false"):
+            services.train_workspace(ws)
+
+
 def test_a_model_is_refused_once_its_features_were_re_encoded(store):
     """Re-encoding refits TF-IDF: a new feature space of the same size. The old model must not be used on it."""
     services.encode_workspace(store)
@@ -115,7 +156,7 @@ def test_a_model_is_refused_once_its_features_were_re_encoded(store):
         services.evaluate_workspace(store)
     with pytest.raises(PairlabError, match="features changed since model v"):
         services.run_selection(store, strategy="entropy", budget=2, actor=operator(store))
-    info = services.train_workspace(store, epochs=6)
+    info = services.train_workspace(store, warm_start=True, epochs=6)  # the old weights do not fit: from scratch
     with store.db.read() as s:
         assert s.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == info.version)) is None
     assert services.evaluate_workspace(store)["model_version"] == info.version

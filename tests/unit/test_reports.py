@@ -40,13 +40,25 @@ def test_summary_ranks_by_area_and_uses_seed_means():
     assert rows[0]["std"][1] == pytest.approx(0.01)
     assert rows[0]["reach_90"] == 0.02 and rows[0]["reach_95"] == 0.03  # 0.47/0.5 = 94 %, 0.48/0.5 = 96 %
     assert rows[1]["reach_90"] is None
+    assert rows[0]["aulc_std"] == pytest.approx(0.005)  # per-seed areas 0.45 and 0.46
+    assert "vs_baseline" not in rows[0]  # no random run to compare with
+
+
+def test_summary_pairs_each_strategy_with_random_by_seed():
+    results = {**RESULTS, "strategies": {**RESULTS["strategies"], "random": [run(0, [0.40, 0.47, 0.47]),
+                                                                            run(1, [0.40, 0.45, 0.46])]}}
+    rows = {r["strategy"]: r for r in summarise(results)}
+    # good: areas 0.45 and 0.46; random: (0.435 + 0.47)/2 = 0.4525 and (0.425 + 0.455)/2 = 0.44
+    diff, won, seeds = rows["good"]["vs_baseline"]
+    assert diff == pytest.approx(((0.45 - 0.4525) + (0.46 - 0.44)) / 2) and (won, seeds) == (1, 2)
+    assert rows["random"]["vs_baseline"] == (0.0, 0, 2)
 
 
 def test_reports_are_written(tmp_path):
     write_reports(RESULTS, tmp_path)
     assert json.loads((tmp_path / "results.json").read_text()) == RESULTS
     summary = (tmp_path / "summary.md").read_text()
-    assert "| good | 0.4550 |" in summary and "not reached" in summary
+    assert "| good | 0.4550 ± 0.0050 |  |" in summary and "not reached" in summary
     assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.tmp*"))
 

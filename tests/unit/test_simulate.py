@@ -1,0 +1,83 @@
+"""``app.simulate``'s configuration: strategy variants from TOML and the splits it carves."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.simulate import SimulationConfig, Variant, carve_by_group, load_variants
+from learner.selection.strategies import AscmrStrategy, get_strategy
+from storage.errors import InputError, PairlabError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "variants.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_variants_name_a_strategy_and_its_options(tmp_path):
+    variants = load_variants(write(tmp_path, """
+[ascmr-intra]
+strategy = "ascmr"
+lam = 1.0
+weights = { match = 0.0, disagreement = 0.0 }
+
+[plain-random]
+strategy = "random"
+"""))
+    assert variants == {"ascmr-intra": Variant("ascmr", {"lam": 1.0, "weights": {"match": 0.0, "disagreement": 0.0}}),
+                        "plain-random": Variant("random", {})}
+    config = SimulationConfig(strategies=("ascmr", "ascmr-intra"), variants=variants)
+    assert config.variant("ascmr") == Variant("ascmr")
+    assert config.variant("ascmr-intra").options["lam"] == 1.0
+
+
+@pytest.mark.parametrize(("text", "field", "message"), [
+    ("[v]\nlam = 1.0\n", "[v].strategy", "naming its strategy"),
+    ("[v]\nstrategy = \"nope\"\n", "[v]", "unknown strategy 'nope'"),
+    ("[v]\nstrategy = \"ascmr\"\nlamda = 1.0\n", "[v]", "unknown options ['lamda']"),
+    ("[v]\nstrategy = \"ascmr\"\nweights = { mass = 1.0 }\n", "[v]", "unknown weights ['mass']"),
+    ("[v]\nstrategy = \"ascmr\"\nlam = -1.0\n", "[v]", "lam=-1.0"),
+    ("[v]\nstrategy = \"random\"\nseed = 3\n", "[v]", "takes no options"),
+    ("[ascmr]\nstrategy = \"ascmr\"\n", "[ascmr]", "registry strategy's name"),
+    ("[v\nstrategy = 1\n", "--variants", "not valid TOML"),
+])
+def test_bad_variants_name_the_file_and_table(tmp_path, text, field, message):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        load_variants(path)
+    assert (err.value.path, err.value.field) == (str(path), field)
+    assert message in err.value.message
+
+
+def test_missing_variants_file(tmp_path):
+    with pytest.raises(InputError, match="variants.toml: --variants: file not found"):
+        load_variants(tmp_path / "variants.toml")
+
+
+def test_config_refuses_unknown_or_repeated_names_and_bad_settings():
+    with pytest.raises(PairlabError, match="unknown 'ascmr-intra'"):
+        SimulationConfig(strategies=("ascmr-intra",))
+    with pytest.raises(PairlabError, match="repeated"):
+        SimulationConfig(strategies=("random", "random"))
+    with pytest.raises(PairlabError, match="--evaluate-on"):
+        SimulationConfig(evaluate_on="train")
+    with pytest.raises(PairlabError, match="--jobs"):
+        SimulationConfig(jobs=0)
+
+
+def test_variant_builds_the_configured_strategy(tmp_path):
+    variant = load_variants(write(tmp_path, '[v]\nstrategy = "ascmr"\ngamma = 1.0\n'))["v"]
+    strategy = get_strategy(variant.strategy, **variant.options)
+    assert isinstance(strategy, AscmrStrategy) and strategy.config.gamma == 1.0
+
+
+def test_carving_keeps_every_group_on_one_side_and_depends_only_on_the_seed():
+    groups = np.array([f"img{i // 3}" for i in range(90)], dtype=object)  # 30 images, 3 captions each
+    rows = np.arange(90)
+    kept, carved = carve_by_group(rows, groups, 0.2, seed=4)
+    assert len(carved) == 18 and len(kept) == 72
+    assert not set(groups[kept]) & set(groups[carved])
+    again = carve_by_group(rows, groups, 0.2, seed=4)
+    assert np.array_equal(again[1], carved)
+    assert not np.array_equal(carve_by_group(rows, groups, 0.2, seed=5)[1], carved)
