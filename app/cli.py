@@ -318,8 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", required=True)
-    p.add_argument("--warm-start", action="store_true",
-                   help="start each round's training from the previous round's model (default: from scratch)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-scratch", dest="warm_start", action="store_false", default=False,
+                       help="retrain each round from scratch (the default)")
+    start.add_argument("--warm-start", dest="warm_start", action="store_true",
+                       help="start each round's training from the previous round's model")
     p.add_argument("--variants", help="TOML file of named strategy variants to run beside the registry strategies")
     p.add_argument("--evaluate-on", choices=("test", "validation"), default="test",
                    help="'validation' carves a validation split off the pool for tuning and never reads the test split")

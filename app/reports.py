@@ -32,6 +32,11 @@ def first_reaching(fraction: np.ndarray, relative: np.ndarray, threshold: float)
     return float(fraction[hits[0]]) if len(hits) else None
 
 
+def evaluated_on(results: dict[str, Any]) -> str:
+    """The split the curves were measured on: "test", or "validation" for a tuning run."""
+    return results.get("protocol", {}).get("evaluated_on", "test")
+
+
 def seed_areas(runs: list[dict[str, Any]], metric: str = "avg") -> dict[int, float]:
     """Area under each seed's own learning curve: seed -> AULC."""
     return {run["seed"]: area_under_curve(np.array([r["fraction"] for r in run["rounds"]]),
@@ -68,7 +73,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Simulation on {results['dataset']}",
         "",
-        f"Pool {results['pool_size']} pairs, test {results['test_size']} pairs, seeds {results['seeds']}, "
+        f"Pool {results['pool_size']} pairs, {evaluated_on(results)} {results['test_size']} pairs, seeds {results['seeds']}, "
         f"encoders {results['encoders']['image']} / {results['encoders']['text']}.",
         f"Full supervision (all pool labels): mAP i2t {full['i2t']:.4f}, t2i {full['t2i']:.4f}, avg {full['avg']:.4f}.",
         "",
@@ -111,7 +116,7 @@ def plot_learning_curves(results: dict[str, Any], path: Path) -> None:
         ax.fill_between(100 * fraction, mean - std, mean + std, alpha=0.15)
     ax.axhline(results["full_supervision"]["avg"], color="black", linestyle="--", label="full supervision")
     ax.set_xlabel("labelled fraction of the pool (%)")
-    ax.set_ylabel("test mAP@all (avg of i2t, t2i)")
+    ax.set_ylabel(f"{evaluated_on(results)} mAP@all (avg of i2t, t2i)")
     ax.set_title(f"{results['dataset']}: mean ± 1 std over seeds {results['seeds']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -59,7 +59,7 @@ def test_ascmr_spreads_where_entropy_piles_into_the_uncertain_cluster():
     pool, labelled = np.arange(n), np.zeros(0, dtype=np.int64)
     entropy = get_strategy("entropy").query(outputs, pool, labelled, 6)
     assert set(labels[entropy.indices]) == {0}
-    only_entropy = InformativenessWeights(spread=0, mutual_information=0, match=0, disagreement=0, density=0)
+    only_entropy = InformativenessWeights(spread=0, entropy=1, mutual_information=0, match=0, disagreement=0, density=0)
     ascmr = get_strategy("ascmr", weights=only_entropy, n_clusters=3).query(outputs, pool, labelled, 6)
     assert set(labels[ascmr.indices]) == {0, 1, 2}
     assert sum(labels[ascmr.indices] == 0) >= 3                                    # most go where I is high

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from app.reports import area_under_curve, first_reaching, summarise, write_reports
+from app.reports import area_under_curve, first_reaching, summarise, summary_markdown, write_reports
 
 
 def run(seed, values, fractions=(0.01, 0.02, 0.03)):
@@ -61,6 +61,12 @@ def test_reports_are_written(tmp_path):
     assert "| good | 0.4550 ± 0.0050 |  |" in summary and "not reached" in summary
     assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.tmp*"))
+    assert "Pool 1000 pairs, test 100 pairs" in summary
+
+
+def test_a_tuning_run_says_it_was_measured_on_validation():
+    tuning = {**RESULTS, "protocol": {"evaluated_on": "validation"}}
+    assert "Pool 1000 pairs, validation 100 pairs" in summary_markdown(tuning)
 
 
 def test_cli_strategy_list_matches_the_learner_registry():

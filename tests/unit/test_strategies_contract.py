@@ -4,6 +4,7 @@ small-text style: one parametrised test suite run against all strategies.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from learner.outputs import InferenceOutputs
 from learner.selection import (
-    STRATEGY_NAMES, EmptyPoolError, PoolTooSmallError, Selection, cold_start, get_strategy,
+    STRATEGY_NAMES, EmptyPoolError, InformativenessWeights, PoolTooSmallError, Selection, cold_start, get_strategy,
 )
 
 N, D, C, K, RAW = 60, 8, 5, 3, 12
@@ -130,4 +131,4 @@ def test_ascmr_explanation_records_every_component():
     assert {"informativeness", "density", "cluster", "cluster_budget", "cluster_coverage", "max_similarity",
             "spread_image", "spread_text", "entropy_image", "entropy_text", "mutual_information_image",
             "mutual_information_text", "match_probability", "match_entropy", "mismatch", "disagreement"} <= keys
-    assert sel.params["weights"]["entropy"] == 1.0
+    assert sel.params["weights"] == dataclasses.asdict(InformativenessWeights())  # recorded with the round
