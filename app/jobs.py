@@ -17,7 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.services import check_selection_request, encode_workspace, run_selection, train_workspace
+from app.services import (
+    check_selection_request, encode_workspace, run_selection, selection_strategy, train_config, train_workspace,
+    warm_start_default,
+)
 from learner.selection.strategies import STRATEGY_NAMES
 from storage.errors import PairlabError
 from storage.exporters import EXPORT_FORMATS, EXPORT_SUFFIX, export_workspace
@@ -129,6 +132,7 @@ def launch_selection(store: Store, actor: UserInfo, *, strategy: str, budget: in
     """Queue a selection round as a job."""
     require(actor, "operate")
     check_selection_request(strategy, budget, overlap, assign)
+    selection_strategy(store, strategy)  # the workspace's options for it, checked before queueing
     params = {"actor": actor.name, "strategy": strategy, "budget": int(budget), "assign": list(assign),
               "overlap": overlap, "seed": int(seed)}
     with store.db.write() as s:
@@ -136,8 +140,11 @@ def launch_selection(store: Store, actor: UserInfo, *, strategy: str, budget: in
 
 
 def launch_training(store: Store, actor: UserInfo, *, warm_start: bool | None = None) -> JobView:
-    """Queue a training job; params ``{"actor": name, "warm_start": bool or None (the workspace's default)}``."""
+    """Queue a training job; params ``{"actor": name, "warm_start": bool or None (the workspace's default)}``.
+    The ``[train]`` table of ``pairlab.toml`` is checked before queueing."""
     require(actor, "operate")
+    train_config(store)
+    warm_start_default(store)
     with store.db.write() as s:
         return enqueue(s, "train", {"actor": actor.name, "warm_start": warm_start}, created_by=actor.id)
 

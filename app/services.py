@@ -450,6 +450,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
     """
     require(actor, "operate")
     check_selection_request(strategy, budget, overlap, assign)
+    query = selection_strategy(store, strategy)  # a bad [selection.<strategy>] fails with or without a model
     overlap = overlap or store.workspace.config.annotation.overlap
     table = pair_table(store)
     pool_rows = selectable_rows(store, table)
@@ -476,7 +477,6 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
             used = "cold_start"
         else:
             info = current_model(store)
-            query = selection_strategy(store, strategy)
             progress(0.2, f"scoring {len(pool_rows)} pairs with model v{info.version}")
             model = _cached_model(info.path)
             _, labelled, vocabulary = label_matrix(store, table.ids)

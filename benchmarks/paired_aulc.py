@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.reports import seed_areas  # noqa: E402
+from app.reports import paired_area_differences  # noqa: E402
 
 
 def merge_same_protocol(documents: list[dict]) -> list[dict]:
@@ -45,11 +45,9 @@ def paired_differences(documents: list[dict], strategy: str, baseline: str) -> l
     diffs: dict[int, float] = {}
     for doc in documents:
         runs = doc["strategies"]
-        if strategy not in runs or baseline not in runs:
-            continue
-        mine, theirs = seed_areas(runs[strategy]), seed_areas(runs[baseline])
-        for seed in mine.keys() & theirs.keys():
-            diffs.setdefault(seed, mine[seed] - theirs[seed])
+        if strategy in runs and baseline in runs:
+            for seed, diff in paired_area_differences(runs[strategy], runs[baseline]).items():
+                diffs.setdefault(seed, diff)
     return list(diffs.values())
 
 

@@ -64,8 +64,13 @@ def _training(store: Store, user: UserInfo) -> None:
     st.subheader("Model")
     version = queries.latest_model_version(store)
     st.text(f"Latest model version: {version}" if version is not None else "No model trained yet.")
+    try:
+        default = services.warm_start_default(store)
+    except PairlabError as exc:
+        st.error(str(exc))
+        default = False
     warm_start = st.checkbox("Warm-start from the latest version", key=state.ROUNDS_WARM_START,
-                             value=services.warm_start_default(store), disabled=version is None,
+                             value=default, disabled=version is None,
                              help="Off: retrain from scratch (the default; see docs/benchmarks.md)")
     retrain, encode = st.columns(2)
     if retrain.button("Retrain"):

@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from app import queries, services, state
+from app import jobs, queries, runtime, services, state
 from app.demo import DEMO_FIRST_BUDGET, DEMO_OPERATOR, build_demo_workspace
 from app.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
 from storage.errors import InputError, PairlabError
-from storage.models import ModelVersion, Round, utcnow
+from storage.jobs import recent_jobs
+from storage.models import Job, ModelVersion, Round, utcnow
 from storage.store import open_store
 from storage.users import get_user
 from storage.workspace import CONFIG_NAME, write_config
@@ -140,13 +141,65 @@ def test_workspace_config_sets_warm_start_and_strategy_options(store):
             params = s.scalar(select(Round.params).where(Round.number == report.round_number))
         assert (params["lam"], params["gamma"], params["weights"]["mismatch"]) == (2.0, 1.0, 1.0)
     with configured(store, selection={"ascmr": {"lamda": 1.0}}) as ws:
-        rounds = queries.round_numbers(ws)
-        with pytest.raises(InputError, match=r"pairlab.toml: \[selection.ascmr\]: .*unknown options \['lamda'\]"):
-            services.run_selection(ws, strategy="ascmr", budget=3, actor=operator(ws))
-        assert queries.round_numbers(ws) == rounds  # nothing recorded
+        rounds, queued = queries.round_numbers(ws), job_ids(ws)
+        for select_ascmr in (services.run_selection, jobs.launch_selection):
+            with pytest.raises(InputError, match=r"pairlab.toml: \[selection.ascmr\]: .*unknown options \['lamda'\]"):
+                select_ascmr(ws, strategy="ascmr", budget=3, actor=operator(ws))
+        assert queries.round_numbers(ws) == rounds and job_ids(ws) == queued  # nothing recorded or queued
     with configured(store, train={"warm_start": "yes"}) as ws:
+        queued = job_ids(ws)
         with pytest.raises(InputError, match=r"\[train\].warm_start: expected true or false"):
             services.train_workspace(ws)
+        with pytest.raises(InputError, match=r"\[train\].warm_start: expected true or false"):
+            jobs.launch_training(ws, operator(ws))
+        assert job_ids(ws) == queued
+
+
+def job_ids(store) -> list[int]:
+    with store.db.read() as s:
+        return [j.id for j in recent_jobs(s)]
+
+
+def _rounds() -> None:
+    from app.views import rounds
+
+    rounds.render()
+
+
+def rounds_page(store, monkeypatch) -> AppTest:
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    monkeypatch.delenv(AUTO_LOGIN_ENV, raising=False)
+    at = AppTest.from_function(_rounds, default_timeout=60)
+    at.session_state[state.USER] = operator(store)
+    at.session_state[state.SESSION_STARTED] = utcnow()
+    return at.run()
+
+
+def test_rounds_page_queues_a_warm_started_retrain_once_a_model_exists(store, monkeypatch):
+    at = rounds_page(store, monkeypatch)
+    assert not at.exception
+    warm = at.checkbox(key=state.ROUNDS_WARM_START)
+    assert warm.value is False and not warm.disabled  # from scratch by default; a model exists to start from
+    warm.check()
+    next(b for b in at.button if b.label == "Retrain").click().run()
+    assert not at.exception
+    with store.db.read() as s:
+        train = next(j for j in recent_jobs(s) if j.kind == "train")  # newest first
+    assert train.status == "queued" and train.params == {"actor": DEMO_OPERATOR, "warm_start": True}
+    with store.db.write() as s:  # leave no queued job behind for the other tests
+        s.delete(s.get(Job, train.id))
+
+
+def test_rounds_page_shows_a_bad_warm_start_setting_instead_of_failing(store, monkeypatch):
+    with configured(store, train={"warm_start": "yes"}):
+        runtime._open_store.clear()  # the server reads pairlab.toml when it opens the workspace
+        try:
+            at = rounds_page(store, monkeypatch)
+        finally:
+            runtime._open_store.clear()
+    assert not at.exception
+    assert any("[train].warm_start: expected true or false" in e.value for e in at.error)
+    assert at.checkbox(key=state.ROUNDS_WARM_START).value is False
 
 
 def test_a_model_is_refused_once_its_features_were_re_encoded(store):
