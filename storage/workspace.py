@@ -1,8 +1,19 @@
-"""A workspace: a directory with ``pairlab.toml``, the database, features, models and exports (DESIGN §2)."""
+"""A workspace: a directory with ``pairlab.toml``, the database, features, models and exports (DESIGN §2).
+
+``pairlab.toml`` is read here once per open. This module owns ``[database]``, ``[annotation]`` and
+``[import]``; the learner's tables (``LEARNER_TABLES``) are passed through as plain tables and turned
+into the learner's frozen configs by ``app.services.settings`` (``storage`` never imports the
+learner). Any other table is refused. :func:`parse_table` is the one validator of a table against a
+frozen dataclass, shared by both layers.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +24,15 @@ from storage.errors import InputError, WorkspaceError
 
 CONFIG_NAME = "pairlab.toml"
 DATABASE_ENV = "PAIRLAB_DATABASE_URL"
+STORAGE_TABLES = ("database", "annotation", "import")
+LEARNER_TABLES = ("encoders", "train", "selection", "inference")  # parsed by app.services.settings
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """url: SQLAlchemy URL; ``sqlite:///pairlab.db`` is relative to the workspace."""
+
+    url: str = "sqlite:///pairlab.db"
 
 
 @dataclass(frozen=True)
@@ -26,6 +46,12 @@ class AnnotationConfig:
     overlap: int = 1
     lease_minutes: float = 30.0
 
+    def __post_init__(self) -> None:
+        if self.overlap < 1:
+            raise ValueError("overlap: must be >= 1")
+        if self.lease_minutes <= 0:
+            raise ValueError("lease_minutes: must be > 0")
+
 
 @dataclass(frozen=True)
 class ImportConfig:
@@ -33,24 +59,28 @@ class ImportConfig:
 
     max_image_pixels: int = 64_000_000
 
+    def __post_init__(self) -> None:
+        if self.max_image_pixels < 1:
+            raise ValueError("max_image_pixels: must be >= 1")
+
 
 @dataclass(frozen=True)
 class WorkspaceConfig:
     """The parsed ``pairlab.toml``.
 
-    database_url: SQLAlchemy URL; ``sqlite:///pairlab.db`` is relative to the workspace.
-    learner: the raw ``[encoders]``, ``[train]`` and ``[selection]`` tables; ``app`` turns them into
-    the learner's own frozen configs, so ``storage`` never imports the learner.
+    learner: the raw ``LEARNER_TABLES`` that are present (``app.services.settings`` validates them).
     """
 
-    database_url: str = "sqlite:///pairlab.db"
+    database_url: str = DatabaseConfig.url
     annotation: AnnotationConfig = AnnotationConfig()
     imports: ImportConfig = ImportConfig()
-    learner: dict[str, dict[str, Any]] = field(default_factory=dict)
+    learner: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Workspace:
+    """Compared by identity: one object per open, so derived settings can be cached per workspace."""
+
     root: Path
     config: WorkspaceConfig
 
@@ -74,20 +104,72 @@ class Workspace:
         return path
 
 
-def _section(raw: dict, name: str, cls: type, path: Path):
-    table = raw.get(name, {})
-    allowed = set(cls.__dataclass_fields__)
-    unknown = set(table) - allowed
+# --------------------------------------------------------------------------- one table validator
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}
+
+
+def _accepts(expected: Any, value: Any) -> bool:
+    """Whether a TOML value fits a field annotation (bool is not an int; an int is a float)."""
+    if expected is Any:
+        return True
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(expected))
+    if origin is not None:
+        expected = origin
+    if expected in (dict, Mapping) or (isinstance(expected, type) and dataclasses.is_dataclass(expected)):
+        return isinstance(value, dict)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _describe(expected: Any) -> str:
+    args = [a for a in typing.get_args(expected) if a is not type(None)] \
+        if typing.get_origin(expected) in (typing.Union, types.UnionType) else [expected]
+    names = []
+    for arg in args:
+        arg = typing.get_origin(arg) or arg
+        names.append(_TYPE_NAMES.get(arg, "a table" if dataclasses.is_dataclass(arg) else getattr(arg, "__name__", str(arg))))
+    return " or ".join(names)
+
+
+def parse_table(cls: type, table: Any, *, path: str | Path, name: str) -> Any:
+    """An instance of the frozen dataclass ``cls`` from the TOML table ``[name]`` of ``path``.
+
+    Unknown keys, values of the wrong type and values the dataclass refuses (``ValueError`` from
+    its ``__post_init__``) raise ``InputError`` naming the file, the table and the key. A field
+    typed as a dataclass is parsed from a sub-table, recursively (``[selection.ascmr].weights``).
+    """
+    if not isinstance(table, dict):
+        raise InputError(str(path), None, f"[{name}]", "must be a table")
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise InputError(str(path), None, f"[{name}].{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        raise InputError(str(path), None, f"[{name}].{unknown[0]}", f"unknown key; allowed: {', '.join(allowed)}")
+    values = {}
+    for key, value in table.items():
+        expected = hints[key]
+        if not _accepts(expected, value):
+            raise InputError(str(path), None, f"[{name}].{key}", f"expected {_describe(expected)}, got {value!r}")
+        nested = next((a for a in (expected, *typing.get_args(expected))
+                       if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
+        values[key] = parse_table(nested, value, path=path, name=f"{name}.{key}") if nested else value
     try:
-        return cls(**table)
-    except TypeError as exc:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
         raise InputError(str(path), None, f"[{name}]", str(exc)) from None
 
 
+# --------------------------------------------------------------------------- reading and writing
+
 def load_workspace(root: str | Path) -> Workspace:
-    """Read ``root/pairlab.toml``; raise ``WorkspaceError`` when it is not a workspace."""
+    """Read ``root/pairlab.toml``; raise ``WorkspaceError`` when it is not a workspace and
+    ``InputError`` (file, table, key) for an unknown table or a bad value of the storage tables."""
     root = Path(root).resolve()
     path = root / CONFIG_NAME
     if not path.is_file():
@@ -96,16 +178,20 @@ def load_workspace(root: str | Path) -> Workspace:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise InputError(str(path), getattr(exc, "lineno", None), "toml", str(exc)) from None
-    annotation = _section(raw, "annotation", AnnotationConfig, path)
-    if annotation.overlap < 1:
-        raise InputError(str(path), None, "[annotation].overlap", "must be >= 1")
-    if annotation.lease_minutes <= 0:
-        raise InputError(str(path), None, "[annotation].lease_minutes", "must be > 0")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), None, "toml", f"not UTF-8 ({exc.reason})") from None
+    known = (*STORAGE_TABLES, *LEARNER_TABLES)
+    for table, value in raw.items():
+        if table not in known:
+            raise InputError(str(path), None, f"[{table}]", f"unknown table; allowed: {', '.join(known)}")
+        if not isinstance(value, dict):
+            raise InputError(str(path), None, f"[{table}]", "must be a table")
+    database = parse_table(DatabaseConfig, raw.get("database", {}), path=path, name="database")
     config = WorkspaceConfig(
-        database_url=raw.get("database", {}).get("url", WorkspaceConfig.database_url),
-        annotation=annotation,
-        imports=_section(raw, "import", ImportConfig, path),
-        learner={k: dict(raw.get(k, {})) for k in ("encoders", "train", "selection")},
+        database_url=database.url,
+        annotation=parse_table(AnnotationConfig, raw.get("annotation", {}), path=path, name="annotation"),
+        imports=parse_table(ImportConfig, raw.get("import", {}), path=path, name="import"),
+        learner={k: raw[k] for k in LEARNER_TABLES if k in raw},
     )
     return Workspace(root, config)
 

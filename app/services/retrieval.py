@@ -1,0 +1,107 @@
+"""Search with the latest model (Explore): images for a free-text query, texts for a pair's image."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.services.data import feature_matrices, pair_table
+from app.services.encode import build_encoder, text_encoder_path
+from app.services.models import cached_model, current_model
+from app.services.settings import PRECOMPUTED, encoder_choice
+from learner.encoders.tfidf import TfidfEncoder
+from learner.inference import infer
+from storage.errors import NotFoundError, PairlabError
+from storage.pairs import image_digests
+from storage.store import Store
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Common-space means of every pair under one model version: pair_ids (N,), mu_image/mu_text (N, d)."""
+
+    version: int
+    pair_ids: np.ndarray
+    mu_image: np.ndarray
+    mu_text: np.ndarray
+
+
+@dataclass(frozen=True)
+class Hit:
+    pair_id: int
+    score: float
+
+
+@lru_cache(maxsize=2)
+def _cached_tfidf(path: str, _mtime: float) -> TfidfEncoder:
+    return TfidfEncoder.load(path)
+
+
+def _embeddings_path(store: Store, version: int) -> Path:
+    return store.workspace.subdir("models") / f"embeddings-v{version}.npz"
+
+
+def model_embeddings(store: Store) -> Embeddings:
+    """The latest model's embeddings of all pairs, computed once per version and kept beside the checkpoint."""
+    info = current_model(store)
+    path = _embeddings_path(store, info.version)
+    if not path.is_file():
+        table = pair_table(store)
+        image, text = feature_matrices(store, table.ids, encoder_choice(store))
+        out = infer(cached_model(info.path), image, text, mc_samples=0)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, pair_ids=table.ids, mu_image=out.mu_image, mu_text=out.mu_text)
+        os.replace(tmp, path)
+    with np.load(path) as data:
+        return Embeddings(info.version, data["pair_ids"], data["mu_image"], data["mu_text"])
+
+
+def embed_query_text(store: Store, query: str) -> np.ndarray:
+    """The latest model's text mean (d,) of a free-text query, through the workspace's text encoder."""
+    query = query.strip()
+    if not query:
+        raise PairlabError("query: empty text")
+    info = current_model(store)
+    choice = encoder_choice(store)
+    if choice.text == PRECOMPUTED:
+        raise PairlabError("free-text search needs a text encoder; this workspace's text features were precomputed")
+    path = text_encoder_path(store, choice.text)
+    encoder = _cached_tfidf(str(path), path.stat().st_mtime) if path.is_file() \
+        else build_encoder(choice.text, choice.text_options)
+    features = encoder.embed_texts([query])  # (1, Dt)
+    with torch.no_grad():
+        mu, _ = cached_model(info.path).encode_text(torch.from_numpy(np.asarray(features, dtype=np.float32)))
+    return mu.numpy()[0]
+
+
+def images_for_text(store: Store, query: str, *, k: int = 12) -> list[Hit]:
+    """Top-k pairs whose image is most similar to the query text, one hit per distinct image."""
+    emb = model_embeddings(store)
+    scores = emb.mu_image @ embed_query_text(store, query)  # (N,)
+    with store.db.read() as s:
+        digest = image_digests(s)
+    hits, seen = [], set()
+    for i in np.argsort(-scores, kind="stable"):
+        key = digest.get(int(emb.pair_ids[i]))
+        if key in seen:
+            continue
+        seen.add(key)
+        hits.append(Hit(int(emb.pair_ids[i]), float(scores[i])))
+        if len(hits) == k:
+            break
+    return hits
+
+
+def texts_for_pair(store: Store, pair_id: int, *, k: int = 10) -> list[Hit]:
+    """Top-k texts of the workspace for the image of ``pair_id``."""
+    emb = model_embeddings(store)
+    row = np.flatnonzero(emb.pair_ids == pair_id)
+    if len(row) == 0:
+        raise NotFoundError(f"pair {pair_id} has no embedding under model v{emb.version}")
+    scores = emb.mu_text @ emb.mu_image[row[0]]  # (N,)
+    top = np.argsort(-scores, kind="stable")[:k]
+    return [Hit(int(emb.pair_ids[i]), float(scores[i])) for i in top]

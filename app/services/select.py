@@ -1,0 +1,181 @@
+"""``pairlab select``: score the pool with the latest model, choose a batch, record the round and queue it.
+
+Without a model the first batch is the cold start (k-means on the raw features, DESIGN §5);
+``random`` needs neither model nor features. Each chosen pair keeps its "why selected" breakdown
+and the model's suggested labels for the Annotate page.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+
+from app.services.data import TRAINING_SPLITS, feature_matrices, label_matrix, pair_table
+from app.services.models import cached_model, current_model, latest_model
+from app.services.progress import StepProgress, quiet
+from app.services.settings import encoder_choice, settings
+from learner.inference import InferenceConfig, infer
+from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
+from storage.errors import PairlabError
+from storage.model_versions import ModelVersionInfo, model_version_id
+from storage.pairs import PairColumns
+from storage.queue import SelectedPair, create_round, selectable_pair_ids
+from storage.store import Store
+from storage.users import UserInfo, get_user, require
+
+HUMAN_LABEL_KINDS = ("submit", "adjudicate")  # a pair a person annotated is never selected again
+SUGGESTION_THRESHOLD = 0.5
+MAX_SUGGESTIONS = 5
+SUGGESTIONS_KEY = "suggested_labels"  # where a selection's explanation carries the model's predicted labels
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    round_number: int
+    strategy: str
+    selected: int
+    queued_slots: int
+    model_version: int | None
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """rows (n,) of the pair table in presentation order, their scores (n,) and explanations, the
+    parameters to record, what actually chose them and the model that scored them (if any)."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    explanation: list[dict[str, Any]]
+    selected_by: str
+    params: dict[str, Any] = field(default_factory=dict)
+    model: ModelVersionInfo | None = None
+
+
+def check_selection_request(strategy: str, budget: int, overlap: int | None, assign: Sequence[str]) -> None:
+    """The checks of a selection request that need no data (the page runs them before queueing a job)."""
+    if strategy not in STRATEGY_NAMES:
+        raise PairlabError(f"--strategy {strategy!r}; allowed: {', '.join(STRATEGY_NAMES)}")
+    if budget < 1:
+        raise PairlabError("--budget: must be >= 1")
+    if overlap is not None and overlap < 1:
+        raise PairlabError("--overlap: must be >= 1")
+    if assign and overlap is not None and overlap > len(assign):
+        raise PairlabError(f"--overlap: {overlap} annotators per pair needs at least {overlap} assigned, "
+                           f"got {len(assign)}")
+
+
+def selectable_rows(store: Store, table: PairColumns) -> np.ndarray:
+    """Rows of ``table`` in a training split that no person annotated and no round selected.
+
+    Labels given at import do not exclude a pair: a person may still be asked to check it, and a
+    disagreement with the imported labels sends the pair to review.
+    """
+    with store.db.read() as s:
+        ids = selectable_pair_ids(s, splits=TRAINING_SPLITS, human_kinds=HUMAN_LABEL_KINDS)
+    return np.flatnonzero(np.isin(table.ids, ids))
+
+
+def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, assign: Sequence[str] = (),
+                  overlap: int | None = None, seed: int = 0, progress: StepProgress = quiet) -> RoundReport:
+    """Select ``budget`` pairs with ``strategy``, record the round and queue each pair ``overlap`` times."""
+    require(actor, "operate")
+    check_selection_request(strategy, budget, overlap, assign)
+    config = settings(store)
+    table = pair_table(store)
+    pool = _pool_rows(store, table, budget)
+    start = time.perf_counter()
+    progress(0.05, "loading features")
+    if strategy == "random":
+        choice = _random_choice(pool, budget, seed)
+    elif latest_model(store) is None:
+        choice = _cold_start_choice(store, table, pool, budget, seed, progress)
+    else:
+        choice = _scored_choice(store, table, pool, config.strategy(strategy), budget, seed, config.inference,
+                                progress)
+    params = {"seed": seed, "budget": budget, **choice.params, "selected_by": choice.selected_by,
+              "select_seconds": round(time.perf_counter() - start, 3)}
+    progress(0.9, "recording the round")
+    number = _record_round(store, strategy, table, choice, params, overlap or config.annotation.overlap, assign,
+                           actor)
+    progress(1.0, f"round {number}: {budget} pairs queued")
+    return RoundReport(number, strategy, budget, budget * (overlap or config.annotation.overlap),
+                       None if choice.model is None else choice.model.version)
+
+
+def _pool_rows(store: Store, table: PairColumns, budget: int) -> np.ndarray:
+    pool = selectable_rows(store, table)
+    if len(pool) == 0:
+        raise PairlabError("select: no pairs left in the pool that nobody annotated or selected")
+    if budget > len(pool):
+        raise PairlabError(f"--budget: {budget} exceeds the {len(pool)} selectable pairs")
+    return pool
+
+
+def _random_choice(pool: np.ndarray, budget: int, seed: int) -> _Choice:
+    rows = np.random.default_rng(seed).choice(pool, size=budget, replace=False)
+    return _Choice(rows, np.zeros(budget), [{"strategy": "random", "rank": r + 1} for r in range(budget)], "random")
+
+
+def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budget: int, seed: int,
+                       progress: StepProgress) -> _Choice:
+    choice = encoder_choice(store)
+    image, text = feature_matrices(store, table.ids, choice)
+    progress(0.3, "no model yet: cold start on the raw features")
+    selection = cold_start(np.hstack([image, text]), pool, budget, seed=seed)
+    return _Choice(selection.indices, _scores(selection.explanation), selection.explanation, "cold_start",
+                   {"encoders": choice.names(), **selection.params})
+
+
+def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
+                   inference: InferenceConfig, progress: StepProgress) -> _Choice:
+    """Infer on the pool and the labelled training pairs, let the strategy choose, attach suggestions."""
+    info = current_model(store)
+    choice = encoder_choice(store)
+    labels = label_matrix(store, table.ids)
+    rows = np.union1d(pool, np.flatnonzero(labels.labelled & np.isin(table.splits, TRAINING_SPLITS)))
+    image, text = feature_matrices(store, table.ids[rows], choice)
+    progress(0.2, f"scoring {len(pool)} pairs with model v{info.version}")
+    outputs = infer(cached_model(info.path), image, text, mc_samples=inference.mc_samples,
+                    dropout_samples=inference.dropout_samples if query.name == "bald" else 0,
+                    batch_size=inference.batch_size, seed=seed)
+    pool_pos = np.searchsorted(rows, pool)
+    labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
+    try:
+        selection = query.query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+    except SelectionError as exc:
+        raise PairlabError(f"select: {exc}") from None
+    joint = (outputs.probs_image + outputs.probs_text) / 2  # (n, C)
+    for item, pos in zip(selection.explanation, selection.indices):
+        item[SUGGESTIONS_KEY] = _suggestions(joint[pos], labels.vocabulary)
+    return _Choice(rows[selection.indices], _scores(selection.explanation), selection.explanation, query.name,
+                   {"encoders": choice.names(), **selection.params, "model_version": info.version}, info)
+
+
+def _scores(explanation: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([item["score"] for item in explanation], dtype=float)
+
+
+def _suggestions(probs: np.ndarray, vocabulary: Sequence[str]) -> list[str]:
+    """The most probable labels (at most ``MAX_SUGGESTIONS``) whose probability passes the threshold."""
+    top = np.argsort(-probs, kind="stable")[:MAX_SUGGESTIONS]
+    return [vocabulary[j] for j in top if probs[j] >= SUGGESTION_THRESHOLD]
+
+
+def _record_round(store: Store, strategy: str, table: PairColumns, choice: _Choice, params: dict[str, Any],
+                  overlap: int, assign: Sequence[str], actor: UserInfo) -> int:
+    # "index" is a row of the scored sub-array, meaningless outside this call
+    selected = [SelectedPair(int(table.ids[r]), float(s),
+                             {**{k: v for k, v in e.items() if k != "index"}, "strategy": choice.selected_by})
+                for r, s, e in zip(choice.rows, choice.scores, choice.explanation)]
+    try:
+        with store.db.write() as s:
+            assignees = [get_user(s, name).id for name in assign]
+            model_id = None if choice.model is None else model_version_id(s, choice.model.version)
+            return create_round(s, strategy=strategy, selected=selected, params=params, overlap=overlap,
+                                assignees=assignees, model_version_id=model_id, created_by=actor.id).number
+    except IntegrityError:
+        raise PairlabError("select: another selection took some of these pairs meanwhile; run it again") from None

@@ -1,0 +1,120 @@
+"""``pairlab train`` and ``pairlab evaluate``: a new model version from the workspace's labels, and its metrics."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from typing import Any
+
+import numpy as np
+
+from app.services.data import TRAINING_SPLITS, feature_matrices, label_matrix, pair_table
+from app.services.progress import StepProgress, quiet
+from app.services.models import cached_model, current_model, feature_signatures, latest_model
+from app.services.retrieval import model_embeddings
+from app.services.settings import EncoderChoice, encoder_choice, settings
+from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.inference import evaluate_model
+from learner.model import CrossModalModel
+from learner.training import train_model
+from storage.errors import PairlabError
+from storage.model_versions import ModelVersionInfo, add_model_version
+from storage.models import utcnow
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _warm_start_model(previous: ModelVersionInfo | None, signatures: dict[str, str], shape: tuple[int, int, int]):
+    """The previous version's model when its features, vocabulary and input sizes still fit, else None."""
+    if previous is None:
+        return None
+    if previous.features != signatures:
+        log.info("features changed since version %d: training from scratch", previous.version)
+        return None
+    init, _ = load_checkpoint(previous.path)
+    h = init.hparams
+    if (h["image_dim"], h["text_dim"], h["num_classes"]) != shape:
+        log.info("vocabulary or features changed since version %d: training from scratch", previous.version)
+        return None
+    return init
+
+
+def _save_version(store: Store, result, *, choice: EncoderChoice, vocabulary: list[str], config, signatures,
+                  parent: ModelVersionInfo | None, labelled_count: int, metrics: dict[str, Any]) -> ModelVersionInfo:
+    """Checkpoint under a unique name first, then its row: a rollback or a concurrent trainer never
+    leaves a row pointing at a half-written or overwritten checkpoint."""
+    path = store.workspace.subdir("models") / f"model-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.pt"
+    save_checkpoint(result.model, path, {"vocabulary": vocabulary, "encoders": choice.names()})
+    try:
+        with store.db.write() as s:
+            version = add_model_version(
+                s, path=str(path), parent_version=None if parent is None else parent.version,
+                labelled_count=labelled_count, metrics=metrics,
+                config={"train": dataclasses.asdict(config), "encoders": choice.names(), "vocabulary": vocabulary,
+                        "features": signatures})
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return ModelVersionInfo(version, str(path), labelled_count, metrics, signatures)
+
+
+def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int | None = None,
+                    progress: StepProgress = quiet) -> ModelVersionInfo:
+    """Train a new model version on the ``pool``/``train`` pairs (labelled + unlabelled) and record it.
+
+    From scratch, or with ``warm_start`` (None: ``[train].warm_start``) from the latest version when
+    its features and vocabulary still fit. Early stopping uses a validation split of the labelled
+    training pairs (inside ``train_model``); ``val`` and ``test`` pairs are never trained on.
+    """
+    config = settings(store).train
+    config = dataclasses.replace(config, **{k: v for k, v in (("warm_start", warm_start), ("epochs", epochs))
+                                            if v is not None})
+    choice = encoder_choice(store)
+    table = pair_table(store)
+    rows = np.flatnonzero(np.isin(table.splits, TRAINING_SPLITS))
+    image, text = feature_matrices(store, table.ids[rows], choice)
+    labels = label_matrix(store, table.ids[rows])
+    n_labelled = int(labels.labelled.sum())
+    if n_labelled < 2:
+        raise PairlabError(f"train: {n_labelled} labelled pairs outside the val and test splits; label at least 2 first")
+    signatures = feature_signatures(store, choice)
+    previous = latest_model(store)
+    init = _warm_start_model(previous, signatures, (image.shape[1], text.shape[1], len(labels.vocabulary))) \
+        if config.warm_start else None
+    progress(0.0, f"training on {len(rows)} pairs, {n_labelled} labelled")
+    result = train_model(image, text, labels.labels, labels.labelled, config, init_model=init,
+                         progress=lambda f, m: progress(0.95 * f, m))
+    metrics: dict[str, Any] = {"validation": dict(result.best_metrics), "seconds": round(result.seconds, 2),
+                               "best_epoch": result.best_epoch}
+    test = _labelled_rows(store, table, "test")
+    if len(test) >= 2:
+        metrics["test"] = _evaluate_rows(store, result.model, table, test, choice)
+    info = _save_version(store, result, choice=choice, vocabulary=labels.vocabulary, config=config,
+                            signatures=signatures, parent=previous if init is not None else None,
+                            labelled_count=n_labelled, metrics=metrics)
+    model_embeddings(store)  # computed now, so Explore never waits on it
+    progress(1.0, f"model v{info.version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
+    return info
+
+
+def _labelled_rows(store: Store, table, split: str) -> np.ndarray:
+    """Rows of ``table`` in ``split`` that carry trusted labels."""
+    rows = np.flatnonzero(table.splits == split)
+    return rows[label_matrix(store, table.ids[rows]).labelled]
+
+
+def _evaluate_rows(store: Store, model: CrossModalModel, table, rows: np.ndarray, choice: EncoderChoice) -> dict:
+    image, text = feature_matrices(store, table.ids[rows], choice)
+    return evaluate_model(model, image, text, label_matrix(store, table.ids[rows]).labels)
+
+
+def evaluate_workspace(store: Store, *, split: str = "test") -> dict[str, Any]:
+    """Retrieval metrics of the latest model on the labelled pairs of ``split`` (DESIGN §4 metrics)."""
+    info = current_model(store)
+    table = pair_table(store)
+    rows = _labelled_rows(store, table, split)
+    if len(rows) < 2:
+        raise PairlabError(f"--split {split}: {len(rows)} labelled pairs; need at least 2 to evaluate")
+    metrics = _evaluate_rows(store, cached_model(info.path), table, rows, encoder_choice(store))
+    return {"model_version": info.version, "split": split, "pairs": int(len(rows)), **metrics}

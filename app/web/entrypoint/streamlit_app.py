@@ -1,0 +1,32 @@
+"""The workbench entrypoint that ``pairlab serve`` hands to Streamlit: a router showing pages by role.
+
+It sits in a folder of its own because Streamlit treats a ``pages/`` folder beside its main script
+as a legacy multipage app, which would bypass the role-based router (``app.web.router``).
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.web import runtime
+from app.web.router import pages_for
+from storage.errors import PairlabError
+
+st.set_page_config(page_title="pairlab", page_icon=":material/image_search:", layout="wide")
+
+try:
+    store = runtime.get_store()
+except PairlabError as exc:  # e.g. a bad pairlab.toml: say so in one line, as the CLI does
+    st.error(f"The workspace cannot be opened: {exc}")
+    st.stop()
+runtime.try_auto_login(store)
+user = runtime.current_user()
+pages = [st.Page(spec.render, title=spec.title, url_path=spec.url_path, icon=spec.icon, default=i == 0)
+         for i, spec in enumerate(pages_for(user))]
+page = st.navigation(pages)
+if user is not None:
+    with st.sidebar:
+        st.text(f"Signed in as {user.name} ({user.role})")
+        if st.button("Sign out", icon=":material/logout:"):
+            runtime.sign_out()
+            st.rerun()
+page.run()

@@ -1,0 +1,1 @@
+"""The workbench pages: one module per page, each with one ``render()`` function, routed by ``app.web.router``."""

@@ -1,0 +1,35 @@
+"""Which pages each role sees: the single source for the router in ``streamlit_app``."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.web.pages import annotate, explore, export, login, review, rounds, users
+from storage.users import PERMISSIONS, UserInfo
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    title: str
+    url_path: str
+    render: Callable[[], None]
+    action: str  # the storage.users.PERMISSIONS action the page needs
+    icon: str
+
+
+PAGES = (
+    PageSpec("Annotate", "annotate", annotate.render, "annotate", ":material/label:"),
+    PageSpec("Review", "review", review.render, "review", ":material/rule:"),
+    PageSpec("Explore", "explore", explore.render, "annotate", ":material/search:"),
+    PageSpec("Rounds", "rounds", rounds.render, "operate", ":material/model_training:"),
+    PageSpec("Export", "export", export.render, "operate", ":material/download:"),
+    PageSpec("Users", "users", users.render, "operate", ":material/group:"),
+)
+LOGIN = PageSpec("Sign in", "login", login.render, "", ":material/login:")
+
+
+def pages_for(user: UserInfo | None) -> list[PageSpec]:
+    """The sign-in page when nobody is signed in, else the pages the user's role allows."""
+    if user is None:
+        return [LOGIN]
+    return [p for p in PAGES if user.role in PERMISSIONS[p.action]]
