@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.reports import paired_area_differences  # noqa: E402
+from app.bench.reports import paired_area_differences  # noqa: E402
 
 
 def merge_same_protocol(documents: list[dict]) -> list[dict]:

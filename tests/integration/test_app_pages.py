@@ -8,10 +8,11 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import app
-from app import jobs, state
-from app.navigation import pages_for
-from app.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
-from app.worker import run_worker
+from app.jobs import launch as jobs
+from app.web import state
+from app.web.router import pages_for
+from app.web.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
+from app.jobs.worker import run_worker
 from storage.annotations import current_label
 from storage.errors import PairlabError, PermissionDenied
 from storage.jobs import enqueue, get_job, recent_jobs
@@ -19,7 +20,7 @@ from storage.models import Event, Pair, Round, utcnow
 from storage.queue import SelectedPair, claim_next, create_round, submit
 from tests.integration.workbench_fixtures import BOLD, PASSWORD, XSS, build_workspace, user
 
-APP = str(Path(app.__file__).parent / "streamlit_app.py")
+APP = str(Path(app.__file__).parent / "web" / "entrypoint" / "streamlit_app.py")
 TIMEOUT = 30
 
 
@@ -40,7 +41,7 @@ def _render_page(module_name: str) -> None:
 
 def page(name: str, signed_in) -> AppTest:
     """One page's render function as an app, with ``signed_in`` (a UserInfo) in session state."""
-    at = AppTest.from_function(_render_page, args=(f"app.views.{name}",), default_timeout=TIMEOUT)
+    at = AppTest.from_function(_render_page, args=(f"app.web.pages.{name}",), default_timeout=TIMEOUT)
     at.session_state[state.USER] = signed_in  # as runtime.sign_in does
     at.session_state[state.SESSION_STARTED] = utcnow()
     return at.run()

@@ -128,3 +128,15 @@ def test_unknown_label_is_refused_and_nothing_written(store):
             submit(s, uid(store, "ann"), got.queue_item_id, labels=["zebra"])
     with store.db.read() as s:
         assert s.scalar(select(func.count(Event.id))) == 0
+
+
+def test_an_annotator_who_did_one_slot_of_a_pair_never_gets_its_other_slot(store):
+    """Overlap 2 with the second slot still free: after submitting the first, ann moves on to the next pair."""
+    first, second = make_round(store, overlap=2, n=2)
+    got = []
+    while (c := claim(store, "ann")) is not None:
+        got.append(c.pair_id)
+        with store.db.write() as s:
+            submit(s, uid(store, "ann"), c.queue_item_id, labels=["cat"])
+    assert got == [first, second]
+    assert [claim(store, "bob").pair_id, claim(store, "cid").pair_id] == [first, second]

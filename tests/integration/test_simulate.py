@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.demo import sample_captions
-from app.simulate import SimulationConfig, SimulationData, run_simulation, split_pool_and_test
+from app.cli.demo import sample_captions
+from app.bench.data import SimulationData, load_simulation_data, split_pool_and_test
+from app.bench.simulate import SimulationConfig, run_simulation
+from learner.encoders.tfidf import TfidfEncoder
 from learner.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +89,25 @@ def _same_metrics(a: dict, b: dict) -> bool:
     def metrics(results):
         return [(r["i2t"], r["t2i"]) for runs in results["strategies"].values() for run in runs for r in run["rounds"]]
     return a["full_supervision"] == b["full_supervision"] and metrics(a) == metrics(b)
+
+
+@pytest.mark.parametrize("with_test_split", [True, False])
+def test_tfidf_never_sees_a_test_text(tmp_path, monkeypatch, with_test_split):
+    """Given or carved, the test split's captions take no part in fitting TF-IDF."""
+    rows = [r for r in sample_captions()[0] if r.image.name < "000000040000"]  # 7 images, ~35 captions
+    test_images = {r.image_id for r in rows[:10]} if with_test_split else set()
+    manifest = tmp_path / "pairs.jsonl"
+    manifest.write_text("".join(json.dumps({"image": str(r.image), "text": r.text, "labels": list(r.labels),
+                                            "split": "test" if r.image_id in test_images else "pool"}) + "\n"
+                                for r in rows), encoding="utf-8")
+    fitted = []
+    real = TfidfEncoder.fit
+    monkeypatch.setattr(TfidfEncoder, "fit", lambda self, texts: (fitted.append(list(texts)), real(self, texts))[1])
+    data = load_simulation_data(manifest, "manifest", cache_dir=tmp_path / "cache", carve_seed=0)
+    texts = np.array([r.text for r in rows], dtype=object)
+    test = data.split == "test"
+    assert test.any() and (data.split != "test").any()
+    assert fitted == [list(texts[~test])]
 
 
 def test_simulate_on_raw_coco_images_and_captions(tmp_path):

@@ -9,11 +9,14 @@ import time
 
 import pytest
 
-from app.jobs import JOB_HANDLERS, JobProgress
-from app.serve import serve
-from app.worker import run_worker
+from app.jobs.handlers import JOB_HANDLERS
+from app.jobs.progress import JobProgress
+from app.cli.serve import serve
+from app.jobs.worker import run_worker
 from storage.errors import PairlabError
+from storage.features import list_features
 from storage.jobs import enqueue, get_job
+from storage.model_versions import latest_model_version
 from storage.models import Job
 from tests.integration.workbench_fixtures import build_workspace
 
@@ -120,3 +123,23 @@ def test_worker_process_stops_on_sigterm(store):
 def test_serve_refuses_auto_login_off_loopback(store):
     with pytest.raises(PairlabError, match="only allowed on 127.0.0.1"):
         serve(store.root, host="0.0.0.0", port=8599, auto_login="op")
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("export", {"format": "jsonl", "file": "out.jsonl"}),
+    ("encode", {}),
+    ("train", {"warm_start": None}),
+])
+def test_the_worker_rechecks_the_role_of_whoever_queued_the_job(store, kind, params):
+    """A job row written behind the pages' back by an annotator does nothing: no file, no features, no model."""
+    def effects():
+        with store.db.read() as s:
+            return (sorted(p.name for p in store.root.glob("exports/*")), len(list_features(s)),
+                    latest_model_version(s))
+
+    before = effects()
+    job_id = queue(store, kind, {"actor": "ann", **params})
+    assert run_worker(store.root, once=True) == 1
+    job = job_state(store, job_id)
+    assert job.status == "failed" and job.message == "user 'ann' (annotator) may not operate"
+    assert effects() == before

@@ -6,15 +6,23 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import select
+import numpy as np
+from sqlalchemy import select, update
 from streamlit.testing.v1 import AppTest
 
-from app import jobs, queries, runtime, services, state
-from app.demo import DEMO_FIRST_BUDGET, DEMO_OPERATOR, build_demo_workspace
-from app.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
+from app.jobs import launch as jobs
+from app.services import encode, models, retrieval, train
+from app.services import select as selection
+from app.web import runtime, state
+from app.cli.demo import DEMO_FIRST_BUDGET, DEMO_OPERATOR, build_demo_workspace
+from app.web.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
+from app.services.data import feature_matrices, pair_table
+from app.services.settings import encoder_choice
+from learner.encoders.tfidf import TfidfEncoder
 from storage.errors import InputError, PairlabError
+from storage.read_models import pairs_by_id, round_numbers
 from storage.jobs import recent_jobs
-from storage.models import Job, ModelVersion, Round, utcnow
+from storage.models import Job, ModelVersion, Pair, Round, utcnow
 from storage.store import open_store
 from storage.users import get_user
 from storage.workspace import CONFIG_NAME, write_config
@@ -29,13 +37,18 @@ def store(tmp_path_factory):
     store.close()
 
 
+def read(store, query, *args):
+    with store.db.read() as s:
+        return query(s, *args)
+
+
 def operator(store):
     with store.db.read() as s:
         return get_user(s, DEMO_OPERATOR)
 
 
 def test_demo_build_encodes_trains_and_selects_a_first_ascmr_round(store):
-    info = services.latest_model(store)
+    info = models.latest_model(store)
     assert info.version == 1 and info.labelled_count > 0
     assert set(info.metrics["test"]) >= {"i2t", "t2i", "avg"}
     with store.db.read() as s:
@@ -46,11 +59,11 @@ def test_demo_build_encodes_trains_and_selects_a_first_ascmr_round(store):
     for why in explanations:  # the "why selected" breakdown of DESIGN §5 step 5
         assert {"informativeness", "density", "cluster", "rank", "score", "match_probability",
                 "disagreement", "entropy_image", "entropy_text"} <= set(why)
-        assert "index" not in why and len(why["suggested_labels"]) <= services.MAX_SUGGESTIONS
+        assert "index" not in why and len(why["suggested_labels"]) <= selection.MAX_SUGGESTIONS
 
 
 def test_evaluate_reports_both_directions_on_the_test_split(store):
-    metrics = services.evaluate_workspace(store, split="test")
+    metrics = train.evaluate_workspace(store, split="test")
     assert metrics["model_version"] == 1 and metrics["pairs"] > 10
     for key in ("i2t", "t2i", "avg", "i2t@50", "t2i@50"):
         assert 0.0 < metrics[key] <= 1.0
@@ -58,24 +71,24 @@ def test_evaluate_reports_both_directions_on_the_test_split(store):
 
 
 def test_text_search_finds_the_images_it_describes(store):
-    hits = services.images_for_text(store, "two giraffes standing in a field", k=3)
-    texts = queries.pairs_by_id(store, [h.pair_id for h in hits])
+    hits = retrieval.images_for_text(store, "two giraffes standing in a field", k=3)
+    texts = read(store, pairs_by_id, [h.pair_id for h in hits])
     assert "giraffe" in texts[hits[0].pair_id].text.lower()
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     with pytest.raises(PairlabError, match="empty text"):
-        services.images_for_text(store, "   ")
+        retrieval.images_for_text(store, "   ")
 
 
 def test_top_texts_of_an_image_rank_its_own_captions_high(store):
-    hit = services.images_for_text(store, "two giraffes standing in a field", k=1)[0]
-    top = services.texts_for_pair(store, hit.pair_id, k=10)
-    texts = queries.pairs_by_id(store, [h.pair_id for h in top])
+    hit = retrieval.images_for_text(store, "two giraffes standing in a field", k=1)[0]
+    top = retrieval.texts_for_pair(store, hit.pair_id, k=10)
+    texts = read(store, pairs_by_id, [h.pair_id for h in top])
     assert sum("giraffe" in texts[h.pair_id].text.lower() for h in top[:5]) >= 3
 
 
 def test_retraining_starts_from_scratch_unless_asked_to_warm_start(store):
-    scratch = services.train_workspace(store, epochs=6)
-    warm = services.train_workspace(store, warm_start=True, epochs=6)
+    scratch = train.train_workspace(store, epochs=6)
+    warm = train.train_workspace(store, warm_start=True, epochs=6)
     with store.db.read() as s:
         parents = dict(s.execute(select(ModelVersion.version, ModelVersion.parent_id)).all())
         ids = dict(s.execute(select(ModelVersion.version, ModelVersion.id)).all())
@@ -84,15 +97,15 @@ def test_retraining_starts_from_scratch_unless_asked_to_warm_start(store):
 
 
 def test_select_with_a_model_refuses_budget_beyond_the_pool(store):
-    pool = len(services.selectable_pair_ids(store))
+    pool = len(selection.selectable_rows(store, pair_table(store)))
     with pytest.raises(PairlabError, match=f"exceeds the {pool} selectable pairs"):
-        services.run_selection(store, strategy="entropy", budget=pool + 1, actor=operator(store))
-    report = services.run_selection(store, strategy="bald", budget=5, actor=operator(store), seed=1)
+        selection.run_selection(store, strategy="entropy", budget=pool + 1, actor=operator(store))
+    report = selection.run_selection(store, strategy="bald", budget=5, actor=operator(store), seed=1)
     assert report.selected == 5 and report.model_version is not None
 
 
 def _explore() -> None:
-    from app.views import explore
+    from app.web.pages import explore
 
     explore.render()
 
@@ -109,7 +122,7 @@ def test_explore_page_searches_images_by_text(store, monkeypatch):
     assert not at.exception
     assert len(at.image) >= 4
     shown = [t.value.split(" · ")[0] for t in at.text if t.value.startswith("pair ") and " · " in t.value]
-    expected = [f"pair {h.pair_id}" for h in services.images_for_text(store, "a giraffe", k=len(shown))]
+    expected = [f"pair {h.pair_id}" for h in retrieval.images_for_text(store, "a giraffe", k=len(shown))]
     assert shown and shown == expected  # the page shows the service's ranking, best first
 
 
@@ -131,28 +144,15 @@ def configured(store, **tables):
 def test_workspace_config_sets_warm_start_and_strategy_options(store):
     with configured(store, train={"warm_start": True, "epochs": 6},
                     selection={"ascmr": {"lam": 2.0, "gamma": 1.0, "weights": {"mismatch": 1.0}}}) as ws:
-        previous = services.latest_model(ws)
-        info = services.train_workspace(ws)
+        previous = models.latest_model(ws)
+        info = train.train_workspace(ws)
         with ws.db.read() as s:
             parent = s.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == info.version))
             assert parent == s.scalar(select(ModelVersion.id).where(ModelVersion.version == previous.version))
-        report = services.run_selection(ws, strategy="ascmr", budget=3, actor=operator(ws), seed=2)
+        report = selection.run_selection(ws, strategy="ascmr", budget=3, actor=operator(ws), seed=2)
         with ws.db.read() as s:
             params = s.scalar(select(Round.params).where(Round.number == report.round_number))
         assert (params["lam"], params["gamma"], params["weights"]["mismatch"]) == (2.0, 1.0, 1.0)
-    with configured(store, selection={"ascmr": {"lamda": 1.0}}) as ws:
-        rounds, queued = queries.round_numbers(ws), job_ids(ws)
-        for select_ascmr in (services.run_selection, jobs.launch_selection):
-            with pytest.raises(InputError, match=r"pairlab.toml: \[selection.ascmr\]: .*unknown options \['lamda'\]"):
-                select_ascmr(ws, strategy="ascmr", budget=3, actor=operator(ws))
-        assert queries.round_numbers(ws) == rounds and job_ids(ws) == queued  # nothing recorded or queued
-    with configured(store, train={"warm_start": "yes"}) as ws:
-        queued = job_ids(ws)
-        with pytest.raises(InputError, match=r"\[train\].warm_start: expected true or false"):
-            services.train_workspace(ws)
-        with pytest.raises(InputError, match=r"\[train\].warm_start: expected true or false"):
-            jobs.launch_training(ws, operator(ws))
-        assert job_ids(ws) == queued
 
 
 def job_ids(store) -> list[int]:
@@ -161,7 +161,7 @@ def job_ids(store) -> list[int]:
 
 
 def _rounds() -> None:
-    from app.views import rounds
+    from app.web.pages import rounds
 
     rounds.render()
 
@@ -190,26 +190,53 @@ def test_rounds_page_queues_a_warm_started_retrain_once_a_model_exists(store, mo
         s.delete(s.get(Job, train.id))
 
 
-def test_rounds_page_shows_a_bad_warm_start_setting_instead_of_failing(store, monkeypatch):
-    with configured(store, train={"warm_start": "yes"}):
-        runtime._open_store.clear()  # the server reads pairlab.toml when it opens the workspace
-        try:
-            at = rounds_page(store, monkeypatch)
-        finally:
-            runtime._open_store.clear()
-    assert not at.exception
-    assert any("[train].warm_start: expected true or false" in e.value for e in at.error)
-    assert at.checkbox(key=state.ROUNDS_WARM_START).value is False
-
-
 def test_a_model_is_refused_once_its_features_were_re_encoded(store):
     """Re-encoding refits TF-IDF: a new feature space of the same size. The old model must not be used on it."""
-    services.encode_workspace(store)
+    encode.encode_workspace(store)
     with pytest.raises(PairlabError, match="features changed since model v"):
-        services.evaluate_workspace(store)
+        train.evaluate_workspace(store)
     with pytest.raises(PairlabError, match="features changed since model v"):
-        services.run_selection(store, strategy="entropy", budget=2, actor=operator(store))
-    info = services.train_workspace(store, warm_start=True, epochs=6)  # the old weights do not fit: from scratch
+        selection.run_selection(store, strategy="entropy", budget=2, actor=operator(store))
+    info = train.train_workspace(store, warm_start=True, epochs=6)  # the old weights do not fit: from scratch
     with store.db.read() as s:
         assert s.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == info.version)) is None
-    assert services.evaluate_workspace(store)["model_version"] == info.version
+    assert train.evaluate_workspace(store)["model_version"] == info.version
+
+
+def test_training_sees_only_pool_and_train_pairs(store, monkeypatch):
+    """``pairlab train`` never trains on ``val`` or ``test`` pairs: the rows handed to the learner are exactly
+    the pool/train pairs (checked on their text features, which differ for every caption)."""
+    with store.db.write() as s:  # a few labelled test pairs become validation pairs for this test
+        val_ids = list(s.scalars(select(Pair.id).where(Pair.split == "test").order_by(Pair.id).limit(6)))
+        s.execute(update(Pair).where(Pair.id.in_(val_ids)).values(split="val"))
+    seen = {}
+    real = train.train_model
+
+    def spy(image, text, labels, labelled, config, **kwargs):
+        seen.update(text=text.copy(), labelled=labelled.copy())
+        return real(image, text, labels, labelled, replace(config, epochs=1), **kwargs)
+
+    monkeypatch.setattr(train, "train_model", spy)
+    try:
+        train.train_workspace(store)
+        table = pair_table(store)
+        _, text = feature_matrices(store, table.ids, encoder_choice(store))
+    finally:
+        with store.db.write() as s:
+            s.execute(update(Pair).where(Pair.id.in_(val_ids)).values(split="test"))
+    training = np.isin(table.splits, ("pool", "train"))
+    assert not training[np.isin(table.ids, val_ids)].any() and (table.splits == "test").any()
+    np.testing.assert_array_equal(seen["text"], text[training])
+    trained_on = {row.tobytes() for row in seen["text"]}
+    assert not any(row.tobytes() in trained_on for row in text[~training])
+
+
+def test_tfidf_is_fitted_on_pool_and_train_texts_only(store, monkeypatch):
+    fitted = []
+    real = TfidfEncoder.fit
+    monkeypatch.setattr(TfidfEncoder, "fit", lambda self, texts: (fitted.append(list(texts)), real(self, texts))[1])
+    encode.encode_workspace(store)
+    table = pair_table(store)
+    expected = [t for t, split in zip(table.texts, table.splits) if split in ("pool", "train")]
+    assert fitted == [expected] and len(expected) < len(table.texts)
+    train.train_workspace(store, epochs=6)  # the re-encoded features need a new model for the tests after this one

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import app
-from app.services import run_selection
+from app.services.select import run_selection
 from storage.importers import import_source
 from storage.store import Store, init_workspace
 from storage.users import add_user, get_user

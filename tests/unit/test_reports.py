@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from app.reports import area_under_curve, first_reaching, summarise, summary_markdown, write_reports
+from app.bench.reports import area_under_curve, first_reaching, summarise, summary_markdown, write_reports
 
 
 def run(seed, values, fractions=(0.01, 0.02, 0.03)):
@@ -67,10 +67,3 @@ def test_reports_are_written(tmp_path):
 def test_a_tuning_run_says_it_was_measured_on_validation():
     tuning = {**RESULTS, "protocol": {"evaluated_on": "validation"}}
     assert "Pool 1000 pairs, validation 100 pairs" in summary_markdown(tuning)
-
-
-def test_cli_strategy_list_matches_the_learner_registry():
-    from app.cli import STRATEGIES
-    from learner.selection.strategies import STRATEGY_NAMES
-
-    assert STRATEGIES == STRATEGY_NAMES

@@ -1,10 +1,12 @@
-"""``app.simulate``'s configuration: strategy variants from TOML and the splits it carves."""
+"""``app.bench``'s configuration: strategy variants from TOML and the splits it carves."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from app.simulate import SimulationConfig, Variant, carve_by_group, load_variants
+from app.bench.data import carve_by_group
+from app.bench.simulate import SimulationConfig
+from app.bench.variants import Variant, load_variants
 from learner.selection.strategies import AscmrStrategy, get_strategy
 from storage.errors import InputError, PairlabError
 
