@@ -34,7 +34,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -46,10 +46,10 @@ from sqlalchemy import func, select
 
 from storage.annotations import CurrentLabel, current_labels
 from storage.errors import InputError, NotFoundError
-from storage.importers.base import PRECOMPUTED
+from storage.features import PRECOMPUTED, ids_path
 from storage.importers.manifest import FORMULA_START
-from storage.features import ids_path
 from storage.models import Event, FeatureSet, Pair, Round, User
+from storage.progress import CountProgress
 from storage.store import Store
 from storage.vocabulary import label_names
 
@@ -61,7 +61,6 @@ CSV_COLUMNS = ("id", "image", "text", "labels", "labelled", "split", "annotators
                "agreement", "status", "verdict")
 BATCH = 1000
 log = logging.getLogger(__name__)
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ class ExportRow:
         return None if self.label is None or self.label.labels is None else list(self.label.labels)
 
 
-def export_workspace(store: Store, fmt: str, out: Path, *, progress: Progress | None = None,
+def export_workspace(store: Store, fmt: str, out: Path, *, progress: CountProgress | None = None,
                      image_encoder: str | None = None, text_encoder: str | None = None) -> ExportReport:
     """Write the workspace to ``out`` in ``fmt``; ``out`` appears only when complete.
 
@@ -123,7 +122,7 @@ def _atomic(out: Path) -> Iterator[Path]:
 class _Counter:
     """Counts rows and reports ``progress(done, total)``."""
 
-    def __init__(self, session, progress: Progress | None):
+    def __init__(self, session, progress: CountProgress | None):
         self.done, self.progress = 0, progress
         self.total = session.scalar(select(func.count(Pair.id))) if progress else 0
 
@@ -304,7 +303,7 @@ def _feature_set(session, modality: str, encoder: str | None) -> FeatureSet:
     return found
 
 
-def _write_npz(session, tmp: Path, progress: Progress | None, image_encoder: str | None,
+def _write_npz(session, tmp: Path, progress: CountProgress | None, image_encoder: str | None,
                text_encoder: str | None) -> int:
     sets = {m: _feature_set(session, m, e) for m, e in (("image", image_encoder), ("text", text_encoder))}
     matrices = {m: np.load(fs.path, mmap_mode="r") for m, fs in sets.items()}  # (rows, D), memory-mapped
