@@ -22,7 +22,7 @@ from typing import TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.exporters.rows import BATCH, RowCounter, export_rows, manifest_record, round_numbers, timestamp
+from storage.exporters.rows import BATCH, RowCounter, export_rows, manifest_record, round_number_by_id, timestamp
 from storage.models import Event, User
 from storage.vocabulary import label_names
 
@@ -82,7 +82,7 @@ def _votes(session: Session, pair_ids: list[int]) -> dict[int, list[tuple[int, s
 
 
 def write_label_studio(session: Session, fh: TextIO, counter: RowCounter) -> int:
-    rounds = round_numbers(session)
+    rounds = round_number_by_id(session)
     fh.write("[")
     rows = export_rows(session)
     while batch := list(islice(rows, BATCH)):

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from sqlalchemy.orm import Session
 
-from storage.exporters.rows import RowCounter, export_rows, manifest_record, round_numbers
+from storage.exporters.rows import RowCounter, export_rows, manifest_record, round_number_by_id
 from storage.importers.manifest import FORMULA_START
 
 CSV_COLUMNS = ("id", "image", "text", "labels", "labelled", "split", "annotators", "timestamp", "round",
@@ -24,7 +24,7 @@ CSV_COLUMNS = ("id", "image", "text", "labels", "labelled", "split", "annotators
 
 
 def write_jsonl(session: Session, fh: TextIO, counter: RowCounter) -> int:
-    rounds = round_numbers(session)
+    rounds = round_number_by_id(session)
     for row in export_rows(session):
         fh.write(json.dumps(manifest_record(row, rounds), ensure_ascii=False) + "\n")
         counter.tick()
@@ -39,7 +39,7 @@ def neutralise(cell: str) -> str:
 
 
 def write_csv(session: Session, fh: TextIO, counter: RowCounter) -> int:
-    rounds = round_numbers(session)
+    rounds = round_number_by_id(session)
     writer = csv.writer(fh, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in export_rows(session):

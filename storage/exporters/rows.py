@@ -57,7 +57,7 @@ def export_rows(session: Session, *, by_image: bool = False) -> Iterator[ExportR
             yield ExportRow(pid, ext, image, sha, text, split, labels.get(pid))
 
 
-def round_numbers(session: Session) -> dict[int, int]:
+def round_number_by_id(session: Session) -> dict[int, int]:
     """Round id -> round number."""
     return dict(session.execute(select(Round.id, Round.number)).all())
 
