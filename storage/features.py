@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from storage.errors import NotFoundError
 from storage.models import FeatureSet, utcnow
 
+PRECOMPUTED = "precomputed"  # the encoder name of feature sets imported with the data
+
 
 @dataclass(frozen=True)
 class FeatureSetInfo:

@@ -92,3 +92,8 @@ def get_job(session: Session, job_id: int) -> JobView:
 
 def recent_jobs(session: Session, limit: int = 20) -> list[JobView]:
     return [_view(j) for j in session.scalars(select(Job).order_by(Job.id.desc()).limit(limit))]
+
+
+def running_worker_pids(session: Session) -> set[int]:
+    """The distinct ``worker_pid``s of jobs marked running (jobs without a pid left out)."""
+    return set(session.scalars(select(Job.worker_pid).where(Job.status == "running", Job.worker_pid.is_not(None))))

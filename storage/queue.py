@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.annotations import last_undoable_event, record_event
 from storage.errors import NotFoundError, PairlabError
-from storage.models import Event, Pair, QueueItem, Round, Selection, User, utcnow
+from storage.models import EVENT_KINDS, SPLITS, Event, Pair, QueueItem, Round, Selection, utcnow
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,25 @@ class Claim:
     rank: int
     explanation: dict[str, Any]
     lease_expires_at: datetime
+
+
+def selectable_pair_ids(session: Session, *, splits: Sequence[str], human_kinds: Sequence[str]) -> np.ndarray:
+    """Pairs of ``splits`` that no round has selected and no event of a ``human_kinds`` kind touched:
+    (n,) int64, sorted.
+
+    Labels given at import do not exclude a pair unless ``import`` is among ``human_kinds``: a person
+    may still be asked to check it. Raises ``ValueError`` for an unknown split or event kind.
+    """
+    for given, allowed, what in ((splits, SPLITS, "split"), (human_kinds, EVENT_KINDS, "event kind")):
+        unknown = [v for v in given if v not in allowed]
+        if unknown:
+            raise ValueError(f"{what} {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    annotated = select(Event.pair_id).where(Event.kind.in_(list(human_kinds)))
+    query = (select(Pair.id)
+             .where(Pair.split.in_(list(splits)), Pair.id.not_in(select(Selection.pair_id)),
+                    Pair.id.not_in(annotated))
+             .order_by(Pair.id))
+    return np.fromiter(session.scalars(query), dtype=np.int64)
 
 
 def create_round(session: Session, *, strategy: str, selected: Sequence[SelectedPair], params: dict[str, Any],

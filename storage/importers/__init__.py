@@ -4,6 +4,10 @@
 write transaction adds pairs, ``import`` events of the ``system`` user, new labels and precomputed
 feature sets. Re-importing identical pairs skips them; an id seen before with different content is an
 ``InputError`` naming file, line and field. Format details live in each module's docstring.
+
+Modules: ``rows`` (what a parser produces), ``fields`` (per-field checks shared by every format),
+``images`` (image verification), ``commit`` (ids, new labels and the one-transaction write), and one
+parser per format (``manifest``, ``coco``, ``wiki``, ``features``).
 """
 from __future__ import annotations
 
@@ -11,13 +15,16 @@ import logging
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.importers.base import (FeatureSetInfo, ImportReport, ParsedSource, Progress, assign_ids, commit, labels_to_add,
-                                    verify_images)
+from storage.features import FeatureSetInfo
 from storage.importers.coco import parse_coco
+from storage.importers.commit import assign_ids, commit, labels_to_add
 from storage.importers.features import parse_features
+from storage.importers.images import verify_images
 from storage.importers.manifest import parse_manifest
+from storage.importers.rows import ImportReport, ParsedSource
 from storage.importers.wiki import parse_wiki
 from storage.models import SPLITS
+from storage.progress import CountProgress
 from storage.store import Store
 from storage.vocabulary import label_names
 
@@ -44,7 +51,7 @@ def parse_source(source: Path, fmt: str, *, split: str | None = None, allow_abso
 
 
 def import_source(store: Store, source: Path, fmt: str, *, split: str | None = None, add_labels: bool = False,
-                  allow_absolute: bool = False, progress: Progress | None = None) -> ImportReport:
+                  allow_absolute: bool = False, progress: CountProgress | None = None) -> ImportReport:
     """Import ``source`` in format ``fmt`` into ``store``; the workspace is unchanged on any error.
 
     split: the default split of rows that name none (``pool`` when None); wiki uses its lists' splits.

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.importers.base import ParsedSource, SourceRow, check_id, check_labels, check_text, resolve_image
+from storage.importers.fields import check_id, check_labels, check_text, resolve_image
+from storage.importers.rows import ParsedSource, SourceRow
 
 
 def parse_coco(source: Path, *, split: str, allow_absolute: bool) -> ParsedSource:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from storage.errors import InputError
-from storage.importers.base import ParsedSource, SourceRow, check_id, check_labels, check_split, check_text
+from storage.importers.fields import check_id, check_labels, check_split, check_text
+from storage.importers.rows import ParsedSource, SourceRow
 from storage.importers.wiki import parse_wiki
 from storage.wiki import LIST_FILES
 

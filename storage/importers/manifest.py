@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.importers.base import (ParsedSource, SourceRow, check_id, check_labels, check_split, check_text,
-                                    check_utf8, resolve_image)
+from storage.importers.fields import check_id, check_labels, check_split, check_text, check_utf8, resolve_image
+from storage.importers.rows import ParsedSource, SourceRow
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")

@@ -13,7 +13,8 @@ from glob import escape
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.importers.base import ParsedSource, SourceRow, check_labels, check_text, resolve_image
+from storage.importers.fields import check_labels, check_text, resolve_image
+from storage.importers.rows import ParsedSource, SourceRow
 from storage.wiki import LIST_FILES, read_wiki
 
 

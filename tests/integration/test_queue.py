@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from storage.annotations import current_label
+from storage.annotations import current_label, record_event
 from storage.errors import PairlabError
 from storage.models import Event, Pair
-from storage.queue import SelectedPair, claim_next, create_round, queue_stats, submit, undo_last
+from storage.queue import SelectedPair, claim_next, create_round, queue_stats, selectable_pair_ids, submit, undo_last
 from storage.store import init_workspace
 from storage.users import add_user
 
@@ -140,3 +141,21 @@ def test_an_annotator_who_did_one_slot_of_a_pair_never_gets_its_other_slot(store
             submit(s, uid(store, "ann"), c.queue_item_id, labels=["cat"])
     assert got == [first, second]
     assert [claim(store, "bob").pair_id, claim(store, "cid").pair_id] == [first, second]
+
+
+def test_selectable_pairs_are_unselected_unannotated_pairs_of_the_given_splits(store):
+    with store.db.write() as s:
+        ids = list(s.scalars(select(Pair.id).order_by(Pair.id)))
+        s.get(Pair, ids[3]).split = "test"
+        create_round(s, strategy="random", selected=[SelectedPair(ids[0], 1.0)], params={})
+        record_event(s, pair_id=ids[1], user_id=uid(store, "ann"), kind="import", labels=["cat"])
+        record_event(s, pair_id=ids[2], user_id=uid(store, "ann"), kind="submit", labels=["dog"])
+    with store.db.read() as s:
+        found = selectable_pair_ids(s, splits=("pool", "train"), human_kinds=("submit", "adjudicate"))
+        assert found.dtype == np.int64 and found.tolist() == [ids[1]]  # imported labels do not exclude a pair
+        assert selectable_pair_ids(s, splits=("pool", "test"), human_kinds=("submit",)).tolist() == [ids[1], ids[3]]
+        assert selectable_pair_ids(s, splits=("pool",), human_kinds=("submit", "import")).tolist() == []
+        with pytest.raises(ValueError, match="split 'validation'; allowed: pool, train, val, test"):
+            selectable_pair_ids(s, splits=("validation",), human_kinds=())
+        with pytest.raises(ValueError, match="event kind 'label'"):
+            selectable_pair_ids(s, splits=("pool",), human_kinds=("label",))

@@ -1,0 +1,71 @@
+"""Exporters (DESIGN §7 Export, §8 ``pairlab export``): jsonl, csv, coco, label-studio and npz.
+
+Every export is streamed: pairs are read in batches (``yield_per``) with their current labels
+(``storage.annotations.current_labels``) and written as they come, to a temporary file in the target
+folder that is ``os.replace``d onto ``out`` only when complete (and removed on any error).
+
+Modules: ``rows`` (reading pairs with their annotation state), ``manifest`` (jsonl, csv),
+``documents`` (coco, label-studio) and ``npz``; each docstring gives its formats' shapes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.errors import InputError
+from storage.exporters.documents import write_coco, write_label_studio
+from storage.exporters.manifest import neutralise, write_csv, write_jsonl
+from storage.exporters.npz import write_npz
+from storage.exporters.rows import RowCounter
+from storage.progress import CountProgress
+from storage.store import Store
+
+__all__ = ["EXPORT_FORMATS", "EXPORT_SUFFIX", "ExportReport", "export_workspace", "neutralise"]
+
+EXPORT_FORMATS = ("jsonl", "csv", "coco", "label-studio", "npz")
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".json", "label-studio": ".json", "npz": ".npz"}
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    rows: int
+    path: Path
+
+
+def export_workspace(store: Store, fmt: str, out: Path, *, progress: CountProgress | None = None,
+                     image_encoder: str | None = None, text_encoder: str | None = None) -> ExportReport:
+    """Write the workspace to ``out`` in ``fmt``; ``out`` appears only when complete.
+
+    image_encoder/text_encoder: npz only; the feature sets to export (default ``precomputed``, else the latest).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(str(out), None, "format",
+                         f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
+    out = Path(out).resolve()
+    if not out.parent.is_dir():
+        raise InputError(str(out), None, "out", f"folder {out.parent} does not exist")
+    writers = {"jsonl": write_jsonl, "csv": write_csv, "coco": write_coco, "label-studio": write_label_studio}
+    with store.db.read() as session, _atomic(out) as tmp:
+        if fmt == "npz":
+            rows = write_npz(session, tmp, progress, image_encoder, text_encoder)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                rows = writers[fmt](session, fh, RowCounter(session, progress))
+    log.info("exported %d rows to %s", rows, out)
+    return ExportReport(rows=rows, path=out)
+
+
+@contextmanager
+def _atomic(out: Path) -> Iterator[Path]:
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

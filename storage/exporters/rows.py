@@ -1,0 +1,85 @@
+"""Reading pairs for an export: each pair with its current label, streamed in batches, and the
+manifest record (DESIGN §2) plus annotation state that the text and JSON formats share."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.annotations import CurrentLabel, current_labels
+from storage.models import Pair, Round
+from storage.progress import CountProgress
+
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """A pair with its derived state (``label`` is None while the pair has no events)."""
+
+    pair_id: int
+    external_id: str
+    image: str
+    image_sha256: str
+    text: str
+    split: str
+    label: CurrentLabel | None
+
+    @property
+    def labels(self) -> list[str] | None:
+        return None if self.label is None or self.label.labels is None else list(self.label.labels)
+
+
+class RowCounter:
+    """Counts rows and reports ``progress(done, total)``."""
+
+    def __init__(self, session: Session, progress: CountProgress | None):
+        self.done, self.progress = 0, progress
+        self.total = session.scalar(select(func.count(Pair.id))) if progress else 0
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def export_rows(session: Session, *, by_image: bool = False) -> Iterator[ExportRow]:
+    """All pairs in id order (or grouped by image sha256), streamed with ``yield_per``."""
+    order = (Pair.image_sha256, Pair.id) if by_image else (Pair.id,)
+    query = (select(Pair.id, Pair.external_id, Pair.image_path, Pair.image_sha256, Pair.text, Pair.split)
+             .order_by(*order).execution_options(yield_per=BATCH))
+    for batch in session.execute(query).partitions():
+        labels = {c.pair_id: c for c in current_labels(session, [r[0] for r in batch])}
+        for pid, ext, image, sha, text, split in batch:
+            yield ExportRow(pid, ext, image, sha, text, split, labels.get(pid))
+
+
+def round_number_by_id(session: Session) -> dict[int, int]:
+    """Round id -> round number."""
+    return dict(session.execute(select(Round.id, Round.number)).all())
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """A stored (naive UTC) time as ISO 8601 with ``+00:00``."""
+    return None if value is None else value.replace(tzinfo=timezone.utc).isoformat()
+
+
+def manifest_record(row: ExportRow, rounds: dict[int, int]) -> dict:
+    """The manifest row of a pair plus its annotation state (DESIGN §2)."""
+    state = row.label
+    record: dict = {"id": row.external_id, "image": row.image, "text": row.text}
+    if row.labels is not None:
+        record["labels"] = row.labels
+    record.update(
+        split=row.split,
+        annotators=list(state.annotators) if state else [],
+        timestamp=timestamp(state.last_event_at) if state else None,
+        round=rounds.get(state.last_round_id) if state and state.last_round_id else None,
+        agreement=state.agreement if state else None,
+        status=state.status if state else "unlabelled",
+        verdict=state.verdict if state else None,
+    )
+    return record

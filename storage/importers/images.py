@@ -1,0 +1,73 @@
+"""Image verification: every image of a source is fully decoded (size-capped) before anything is written."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from storage.importers.fields import reference_sha256
+from storage.importers.rows import SourceRow
+from storage.progress import CountProgress
+
+
+class _ImageProblem(Exception):
+    pass
+
+
+def _check_image(path: Path, max_pixels: int) -> str:
+    """sha256 of the file after a full decode; raise ``_ImageProblem`` with a readable reason."""
+    if not path.exists():
+        raise _ImageProblem(f"file not found: {path}")
+    if not path.is_file():
+        raise _ImageProblem(f"not a regular file: {path}")
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise _ImageProblem(f"{width}x{height} pixels exceeds imports.max_image_pixels={max_pixels} "
+                                    f"(decompression bomb guard): {path}")
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _ImageProblem(f"decompression bomb refused ({exc}): {path}") from None
+    except UnidentifiedImageError:
+        raise _ImageProblem(f"not an image PIL can read: {path}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _ImageProblem(f"cannot decode image ({exc}): {path}") from None
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_images(rows: Sequence[SourceRow], max_pixels: int, progress: CountProgress | None) -> list[str]:
+    """The image sha256 of every row, in row order; images are decoded in a thread pool.
+
+    Raises ``InputError`` for the first row (in source order) whose image is missing or undecodable.
+    Feature-only rows get ``reference_sha256(image_ref)``.
+    """
+    total = len(rows)
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pairlab-import") as pool:
+        futures: dict[Path, Future[str]] = {}
+        for row in rows:
+            if row.image is not None and row.image not in futures:
+                futures[row.image] = pool.submit(_check_image, row.image, max_pixels)
+        shas = []
+        try:
+            for done, row in enumerate(rows, start=1):
+                if row.image is None:
+                    shas.append(reference_sha256(row.image_ref))
+                else:
+                    try:
+                        shas.append(futures[row.image].result())
+                    except _ImageProblem as exc:
+                        raise row.error(row.image_field, str(exc)) from None
+                if progress is not None:
+                    progress(done, total)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return shas

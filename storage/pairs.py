@@ -1,0 +1,32 @@
+"""All pairs of a workspace as columns, for code that works on arrays (training, selection, search)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Pair
+
+
+@dataclass(frozen=True)
+class PairColumns:
+    """All pairs in id order: ids (N,) int64, image paths and texts (N lists), splits (N,) object array."""
+
+    ids: np.ndarray
+    image_paths: list[str]
+    texts: list[str]
+    splits: np.ndarray
+
+
+def all_pairs(session: Session) -> PairColumns:
+    """Every pair in id order (N = 0 for an empty workspace)."""
+    rows = session.execute(select(Pair.id, Pair.image_path, Pair.text, Pair.split).order_by(Pair.id)).all()
+    return PairColumns(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], [r[2] for r in rows],
+                       np.array([r[3] for r in rows], dtype=object))
+
+
+def image_digests(session: Session) -> dict[int, str]:
+    """Pair id -> ``image_sha256`` of every pair (pairs that share an image share the digest)."""
+    return {pid: digest for pid, digest in session.execute(select(Pair.id, Pair.image_sha256))}
