@@ -15,12 +15,12 @@ import numpy as np
 
 from app.services.data import TRAINING_SPLITS, pair_table
 from app.services.progress import StepProgress, quiet
-from app.services.settings import PRECOMPUTED, encoder_choice, parse_settings
+from app.services.settings import encoder_choice, parse_settings
 from learner.encoders import encode_images, encode_texts, get_encoder
 from learner.encoders.tfidf import TfidfEncoder
 from storage.errors import PairlabError
 from storage.store import Store
-from storage.features import ids_path, register_features, write_feature_files
+from storage.features import PRECOMPUTED, ids_path, register_features, write_feature_files
 from storage.workspace import write_config
 
 

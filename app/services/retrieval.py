@@ -12,9 +12,10 @@ import torch
 from app.services.data import feature_matrices, pair_table
 from app.services.encode import build_encoder, text_encoder_path
 from app.services.models import cached_model, current_model
-from app.services.settings import PRECOMPUTED, encoder_choice
+from app.services.settings import encoder_choice
 from learner.encoders.tfidf import TfidfEncoder
 from learner.inference import infer
+from storage.features import PRECOMPUTED
 from storage.errors import NotFoundError, PairlabError
 from storage.pairs import image_digests
 from storage.store import Store

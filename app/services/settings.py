@@ -23,11 +23,9 @@ from learner.inference import InferenceConfig
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, build_strategy, strategy_config_class
 from learner.training import TrainConfig
 from storage.errors import InputError
-from storage.features import list_features
+from storage.features import PRECOMPUTED, list_features
 from storage.store import Store, open_store
 from storage.workspace import AnnotationConfig, ImportConfig, Workspace, parse_table
-
-PRECOMPUTED = "precomputed"
 
 
 @dataclass(frozen=True)

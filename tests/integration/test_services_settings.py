@@ -20,9 +20,9 @@ APP = str(Path(app.__file__).parent / "web" / "entrypoint" / "streamlit_app.py")
 
 
 def write_tables(store, text: str) -> Path:
-    """Append TOML tables to the workspace's ``pairlab.toml``."""
+    """Replace the workspace's ``pairlab.toml`` by its database URL plus these TOML tables."""
     path = store.root / CONFIG_NAME
-    path.write_text(path.read_text(encoding="utf-8") + "\n" + text, encoding="utf-8")
+    path.write_text(f'{text}\n[database]\nurl = "{store.workspace.config.database_url}"\n', encoding="utf-8")
     return path
 
 

@@ -7,7 +7,7 @@ import streamlit as st
 from app.services.retrieval import images_for_text, texts_for_pair
 from app.web import runtime, state, widgets
 from storage import read_models
-from storage.model_versions import latest_model_version
+from storage.model_versions import latest_version_number
 from storage.errors import PairlabError
 from storage.models import SPLITS
 from storage.vocabulary import label_names
@@ -21,8 +21,7 @@ def render() -> None:
     runtime.require_page("annotate")
     store = runtime.get_store()
     st.title("Explore")
-    latest = runtime.read(latest_model_version)
-    _search_images(store, None if latest is None else latest.version)
+    _search_images(store, runtime.read(latest_version_number))
     st.subheader("Browse pairs")
     cols = st.columns(4)
     labels = cols[0].multiselect("Any of these labels", runtime.read(label_names), key=state.EXPLORE_LABELS)
@@ -76,7 +75,7 @@ def _search_images(store, model_version: int | None) -> None:
 
 
 def _top_texts(store, pair_id: int) -> None:
-    if runtime.read(latest_model_version) is None:
+    if runtime.read(latest_version_number) is None:
         return
     try:
         hits = texts_for_pair(store, pair_id, k=SEARCH_HITS)

@@ -9,7 +9,7 @@ from app.services.settings import settings
 from app.web import runtime, state, widgets
 from learner.selection.strategies import STRATEGY_NAMES
 from storage import read_models
-from storage.model_versions import latest_model_version
+from storage.model_versions import latest_version_number
 from storage.errors import PairlabError
 from storage.store import Store
 from storage.users import UserInfo
@@ -67,10 +67,10 @@ def _launch_form(store: Store, user: UserInfo) -> None:
 
 def _training(store: Store, user: UserInfo) -> None:
     st.subheader("Model")
-    latest = runtime.read(latest_model_version)
-    st.text(f"Latest model version: {latest.version}" if latest is not None else "No model trained yet.")
+    version = runtime.read(latest_version_number)
+    st.text(f"Latest model version: {version}" if version is not None else "No model trained yet.")
     warm_start = st.checkbox("Warm-start from the latest version", key=state.ROUNDS_WARM_START,
-                             value=settings(store).train.warm_start, disabled=latest is None,
+                             value=settings(store).train.warm_start, disabled=version is None,
                              help="Off: retrain from scratch (the default; see docs/benchmarks.md)")
     retrain, encode = st.columns(2)
     if retrain.button("Retrain"):
