@@ -170,15 +170,24 @@ def submit(session: Session, user_id: int, queue_item_id: int, *, kind: str = "s
     return event
 
 
-def undo_last(session: Session, user_id: int, *, lease_minutes: float) -> Event | None:
+@dataclass(frozen=True)
+class Undone:
+    """What an undo retracted: the pair, and the kind of the retracted event (submit, skip or flag)."""
+
+    pair_id: int
+    kind: str
+
+
+def undo_last(session: Session, user_id: int, *, lease_minutes: float) -> Undone | None:
     """Retract the user's latest submit/skip/flag with an ``undo`` event and lease its slot back to them."""
     target = last_undoable_event(session, user_id)
     if target is None:
         return None
-    undo = record_event(session, pair_id=target.pair_id, user_id=user_id, kind="undo", round_id=target.round_id,
-                        undoes_id=target.id)
+    record_event(session, pair_id=target.pair_id, user_id=user_id, kind="undo", round_id=target.round_id,
+                 undoes_id=target.id)
+    undone = Undone(target.pair_id, target.kind)
     if target.round_id is None:
-        return undo
+        return undone
     now = utcnow()
     same_pair = and_(QueueItem.pair_id == target.pair_id, QueueItem.round_id == target.round_id)
     slot = session.scalar(select(QueueItem).where(same_pair, QueueItem.done_by == user_id))
@@ -191,7 +200,7 @@ def undo_last(session: Session, user_id: int, *, lease_minutes: float) -> Event 
         slot.done_by, slot.done_at = None, None
         slot.leased_by, slot.lease_expires_at = user_id, now + timedelta(minutes=lease_minutes)
     session.flush()
-    return undo
+    return undone
 
 
 @dataclass(frozen=True)

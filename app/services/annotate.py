@@ -5,7 +5,6 @@ from collections.abc import Sequence
 
 from app.services.settings import settings
 from storage.annotations import record_event
-from storage.models import Event
 from storage.queue import Claim, claim_next, submit, undo_last
 from storage.store import Store
 from storage.users import UserInfo, require
@@ -31,10 +30,8 @@ def undo(store: Store, user: UserInfo) -> tuple[str, int] | None:
     """Retract the user's latest submission; return (its kind, pair id), or None when there is nothing to undo."""
     require(user, "annotate")
     with store.db.write() as s:
-        event = undo_last(s, user.id, lease_minutes=settings(store).annotation.lease_minutes)
-        if event is None:
-            return None
-        return s.get(Event, event.undoes_id).kind, event.pair_id
+        undone = undo_last(s, user.id, lease_minutes=settings(store).annotation.lease_minutes)
+    return None if undone is None else (undone.kind, undone.pair_id)
 
 
 def adjudicate(store: Store, user: UserInfo, pair_id: int, *, labels: Sequence[str], verdict: str | None,

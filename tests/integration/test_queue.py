@@ -10,7 +10,9 @@ from sqlalchemy import func, select
 from storage.annotations import current_label, record_event
 from storage.errors import PairlabError
 from storage.models import Event, Pair
-from storage.queue import SelectedPair, claim_next, create_round, queue_stats, selectable_pair_ids, submit, undo_last
+from storage.queue import (
+    SelectedPair, Undone, claim_next, create_round, queue_stats, selectable_pair_ids, submit, undo_last,
+)
 from storage.store import init_workspace
 from storage.users import add_user
 
@@ -111,8 +113,7 @@ def test_undo_retracts_the_last_submission_and_releases_its_slot_back(store):
     second = claim(store, "ann")
     assert second.pair_id == ids[1]
     with store.db.write() as s:
-        undo = undo_last(s, uid(store, "ann"), lease_minutes=LEASE)
-        assert undo.kind == "undo"
+        assert undo_last(s, uid(store, "ann"), lease_minutes=LEASE) == Undone(first.pair_id, "submit")
     with store.db.read() as s:
         assert current_label(s, first.pair_id).labels is None
         assert s.scalar(select(func.count(Event.id))) == 2  # nothing deleted

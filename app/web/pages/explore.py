@@ -61,12 +61,10 @@ def _search_images(store, model_version: int | None) -> None:
     query = st.text_input("Describe the image", key=state.EXPLORE_QUERY)
     if not query.strip():
         return
-    try:
-        hits = images_for_text(store, query, k=SEARCH_HITS)
-    except PairlabError as exc:
-        st.warning(str(exc))
+    found = _search(images_for_text, store, query)
+    if found is None:
         return
-    pairs = runtime.read(read_models.pairs_by_id, [h.pair_id for h in hits])
+    hits, pairs = found
     for start in range(0, len(hits), SEARCH_COLUMNS):
         for column, hit in zip(st.columns(SEARCH_COLUMNS), hits[start:start + SEARCH_COLUMNS]):
             with column:
@@ -77,12 +75,21 @@ def _search_images(store, model_version: int | None) -> None:
 def _top_texts(store, pair_id: int) -> None:
     if runtime.read(latest_version_number) is None:
         return
-    try:
-        hits = texts_for_pair(store, pair_id, k=SEARCH_HITS)
-    except PairlabError as exc:
-        st.warning(str(exc))
+    found = _search(texts_for_pair, store, pair_id)
+    if found is None:
         return
-    pairs = runtime.read(read_models.pairs_by_id, [h.pair_id for h in hits])
+    hits, pairs = found
     st.text("Top texts for this image")
     st.dataframe([{"pair": h.pair_id, "score": round(h.score, 4), "text": pairs[h.pair_id].text,
                    "own caption": h.pair_id == pair_id} for h in hits], hide_index=True, width="stretch")
+
+
+def _search(service, store, query):
+    """``service(store, query, k=SEARCH_HITS)`` and the hit pairs' captions and images, or None after
+    showing the service's one-line error (e.g. features changed since the model)."""
+    try:
+        hits = service(store, query, k=SEARCH_HITS)
+    except PairlabError as exc:
+        st.warning(str(exc))
+        return None
+    return hits, runtime.read(read_models.pairs_by_id, [h.pair_id for h in hits])
