@@ -8,6 +8,8 @@ and the global torch RNG is left untouched.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -15,6 +17,32 @@ from torch import nn
 from learner.metrics import evaluate_retrieval
 from learner.model import CrossModalModel
 from learner.outputs import InferenceOutputs
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How many samples ``infer`` draws for selection, and its batch size.
+
+    mc_samples:      Gaussian samples z ~ N(mu, sigma^2) per modality (K >= 0, 8): the MC
+                     entropies and mutual information of the embeddings (ASCMR §3, PCME §3.2).
+    dropout_samples: MC-dropout passes (K' >= 0, 10), used only by BALD (Houlsby et al. 2011);
+                     callers pass 0 for the other strategies, which is ``infer``'s default.
+    batch_size:      rows per forward pass (>= 1, 1024).
+    """
+
+    mc_samples: int = 8
+    dropout_samples: int = 10
+    batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("mc_samples", "dropout_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"InferenceConfig.{name}: expected >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"InferenceConfig.batch_size: expected >= 1, got {self.batch_size}")
+
+
+_DEFAULTS = InferenceConfig()
 
 
 def _set_dropout(model: nn.Module, active: bool) -> None:
@@ -28,15 +56,15 @@ def infer(
     image_features: np.ndarray,
     text_features: np.ndarray,
     *,
-    mc_samples: int = 8,
+    mc_samples: int = _DEFAULTS.mc_samples,
     dropout_samples: int = 0,
-    batch_size: int = 1024,
+    batch_size: int = _DEFAULTS.batch_size,
     seed: int = 0,
 ) -> InferenceOutputs:
     """Model outputs for N pairs. image_features: (N, Di), text_features: (N, Dt), float32.
 
-    mc_samples (K >= 0) Gaussian samples per modality; dropout_samples (K' >= 0; 0 gives
-    ``dropout_probs=None``); batch_size rows per forward pass; seed for the sampling and dropout.
+    mc_samples, dropout_samples, batch_size: as in :class:`InferenceConfig` (dropout_samples 0
+    gives ``dropout_probs=None``); seed for the sampling and dropout.
     """
     h = model.hparams
     if image_features.ndim != 2 or image_features.shape[1] != h["image_dim"]:
@@ -44,11 +72,7 @@ def infer(
     n = image_features.shape[0]
     if text_features.shape != (n, h["text_dim"]):
         raise ValueError(f"text_features: expected ({n}, {h['text_dim']}), got {text_features.shape}")
-    for name, value in (("mc_samples", mc_samples), ("dropout_samples", dropout_samples)):
-        if value < 0:
-            raise ValueError(f"{name}: expected >= 0, got {value}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    InferenceConfig(mc_samples=mc_samples, dropout_samples=dropout_samples, batch_size=batch_size)   # validates
 
     xv_all = torch.from_numpy(np.ascontiguousarray(image_features, dtype=np.float32))
     xt_all = torch.from_numpy(np.ascontiguousarray(text_features, dtype=np.float32))

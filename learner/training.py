@@ -2,8 +2,9 @@
 
 Each step draws a *labelled batch* (classification + DAGNN soft contrastive) and a *pool batch*
 from every training pair (InfoNCE, PCME match, KL; MemBank pseudo-labels on its unlabelled rows),
-and runs one forward pass over both. Early stopping watches the average mAP on a validation split
-carved from the labelled pairs only; those pairs take no part in training.
+and runs one forward pass over both (``learner.train_steps``). Early stopping
+(``learner.early_stopping``) is called after every epoch and watches the average mAP on a
+validation split carved from the labelled pairs only; those pairs take no part in training.
 """
 from __future__ import annotations
 
@@ -18,97 +19,17 @@ import numpy as np
 import torch
 
 from learner import losses
-from learner.metrics import evaluate_retrieval
+from learner.early_stopping import EarlyStopping
 from learner.model import CrossModalModel
+from learner.train_config import TrainConfig
+from learner.train_steps import (
+    Cycler, choose_anchors, embed, labelled_terms, membank_term, pool_terms, weighted_loss,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "train_model"]
 
 logger = logging.getLogger(__name__)
 VAL_SPLIT_STREAM = 1  # a second seed word, so the split does not share draws with batching
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of ``train_model``. Defaults were chosen on a validation split of the Wikipedia
-    train split (docs/learner.md).
-
-    Model:       dim (common space, 256), hidden (MLP width, 512), dropout (0.2, also drives MC dropout).
-    Optimiser:   lr (3e-4), weight_decay (1e-4, AdamW), epochs (max, 40), max_steps (optimiser steps
-                 after which training ends with the current epoch, 600: bounds the time on large
-                 pools; Wikipedia-sized pools stop earlier), batch_size (pool batch, 512),
-                 labelled_batch_size (128), min_steps_per_epoch (10: small labelled sets still get
-                 enough updates), patience (epochs without validation gain before stopping, 6),
-                 min_epochs (epochs trained before a model may be selected, 5: tiny validation
-                 splits otherwise often pick an undertrained first epoch),
-                 val_fraction (of the labelled pairs held out for early stopping, 0.2), seed (0).
-    Pool:        use_unlabelled (True: the pool batch draws from every pair; False: from the
-                 labelled training pairs only, the supervised-only baseline).
-    Loss terms:  use_* switches and w_* weights for classification (BCE), dagnn (soft multi-label
-                 contrastive), infonce (pairing; hard_negative_beta > 0 turns on SEDE weights),
-                 membank (pseudo-labels), kl (variance regulariser), match (PCME soft contrastive
-                 on match_samples samples per item, over the first match_batch_size pairs of the
-                 pool batch: the (B*K)^2 distances dominated the step time); temperature (0.2) for the contrastive terms.
-                 On by default: classification, dagnn, infonce, match, kl. Off: SEDE weights
-                 (beta 0) and membank, which did not beat their absence on validation.
-    MemBank:     knn_k (10), bank_temperature (0.1), pseudo_threshold (confidence to keep a class,
-                 0.8), bank_momentum (0.5), bank_anchors (most bank items searched per epoch, 4096:
-                 the labelled ones first, then a random sample), membank_warmup_epochs (2).
-    """
-
-    dim: int = 256
-    hidden: int = 512
-    dropout: float = 0.2
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    epochs: int = 40
-    max_steps: int = 600
-    batch_size: int = 512
-    labelled_batch_size: int = 128
-    min_steps_per_epoch: int = 10
-    patience: int = 6
-    min_epochs: int = 5
-    val_fraction: float = 0.2
-    seed: int = 0
-    use_unlabelled: bool = True
-    temperature: float = 0.2
-    use_classification: bool = True
-    w_classification: float = 1.0
-    use_dagnn: bool = True
-    w_dagnn: float = 0.5
-    use_infonce: bool = True
-    w_infonce: float = 0.5
-    hard_negative_beta: float = 0.0
-    use_membank: bool = False
-    w_membank: float = 1.0
-    knn_k: int = 10
-    bank_temperature: float = 0.1
-    pseudo_threshold: float = 0.8
-    bank_momentum: float = 0.5
-    bank_anchors: int = 4096
-    membank_warmup_epochs: int = 2
-    use_kl: bool = True
-    w_kl: float = 1e-4
-    use_match: bool = True
-    w_match: float = 0.1
-    match_samples: int = 2
-    match_batch_size: int = 128
-
-    def __post_init__(self) -> None:
-        positive = ("dim", "hidden", "epochs", "max_steps", "batch_size", "labelled_batch_size", "min_steps_per_epoch",
-                    "patience", "min_epochs", "knn_k", "bank_anchors", "match_samples",
-                    "match_batch_size")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("lr", "temperature", "bank_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig.{name}: expected > 0, got {getattr(self, name)}")
-        for name in ("dropout", "val_fraction", "bank_momentum"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"TrainConfig.{name}: expected in [0, 1), got {getattr(self, name)}")
-        terms = ("classification", "dagnn", "infonce", "membank", "kl", "match")
-        if not any(getattr(self, f"use_{t}") for t in terms):
-            raise ValueError(f"TrainConfig: at least one of {', '.join('use_' + t for t in terms)} must be True")
-        if not 0.5 <= self.pseudo_threshold <= 1.0:
-            raise ValueError(f"TrainConfig.pseudo_threshold: expected in [0.5, 1], got {self.pseudo_threshold}")
 
 
 @dataclass(frozen=True)
@@ -169,41 +90,117 @@ def _split_labelled(labelled: np.ndarray, val_fraction: float, seed: int) -> tup
     return lab[~in_val], lab[in_val]
 
 
-@torch.no_grad()
-def _embed(model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, batch: int = 2048) -> tuple[torch.Tensor, ...]:
-    """Eval-mode (mu_image, mu_text, probs_image, probs_text) of all rows."""
-    was_training = model.training
-    model.eval()
-    parts = []
-    for s in range(0, xv.shape[0], batch):
-        out = model(xv[s:s + batch], xt[s:s + batch])
-        parts.append((out.mu_image, out.mu_text, out.logits_image.sigmoid(), out.logits_text.sigmoid()))
-    model.train(was_training)
-    return tuple(torch.cat(p) for p in zip(*parts))
+@dataclass(frozen=True)
+class _Split:
+    """Rows of one run: lab_train (labelled, trained on), val (labelled, held out), pool (rows the
+    pool batch draws from), unlab_pool (pool rows without labels); int64 index arrays."""
+
+    lab_train: np.ndarray
+    val: np.ndarray
+    pool: np.ndarray
+    unlab_pool: np.ndarray
 
 
-class _Cycler:
-    """Endless shuffled pass over an index array, reshuffled each time it is exhausted."""
-
-    def __init__(self, indices: np.ndarray, rng: np.random.Generator) -> None:
-        self.indices, self.rng, self.order, self.pos = indices, rng, rng.permutation(indices), 0
-
-    def take(self, n: int) -> np.ndarray:
-        out = []
-        while n > 0:
-            if self.pos == self.order.size:
-                self.order, self.pos = self.rng.permutation(self.indices), 0
-            chunk = self.order[self.pos:self.pos + n]
-            self.pos += chunk.size
-            n -= chunk.size
-            out.append(chunk)
-        return np.concatenate(out)
+def _make_split(labelled: np.ndarray, config: TrainConfig) -> _Split:
+    lab_train, val = _split_labelled(labelled, config.val_fraction, config.seed)
+    is_lab_train = np.zeros(labelled.size, dtype=bool)
+    is_lab_train[lab_train] = True
+    in_val = np.zeros(labelled.size, dtype=bool)
+    in_val[val] = True
+    pool = np.flatnonzero(~in_val) if config.use_unlabelled else lab_train
+    if pool.size == 0:
+        raise ValueError("labelled: use_unlabelled=False needs at least one labelled training pair")
+    if lab_train.size == 0:
+        logger.warning("train_model: no labelled training pairs; only the pairing terms train the model")
+    return _Split(lab_train, val, pool, pool[~is_lab_train[pool]])
 
 
-def _sample_gaussian(mu: torch.Tensor, logvar: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, d), (B, d) -> (B, K, d) reparameterised samples z = mu + sigma * eps."""
-    eps = torch.randn(mu.shape[0], k, mu.shape[1], dtype=mu.dtype)
-    return mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps
+def _initial_model(image_features: np.ndarray, text_features: np.ndarray, n_classes: int, config: TrainConfig,
+                   init_model: CrossModalModel | None) -> CrossModalModel:
+    """A copy of ``init_model``, or a new model standardised on all N pairs; in train mode."""
+    if init_model is None:
+        model = CrossModalModel(image_features.shape[1], text_features.shape[1], n_classes,
+                                dim=config.dim, hidden=config.hidden, dropout=config.dropout)
+        model.set_standardisation(image_features, text_features)
+    else:
+        model = copy.deepcopy(init_model)
+    return model.train()
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+class _Epochs:
+    """The optimisation state of one run: model, AdamW, MemBank (when on), shuffled batch cyclers.
+
+    xv: (N, Di), xt: (N, Dt), y: (N, C) float32 tensors of all rows. Draws from ``rng`` in a fixed
+    order (labelled cycler, pool cycler, then per epoch the bank anchors and per step the batches),
+    so a seed fixes the run.
+    """
+
+    def __init__(self, model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, y: torch.Tensor,
+                 split: _Split, config: TrainConfig, rng: np.random.Generator) -> None:
+        self.model, self.xv, self.xt, self.y, self.split, self.config, self.rng = model, xv, xt, y, split, config, rng
+        self.optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.bank = None
+        if config.use_membank and split.unlab_pool.size > 0 and split.lab_train.size > 0:
+            self.bank = losses.MemoryBank(*embed(model, xv, xt), momentum=config.bank_momentum)
+        self.lab_cycle = Cycler(split.lab_train, rng) if split.lab_train.size else None
+        self.pool_cycle = Cycler(split.pool, rng)
+        self.lab_bs = min(config.labelled_batch_size, split.lab_train.size)
+        self.pool_bs = min(config.batch_size, split.pool.size)
+        self.steps = max(math.ceil(split.pool.size / config.batch_size),
+                         math.ceil(split.lab_train.size / config.labelled_batch_size), config.min_steps_per_epoch)
+        is_lab = np.zeros(y.shape[0], dtype=bool)
+        is_lab[split.lab_train] = True
+        self.is_lab = torch.from_numpy(is_lab)                                       # (N,)
+
+    def run(self, epoch: int) -> dict[str, float]:
+        """``steps`` optimiser steps -> the epoch's record: epoch, steps, loss and each term's mean."""
+        anchors = None
+        if self.bank is not None and epoch > self.config.membank_warmup_epochs:
+            anchors = choose_anchors(self.split.lab_train, self.split.unlab_pool, self.config.bank_anchors, self.rng)
+        sums: dict[str, float] = {"loss": 0.0}
+        for _ in range(self.steps):
+            self._step(anchors, sums)
+        return {"epoch": float(epoch), "steps": float(self.steps), **{k: v / self.steps for k, v in sums.items()}}
+
+    def _step(self, anchors: torch.Tensor | None, sums: dict[str, float]) -> None:
+        lab_b = self.lab_cycle.take(self.lab_bs) if self.lab_cycle is not None else np.empty(0, dtype=np.int64)
+        idx = torch.from_numpy(np.concatenate([lab_b, self.pool_cycle.take(self.pool_bs)]))   # (nl + B,)
+        out = self.model(self.xv[idx], self.xt[idx])
+        nl = lab_b.size
+        terms = labelled_terms(out, nl, self.y[idx[:nl]], self.config)
+        terms.update(pool_terms(self.model, out, nl, self.config))
+        if anchors is not None:
+            pool_t = idx[nl:]
+            unl = ~self.is_lab[pool_t]
+            if unl.any():
+                terms["membank"] = membank_term(out, nl, pool_t, unl, anchors, self.bank, self.y, self.is_lab,
+                                                self.config)
+        if not terms:       # e.g. only labelled terms switched on and no labelled pair
+            return
+        loss = weighted_loss(terms, self.config)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        if self.bank is not None:
+            self.bank.update(idx[nl:], out.mu_image[nl:], out.mu_text[nl:],
+                             out.logits_image[nl:].sigmoid(), out.logits_text[nl:].sigmoid())
+        sums["loss"] += float(loss.detach())
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+
+
+def _report(progress: Callable[[float, str], None] | None, record: dict[str, float], config: TrainConfig,
+            stop: bool) -> None:
+    if progress is None:
+        return
+    epoch = int(record["epoch"])
+    val_msg = f", val mAP {record['val_avg']:.3f}" if "val_avg" in record else ""
+    progress(1.0 if stop else epoch / config.epochs,
+             f"epoch {epoch}/{config.epochs}: loss {record['loss']:.3f}{val_msg}" + (" (stopped)" if stop else ""))
 
 
 def train_model(
@@ -227,162 +224,33 @@ def train_model(
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    n, n_classes = labels.shape
-    lab_train, val_idx = _split_labelled(labelled, config.val_fraction, config.seed)
-    is_lab_train = np.zeros(n, dtype=bool)
-    is_lab_train[lab_train] = True
-    in_val = np.zeros(n, dtype=bool)
-    in_val[val_idx] = True
-    pool = np.flatnonzero(~in_val) if config.use_unlabelled else lab_train
-    unlab_pool = pool[~is_lab_train[pool]]
-    if pool.size == 0:
-        raise ValueError("labelled: use_unlabelled=False needs at least one labelled training pair")
-    if lab_train.size == 0:
-        logger.warning("train_model: no labelled training pairs; only the pairing terms train the model")
-
-    if init_model is None:
-        model = CrossModalModel(image_features.shape[1], text_features.shape[1], n_classes,
-                                dim=config.dim, hidden=config.hidden, dropout=config.dropout)
-        model.set_standardisation(image_features, text_features)
-    else:
-        model = copy.deepcopy(init_model)
-    model.train()
-    xv = torch.from_numpy(np.ascontiguousarray(image_features, dtype=np.float32))   # (N, Di)
-    xt = torch.from_numpy(np.ascontiguousarray(text_features, dtype=np.float32))    # (N, Dt)
-    y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))            # (N, C)
-    y_val = labels[val_idx].astype(np.float32)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
-    bank = None
-    if config.use_membank and unlab_pool.size > 0 and lab_train.size > 0:
-        bank = losses.MemoryBank(*_embed(model, xv, xt), momentum=config.bank_momentum)
-    lab_cycle = _Cycler(lab_train, rng) if lab_train.size else None
-    pool_cycle = _Cycler(pool, rng)
-    lab_bs = min(config.labelled_batch_size, lab_train.size)
-    steps = max(math.ceil(pool.size / config.batch_size), math.ceil(lab_train.size / config.labelled_batch_size),
-                config.min_steps_per_epoch)
-    is_lab_t = torch.from_numpy(is_lab_train)
-
+    split = _make_split(labelled, config)
+    model = _initial_model(image_features, text_features, labels.shape[1], config, init_model)
+    xv, xt, y = _tensor(image_features), _tensor(text_features), _tensor(labels)    # (N, Di), (N, Dt), (N, C)
+    trainer = _Epochs(model, xv, xt, y, split, config, rng)
+    stopper = None
+    if split.val.size:
+        stopper = EarlyStopping(xv[split.val], xt[split.val], labels[split.val].astype(np.float32),
+                                patience=config.patience, min_epochs=config.min_epochs)
     history: list[dict[str, float]] = []
-    best_score, best_epoch, best_state, best_metrics, stale = -math.inf, 0, None, {}, 0
     for epoch in range(1, config.epochs + 1):
         t_epoch = time.perf_counter()
-        sums: dict[str, float] = {"loss": 0.0}
-        anchors = None
-        if bank is not None and epoch > config.membank_warmup_epochs:
-            anchors = _choose_anchors(lab_train, unlab_pool, config.bank_anchors, rng)
-        for _ in range(steps):
-            lab_b = lab_cycle.take(lab_bs) if lab_cycle is not None else np.empty(0, dtype=np.int64)
-            pool_b = pool_cycle.take(min(config.batch_size, pool.size))
-            idx = torch.from_numpy(np.concatenate([lab_b, pool_b]))
-            out = model(xv[idx], xt[idx])
-            nl = lab_b.size
-            terms = _loss_terms(out, nl, y[idx[:nl]], config)
-            terms.update(_pool_terms(model, out, nl, config))
-            if anchors is not None:
-                pool_t = idx[nl:]
-                unl = ~is_lab_t[pool_t]
-                if unl.any():
-                    terms["membank"] = _membank_term(out, nl, pool_t, unl, anchors, bank, y, is_lab_t, config)
-            if not terms:       # e.g. only labelled terms switched on and no labelled pair
-                continue
-            loss = sum(_weight(config, k) * v for k, v in terms.items())
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if bank is not None:
-                bank.update(idx[nl:], out.mu_image[nl:], out.mu_text[nl:],
-                            out.logits_image[nl:].sigmoid(), out.logits_text[nl:].sigmoid())
-            sums["loss"] += float(loss.detach())
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-        record = {"epoch": float(epoch), "steps": float(steps), **{k: v / steps for k, v in sums.items()}}
-        if val_idx.size:
-            mu_v, mu_t, _, _ = _embed(model, xv[val_idx], xt[val_idx])
-            metrics = evaluate_retrieval(mu_v.numpy(), mu_t.numpy(), y_val, ks=(), precision_ks=())
-            record["val_avg"] = metrics["avg"]
-            if epoch >= config.min_epochs and metrics["avg"] > best_score:
-                best_score, best_epoch, best_metrics, stale = metrics["avg"], epoch, metrics, 0
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch >= config.min_epochs:
-                stale += 1
+        record = trainer.run(epoch)
+        out_of_patience = stopper is not None and stopper.on_epoch_end(epoch, model, record)
         record["seconds"] = time.perf_counter() - t_epoch
         history.append(record)
         logger.debug("epoch %d: %s", epoch, record)
-        out_of_steps = epoch * steps >= config.max_steps
-        stop = out_of_steps or (bool(val_idx.size) and stale >= config.patience)
-        if progress is not None:
-            val_msg = f", val mAP {record['val_avg']:.3f}" if "val_avg" in record else ""
-            progress(1.0 if stop else epoch / config.epochs,
-                     f"epoch {epoch}/{config.epochs}: loss {record['loss']:.3f}{val_msg}" + (" (stopped)" if stop else ""))
+        stop = epoch * trainer.steps >= config.max_steps or out_of_patience
+        _report(progress, record, config, stop)
         if stop:
             break
-    if best_state is None:
-        best_epoch = len(history)
-    else:
-        model.load_state_dict(best_state)
+    if stopper is not None:
+        stopper.on_train_end(model)
+    best_epoch = stopper.best_epoch if stopper is not None and stopper.best_epoch else len(history)
+    best_metrics = stopper.best_metrics if stopper is not None else {}
     model.eval()
     seconds = time.perf_counter() - start
     logger.info("trained %d epochs (best %d) on %d labelled + %d unlabelled pairs in %.1f s",
-                len(history), best_epoch, lab_train.size, unlab_pool.size, seconds)
-    return TrainResult(model, tuple(history), best_epoch, best_metrics, int(lab_train.size), int(val_idx.size), seconds)
-
-
-def _choose_anchors(lab_train: np.ndarray, unlab_pool: np.ndarray, limit: int, rng: np.random.Generator) -> torch.Tensor:
-    """Bank items searched for neighbours this epoch: all when they fit, else labelled first plus a random sample."""
-    if lab_train.size + unlab_pool.size <= limit:
-        chosen = np.concatenate([lab_train, unlab_pool])
-    elif lab_train.size >= limit:
-        chosen = rng.choice(lab_train, size=limit, replace=False)
-    else:
-        chosen = np.concatenate([lab_train, rng.choice(unlab_pool, size=limit - lab_train.size, replace=False)])
-    return torch.from_numpy(np.sort(chosen))
-
-
-def _weight(config: TrainConfig, term: str) -> float:
-    return getattr(config, f"w_{term}")
-
-
-def _loss_terms(out, nl: int, y_lab: torch.Tensor, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Labelled-batch terms (rows :nl): classification (MemBank L_cls) and DAGNN soft contrastive."""
-    terms: dict[str, torch.Tensor] = {}
-    if nl == 0:
-        return terms
-    if config.use_classification:
-        terms["classification"] = losses.classification_loss(out.logits_image[:nl], out.logits_text[:nl], y_lab)
-    if config.use_dagnn and nl > 1:
-        terms["dagnn"] = losses.soft_multilabel_contrastive(out.mu_image[:nl], out.mu_text[:nl], y_lab, config.temperature)
-    return terms
-
-
-def _pool_terms(model: CrossModalModel, out, nl: int, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Pool-batch terms (rows nl:): InfoNCE (+SEDE), PCME match loss, KL variance regulariser."""
-    terms: dict[str, torch.Tensor] = {}
-    mu_v, mu_t = out.mu_image[nl:], out.mu_text[nl:]               # (B, d)
-    lv_v, lv_t = out.logvar_image[nl:], out.logvar_text[nl:]       # (B, d)
-    if config.use_infonce and mu_v.shape[0] > 1:
-        terms["infonce"] = losses.info_nce(mu_v, mu_t, config.temperature, config.hard_negative_beta)
-    if config.use_match:
-        m = config.match_batch_size                                # the pool batch is shuffled
-        z_v = _sample_gaussian(mu_v[:m], lv_v[:m], config.match_samples)   # (M, K, d)
-        z_t = _sample_gaussian(mu_t[:m], lv_t[:m], config.match_samples)   # (M, K, d)
-        terms["match"] = losses.pcme_match_loss(z_v, z_t, model.match_a, model.match_b)
-    if config.use_kl:
-        terms["kl"] = 0.5 * (losses.kl_to_standard_normal(mu_v, lv_v) + losses.kl_to_standard_normal(mu_t, lv_t))
-    return terms
-
-
-def _membank_term(out, nl: int, pool_t: torch.Tensor, unl: torch.Tensor, anchors: torch.Tensor,
-                  bank: losses.MemoryBank, y: torch.Tensor, is_lab: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """MemBank pseudo-label loss on the unlabelled rows of the pool batch, one pair-level target for both branches."""
-    rows = torch.arange(nl, nl + pool_t.shape[0])[unl]                                   # (U,)
-    bank_probs = 0.5 * (bank.probs_image[anchors] + bank.probs_text[anchors])            # (M, C)
-    targets = torch.where(is_lab[anchors].unsqueeze(1), y[anchors], bank_probs)          # (M, C)
-    exclude = pool_t[unl].unsqueeze(1) == anchors.unsqueeze(0)                           # (U, M)
-    q = 0.5 * sum(losses.knn_label_propagation(mu[rows].detach(), bank_mu[anchors], targets, k=config.knn_k,
-                                                temperature=config.bank_temperature, exclude=exclude)
-                  for mu, bank_mu in ((out.mu_image, bank.mu_image), (out.mu_text, bank.mu_text)))  # (U, C)
-    own = 0.5 * (out.logits_image[rows].sigmoid() + out.logits_text[rows].sigmoid()).detach()   # (U, C)
-    target, weight = losses.adjust_pseudo_labels(q, own, config.pseudo_threshold)
-    return 0.5 * (losses.weighted_bce(out.logits_image[rows], target, weight)
-                  + losses.weighted_bce(out.logits_text[rows], target, weight))
+                len(history), best_epoch, split.lab_train.size, split.unlab_pool.size, seconds)
+    return TrainResult(model, tuple(history), best_epoch, best_metrics, int(split.lab_train.size),
+                       int(split.val.size), seconds)

@@ -1,5 +1,8 @@
 """Scores for active learning on image-text pairs: pure functions of arrays, ``(n, ...) -> (n,)``.
 
+It stays one module because the component functions, their rank fusion (``InformativenessWeights``)
+and the chunked pool driver (``pool_scores``) all revolve around the one list ``COMPONENTS``.
+
 Every function takes the learner's arrays (never a model) and returns one number per pair,
 higher meaning "more worth labelling". References:
 

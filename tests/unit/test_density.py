@@ -47,6 +47,26 @@ def test_similarity_regulariser_avoids_near_duplicates_inside_a_cluster():
     assert penalty[0] == 0 and np.all(penalty[1:] > 0)
 
 
+def test_greedy_penalty_counts_similarity_to_the_labelled_set():
+    """Position 1 is the most informative but duplicates a labelled pair; position 2, a little less
+    informative and unlike anything labelled, must win its cluster."""
+    e = np.eye(4, dtype=np.float32)
+    x = np.stack([e[0] + e[1] * 0.5, e[0], e[1], e[1] + e[2] * 0.5,               # cluster 0
+                  e[3], e[3] + e[2] * 0.1, e[3] + e[2] * 0.2, e[3] + e[2] * 0.3])  # cluster 1
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labelled = (e[0] + 0.01 * e[2])[None] / np.linalg.norm(e[0] + 0.01 * e[2])
+    info = np.array([0.1, 0.9, 0.85, 0.1, 0.2, 0.7, 0.3, 0.1])
+    clusters, budget = np.repeat([0, 1], 4), np.array([1, 1])
+    sim_l = max_similarity(x, labelled)
+    assert sim_l[1] > 0.99 and sim_l[2] == 0
+    unaware, _, _ = greedy_select(x, info, clusters, budget, np.zeros(8), lam=0.5)
+    np.testing.assert_array_equal(unaware, [1, 5])                                  # premise: 1 wins on I alone
+    picks, value, penalty = greedy_select(x, info, clusters, budget, sim_l, lam=0.5)
+    np.testing.assert_array_equal(picks, [2, 5])
+    np.testing.assert_allclose(penalty, sim_l[[2, 5]])
+    np.testing.assert_allclose(value, info[[2, 5]] - 0.5 * sim_l[[2, 5]])
+
+
 def test_ascmr_spreads_where_entropy_piles_into_the_uncertain_cluster():
     x, labels = _blobs([30, 15, 15], d=6, noise=0.05)
     n, c = len(labels), 3
@@ -115,6 +135,17 @@ def test_semantic_density_is_higher_in_dense_regions_and_excludes_self():
     labels = np.repeat(np.arange(2), 30)
     sampled = semantic_density(x, k=5, clusters=labels, max_reference=12, seed=0)
     assert sampled[:30].min() > sampled[30:].max()
+
+
+def test_semantic_density_does_not_count_an_item_as_its_own_neighbour():
+    """Cosines 0.8 (x0, x1), 0.6 (x0, x2), 0 (x1, x2): each item's own similarity 1 is left out."""
+    x = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, -0.8]], dtype=np.float32)
+    np.testing.assert_allclose(semantic_density(x, k=1), [0.8, 0.8, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(semantic_density(x, k=2), [0.7, 0.4, 0.3], rtol=1e-6, atol=1e-7)
+    angles = np.arange(40) * 0.05                                                  # adjacent items: cos(0.05)
+    arc = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    sampled = semantic_density(arc, k=1, clusters=np.zeros(40, dtype=np.int64), max_reference=10, seed=0)
+    assert sampled.max() <= np.cos(0.05) + 1e-6                                    # never 1: itself among references
 
 
 def test_cluster_embeddings_recovers_separated_blobs():

@@ -10,15 +10,7 @@ from learner.model import CrossModalModel
 from learner.training import TrainConfig, train_model
 
 DI, DT, C, N = 12, 7, 4, 60
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine train faster on one thread; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(seed=0):

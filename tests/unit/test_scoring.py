@@ -116,6 +116,24 @@ def test_informativeness_is_a_weighted_mean_of_ranks():
         InformativenessWeights(entropy=-1.0)
 
 
+def test_informativeness_honours_unequal_weights():
+    """match_entropy and density rank the items in opposite orders: the heavier weight sets the order."""
+    rng = np.random.default_rng(0)
+    comps = {name: rng.random(4) for name in COMPONENTS}
+    comps["match_entropy"] = np.array([0.1, 0.2, 0.3, 0.4])
+    comps["density"] = np.array([4.0, 3.0, 2.0, 1.0])
+    off = dict(spread=0, entropy=0, mutual_information=0, match=0, mismatch=0, disagreement=0, density=0)
+    match_heavy = informativeness(comps, InformativenessWeights(**{**off, "match": 3, "density": 1}))
+    density_heavy = informativeness(comps, InformativenessWeights(**{**off, "match": 1, "density": 3}))
+    np.testing.assert_allclose(match_heavy, [3 / 12, 5 / 12, 7 / 12, 9 / 12])     # (3 r_match + r_density) / 4
+    np.testing.assert_allclose(density_heavy, [9 / 12, 7 / 12, 5 / 12, 3 / 12])
+    assert np.argmax(match_heavy) == 3 and np.argmax(density_heavy) == 0
+    weights = InformativenessWeights(**{**off, "match": 3, "density": 1, "entropy": 2})   # 1 each per modality
+    expected = (3 * rank01(comps["match_entropy"]) + rank01(comps["density"]) + rank01(comps["entropy_image"])
+                + rank01(comps["entropy_text"])) / 6
+    np.testing.assert_allclose(informativeness(comps, weights), expected)
+
+
 def _outputs(n=40, d=6, c=4, k=3, seed=0):
     rng = np.random.default_rng(seed)
     mu = rng.standard_normal((2, n, d)).astype(np.float32)

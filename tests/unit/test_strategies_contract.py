@@ -12,7 +12,8 @@ import pytest
 
 from learner.outputs import InferenceOutputs
 from learner.selection import (
-    STRATEGY_NAMES, EmptyPoolError, InformativenessWeights, PoolTooSmallError, Selection, cold_start, get_strategy,
+    STRATEGY_NAMES, AscmrConfig, BadgeConfig, EmptyPoolError, InformativenessWeights, PoolTooSmallError, Selection,
+    build_strategy, cold_start, get_strategy, strategy_config_class,
 )
 
 N, D, C, K, RAW = 60, 8, 5, 3, 12
@@ -123,6 +124,22 @@ def test_registry_lists_allowed_names_and_options():
     with pytest.raises(ValueError, match="gamma"):
         get_strategy("ascmr", gamma=-1.0)
     assert get_strategy("ascmr", gamma=1.0, weights={"density": 0.0}).params()["weights"]["density"] == 0.0
+
+
+def test_registry_builds_strategies_from_config_instances():
+    configs = {name: strategy_config_class(name) for name in STRATEGY_NAMES}
+    assert configs == {"ascmr": AscmrConfig, "badge": BadgeConfig, "random": None, "entropy": None, "bald": None,
+                       "coreset": None, "inter": None}
+    built = build_strategy("ascmr", AscmrConfig(gamma=1.0))
+    assert built.name == "ascmr" and built.params() == get_strategy("ascmr", gamma=1.0).params()
+    assert build_strategy("badge").params() == dataclasses.asdict(BadgeConfig())
+    assert build_strategy("random").name == "random"
+    with pytest.raises(ValueError, match="allowed: ascmr, random"):
+        strategy_config_class("nope")
+    with pytest.raises(ValueError, match="takes no options"):
+        build_strategy("entropy", BadgeConfig())
+    with pytest.raises(TypeError, match="expected a AscmrConfig instance, got BadgeConfig"):
+        build_strategy("ascmr", BadgeConfig())
 
 
 def test_ascmr_explanation_records_every_component():

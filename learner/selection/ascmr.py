@@ -1,0 +1,152 @@
+"""The ``ascmr`` strategy: ASCMR informativeness (Qi et al., TPAMI 2025, §3) with our
+density-aware budget allocation (DESIGN §5, docs/selection.md)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from learner.selection.base import ConfiguredStrategy, Selection, seed_int
+from learner.selection.density import (
+    cluster_coverage, cluster_embeddings, cluster_weights, greedy_select, largest_remainder, max_similarity,
+    semantic_density,
+)
+from learner.selection.scoring import COMPONENTS, InformativenessWeights, fused_means, informativeness, pool_scores
+
+logger = logging.getLogger(__name__)
+
+
+def _descending_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based rank of each score, highest first (ties by position)."""
+    ranks = np.empty(len(scores), dtype=np.int64)
+    ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    return ranks
+
+
+class _PhaseClock:
+    """Wall-clock seconds per named phase, for debug logging."""
+
+    def __init__(self) -> None:
+        self.last, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.last = now - self.last, now
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.laps.items())
+
+
+@dataclass(frozen=True)
+class AscmrConfig:
+    """Configuration of the ``ascmr`` strategy (defaults in docs/selection.md).
+
+    weights:            component weights of the informativeness I.
+    k:                  neighbours for the semantic density rho (10).
+    gamma:              exponent on a cluster's informativeness mass in its budget share (0.5).
+    lam:                lambda, weight of the max-similarity penalty in the greedy (0.5).
+    coverage_threshold: a pool pair counts as covered when its max cosine similarity to a
+                        labelled pair exceeds this (0.8).
+    n_clusters:         clusters for the allocation; None means min(n, max_clusters).
+    max_clusters:       cap on the automatic cluster count (256; the assignment costs n_pool K d).
+    match_samples:      Monte-Carlo samples per modality for p_match (7, as in PCME).
+    max_reference:      per-cluster reference sample for rho on large pools (256).
+    exact_max_pool:     pools up to this size use exact global kNN for rho and exact max
+                        similarity to the labelled set; larger pools restrict both to clusters.
+    chunk_size:         rows per scoring chunk (16384).
+    n_jobs:             threads scoring chunks concurrently; None means os.cpu_count().  The
+                        result does not depend on it.  BLAS runs single-threaded inside the query
+                        (as scikit-learn's KMeans does) so threads never oversubscribe the cores.
+    """
+
+    weights: InformativenessWeights = field(default_factory=InformativenessWeights)
+    k: int = 10
+    gamma: float = 0.5
+    lam: float = 0.5
+    coverage_threshold: float = 0.8
+    n_clusters: int | None = None
+    max_clusters: int = 256
+    match_samples: int = 7
+    max_reference: int = 256
+    exact_max_pool: int = 10_000
+    chunk_size: int = 16384
+    n_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "weights": isinstance(self.weights, InformativenessWeights),
+            "k": self.k >= 1, "gamma": self.gamma >= 0, "lam": self.lam >= 0,
+            "coverage_threshold": -1 <= self.coverage_threshold <= 1,
+            "n_clusters": self.n_clusters is None or self.n_clusters >= 1,
+            "max_clusters": self.max_clusters >= 1, "match_samples": self.match_samples >= 1,
+            "max_reference": self.max_reference > self.k, "exact_max_pool": self.exact_max_pool >= 0,
+            "chunk_size": self.chunk_size >= 1, "n_jobs": self.n_jobs is None or self.n_jobs >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"AscmrConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} "
+                             "(need k >= 1, gamma >= 0, lam >= 0, -1 <= coverage_threshold <= 1, "
+                             "n_clusters None or >= 1, max_reference > k, positive sizes)")
+
+
+class AscmrStrategy(ConfiguredStrategy):
+    """ASCMR informativeness + density-aware budget allocation (DESIGN §5; docs/selection.md).
+
+    1. components per pool pair (scoring.pool_scores) and the fused, normalised mu_z;
+    2. clusters: MiniBatchKMeans on mu_z, K = n_clusters or min(n, max_clusters);
+    3. rho: semantic density (exact, or cluster-restricted for pools > exact_max_pool);
+    4. I = rank-weighted informativeness including rho;
+    5. per-cluster budget from (sum I)^gamma (1 - coverage), largest remainder;
+    6. greedy in each cluster on I - lam * max sim to labelled and already selected pairs.
+    """
+
+    name = "ascmr"
+    config_class = AscmrConfig
+    config: AscmrConfig
+
+    def _query(self, outputs, pool, labelled, n, rng):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._select(outputs, pool, labelled, n, rng)
+
+    def _select(self, outputs, pool, labelled, n, rng):
+        cfg = self.config
+        clock = _PhaseClock()
+        scored = pool_scores(outputs, pool, match_samples=cfg.match_samples, seed=rng, chunk_size=cfg.chunk_size,
+                             n_jobs=cfg.n_jobs or os.cpu_count() or 1)
+        mu_l = fused_means(outputs, labelled, chunk_size=cfg.chunk_size)
+        clock.lap("scoring")
+        n_clusters = min(len(pool), cfg.n_clusters or min(n, cfg.max_clusters))
+        clusters, clusters_l = cluster_embeddings(scored.mu_z, mu_l, n_clusters=n_clusters, seed=seed_int(rng))
+        clock.lap("clustering")
+        exact = len(pool) <= cfg.exact_max_pool
+        rho = semantic_density(scored.mu_z, k=cfg.k, clusters=None if exact else clusters,
+                               max_reference=None if exact else cfg.max_reference, seed=seed_int(rng))
+        components = {**scored.components, "density": rho}
+        info = informativeness(components, cfg.weights)
+        clock.lap("density+informativeness")
+        sim_l = (max_similarity(scored.mu_z, mu_l) if exact else
+                 max_similarity(scored.mu_z, mu_l, x_clusters=clusters, ref_clusters=clusters_l))
+        coverage = cluster_coverage(sim_l, clusters, n_clusters=n_clusters, threshold=cfg.coverage_threshold)
+        size = np.bincount(clusters, minlength=n_clusters)
+        budget = largest_remainder(cluster_weights(info, clusters, coverage, gamma=cfg.gamma), size, n)
+        clock.lap("coverage+allocation")
+        picks, value, penalty = greedy_select(scored.mu_z, info, clusters, budget, sim_l, lam=cfg.lam)
+        order = np.lexsort((picks, -value))                                        # final score desc
+        picks, value, penalty = picks[order], value[order], penalty[order]
+        rank = _descending_ranks(info)
+        explanation = [
+            {"index": int(pool[p]), "order": i, "rank": int(rank[p]), "score": float(v),
+             "informativeness": float(info[p]), "max_similarity": float(s),
+             "cluster": int(clusters[p]), "cluster_budget": int(budget[clusters[p]]),
+             "cluster_coverage": float(coverage[clusters[p]]),
+             **{name: float(components[name][p]) for name in (*COMPONENTS, "density")}}
+            for i, (p, v, s) in enumerate(zip(picks.tolist(), value.tolist(), penalty.tolist()))
+        ]
+        clock.lap("greedy+explanation")
+        logger.debug("ascmr phases (K=%d clusters, %s): %s", n_clusters, "exact" if exact else "cluster-restricted",
+                     clock.summary())
+        return Selection(self.name, pool[picks], info, explanation, self.params())

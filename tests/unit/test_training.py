@@ -1,0 +1,113 @@
+"""Early stopping and the training configuration (learner.early_stopping, learner.train_config, learner.training)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import learner
+import learner.training as training
+from learner.early_stopping import EarlyStopping
+from learner.model import CrossModalModel
+from learner.train_config import TrainConfig
+from learner.training import train_model
+
+DI, DT, C, N = 12, 7, 4, 80
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _noisy_multilabel(seed=1, noise=1.0):
+    """N pairs around class centres, one class each plus extra classes at 15 %: (xv, xt, y)."""
+    rng = np.random.default_rng(seed)
+    y = np.eye(C, dtype=np.float32)[rng.integers(0, C, N)]
+    y = np.maximum(y, (rng.random((N, C)) < 0.15).astype(np.float32))
+    centres_v, centres_t = rng.normal(size=(C, DI)), rng.normal(size=(C, DT))
+    xv = (y @ centres_v + noise * rng.normal(size=(N, DI))).astype(np.float32)
+    xt = (y @ centres_t + noise * rng.normal(size=(N, DT))).astype(np.float32)
+    return xv, xt, y
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping_returns_the_best_epochs_weights_not_the_last(monkeypatch):
+    """A large learning rate makes validation mAP peak and fall before patience stops the run."""
+    states, stoppers = {}, []
+
+    class Recording(EarlyStopping):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stoppers.append(self)
+
+        def on_epoch_end(self, epoch, model, record):
+            stop = super().on_epoch_end(epoch, model, record)
+            states[epoch] = _state(model)
+            return stop
+
+    monkeypatch.setattr(training, "EarlyStopping", Recording)
+    xv, xt, y = _noisy_multilabel()
+    labelled = np.zeros(N, dtype=bool)
+    labelled[:30] = True
+    cfg = TrainConfig(dim=16, hidden=32, batch_size=32, labelled_batch_size=16, min_steps_per_epoch=2, epochs=20,
+                      patience=2, min_epochs=2, lr=1e-2, val_fraction=0.4)
+    res = train_model(xv, xt, y, labelled, cfg)
+    last = len(res.history)
+    val = [record["val_avg"] for record in res.history]
+    assert res.best_epoch < last < cfg.epochs                                      # stopped by patience
+    assert val[res.best_epoch - 1] == max(val[cfg.min_epochs - 1:]) > val[-1]      # the peak came before the end
+    assert res.best_metrics["avg"] == val[res.best_epoch - 1]
+    assert stoppers[0].evaluate(res.model)["avg"] == pytest.approx(res.best_metrics["avg"], abs=1e-12)
+    assert _same_state(_state(res.model), states[res.best_epoch])
+    assert not _same_state(_state(res.model), states[last])
+
+
+def _scripted(scores, *, patience, min_epochs):
+    """An EarlyStopping whose validation scores are ``scores``, one per epoch in order."""
+    stopper = EarlyStopping(torch.zeros(2, DI), torch.zeros(2, DT), np.zeros((2, C), np.float32),
+                            patience=patience, min_epochs=min_epochs)
+    it = iter(scores)
+    stopper.evaluate = lambda model: {"avg": next(it)}
+    return stopper
+
+
+def test_early_stopping_keeps_the_best_after_min_epochs_and_counts_patience():
+    torch.manual_seed(0)
+    model = CrossModalModel(DI, DT, C, dim=4, hidden=8)
+    stopper = _scripted([0.9, 0.5, 0.7, 0.6, 0.7, 0.65], patience=3, min_epochs=2)
+    stops = []
+    for epoch in range(1, 7):
+        with torch.no_grad():
+            model.match_b.fill_(float(epoch))                       # the weights say which epoch they are from
+        record = {}
+        stops.append(stopper.on_epoch_end(epoch, model, record))
+        assert "val_avg" in record
+    assert stops == [False, False, False, False, False, True]       # 0.9 at epoch 1 is before min_epochs
+    assert stopper.best_epoch == 3 and stopper.best_metrics == {"avg": 0.7}         # a tie (epoch 5) is not a gain
+    stopper.on_train_end(model)
+    assert float(model.match_b.detach()) == 3.0
+
+
+def test_early_stopping_leaves_the_model_when_no_epoch_qualified():
+    model = CrossModalModel(DI, DT, C, dim=4, hidden=8)
+    stopper = _scripted([0.4], patience=1, min_epochs=5)
+    assert stopper.on_epoch_end(1, model, {}) is False
+    before = _state(model)
+    stopper.on_train_end(model)
+    assert stopper.best_epoch == 0 and stopper.best_state is None and _same_state(_state(model), before)
+
+
+def test_train_config_is_re_exported_torch_free_and_warm_start_defaults_off():
+    assert training.TrainConfig is TrainConfig
+    assert TrainConfig().warm_start is False and TrainConfig(warm_start=True).warm_start is True
+    with pytest.raises(ValueError, match="TrainConfig.warm_start: expected True or False, got 'yes'"):
+        TrainConfig(warm_start="yes")
+    code = "import sys, learner.train_config; sys.exit('torch' in sys.modules)"
+    root = Path(learner.__file__).resolve().parents[1]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
