@@ -27,5 +27,9 @@ class NotFoundError(PairlabError):
     """A named object (user, pair, job, model version) does not exist."""
 
 
+class ConflictError(PairlabError):
+    """A concurrent writer changed the same rows first (e.g. selected the same pair); running again helps."""
+
+
 class PermissionDenied(PairlabError):
     """The acting user's role does not allow the action."""

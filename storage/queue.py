@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from storage.annotations import last_undoable_event, record_event
-from storage.errors import NotFoundError, PairlabError
+from storage.errors import ConflictError, NotFoundError, PairlabError
 from storage.models import EVENT_KINDS, SPLITS, Event, Pair, QueueItem, Round, Selection, utcnow
 
 
@@ -72,6 +73,8 @@ def create_round(session: Session, *, strategy: str, selected: Sequence[Selected
 
     overlap: distinct annotators per pair. assignees: user ids the slots are dealt to round-robin
     (slot k of the r-th pair goes to ``assignees[(r + k) % len]``); empty means anyone may claim.
+    Raises ``ConflictError`` when a concurrent selection took one of the pairs (or the round number)
+    first: a pair is selected at most once, which the database enforces.
     """
     if overlap < 1:
         raise ValueError("overlap must be >= 1")
@@ -79,6 +82,13 @@ def create_round(session: Session, *, strategy: str, selected: Sequence[Selected
         raise PairlabError(f"overlap {overlap} needs at least {overlap} assigned annotators, got {len(assignees)}")
     if len({s.pair_id for s in selected}) != len(selected):
         raise ValueError("selected pairs must be distinct")
+    try:
+        return _insert_round(session, strategy, selected, params, overlap, assignees, model_version_id, created_by)
+    except IntegrityError:
+        raise ConflictError("select: another selection took some of these pairs meanwhile; run it again") from None
+
+
+def _insert_round(session, strategy, selected, params, overlap, assignees, model_version_id, created_by) -> Round:
     number = (session.scalar(select(func.max(Round.number))) or 0) + 1
     rnd = Round(number=number, strategy=strategy, budget=len(selected), params=dict(params, overlap=overlap),
                 model_version_id=model_version_id, created_by=created_by)

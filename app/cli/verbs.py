@@ -120,7 +120,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from app.bench.reports import write_reports
-    from app.bench.simulate import SimulationConfig, load_simulation_data, load_variants, run_simulation
+    from app.bench.data import load_simulation_data
+    from app.bench.simulate import SimulationConfig, run_simulation
+    from app.bench.variants import load_variants
     from learner.training import TrainConfig
 
     try:

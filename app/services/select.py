@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError
 
 from app.services.data import TRAINING_SPLITS, feature_matrices, label_matrix, pair_table
 from app.services.models import cached_model, current_model, latest_model
@@ -171,11 +170,8 @@ def _record_round(store: Store, strategy: str, table: PairColumns, choice: _Choi
     selected = [SelectedPair(int(table.ids[r]), float(s),
                              {**{k: v for k, v in e.items() if k != "index"}, "strategy": choice.selected_by})
                 for r, s, e in zip(choice.rows, choice.scores, choice.explanation)]
-    try:
-        with store.db.write() as s:
-            assignees = [get_user(s, name).id for name in assign]
-            model_id = None if choice.model is None else model_version_id(s, choice.model.version)
-            return create_round(s, strategy=strategy, selected=selected, params=params, overlap=overlap,
-                                assignees=assignees, model_version_id=model_id, created_by=actor.id).number
-    except IntegrityError:
-        raise PairlabError("select: another selection took some of these pairs meanwhile; run it again") from None
+    with store.db.write() as s:
+        assignees = [get_user(s, name).id for name in assign]
+        model_id = None if choice.model is None else model_version_id(s, choice.model.version)
+        return create_round(s, strategy=strategy, selected=selected, params=params, overlap=overlap,
+                            assignees=assignees, model_version_id=model_id, created_by=actor.id).number

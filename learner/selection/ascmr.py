@@ -15,7 +15,9 @@ from learner.selection.density import (
     cluster_coverage, cluster_embeddings, cluster_weights, greedy_select, largest_remainder, max_similarity,
     semantic_density,
 )
-from learner.selection.scoring import COMPONENTS, InformativenessWeights, fused_means, informativeness, pool_scores
+from learner.selection.scoring import (
+    CHUNK_ROWS, COMPONENTS, InformativenessWeights, fused_means, informativeness, pool_scores,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class AscmrConfig:
     match_samples: int = 7
     max_reference: int = 256
     exact_max_pool: int = 10_000
-    chunk_size: int = 16384
+    chunk_size: int = CHUNK_ROWS
     n_jobs: int | None = None
 
     def __post_init__(self) -> None:

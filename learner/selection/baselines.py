@@ -15,16 +15,14 @@ from sklearn.cluster import kmeans_plusplus
 
 from learner.selection.base import ConfiguredStrategy, QueryStrategy, Selection, seed_int
 from learner.selection.density import k_center_greedy
-from learner.selection.scoring import bernoulli_entropy, fused_means, mc_entropy_and_mutual_information
-
-_CHUNK = 16384  # rows per chunk for the per-row scores of the baselines
+from learner.selection.scoring import CHUNK_ROWS, bernoulli_entropy, fused_means, mc_entropy_and_mutual_information
 
 
 def _per_row(rows: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Apply fn(row chunk) -> (len(chunk),) over rows in chunks; (len(rows),) float64."""
     out = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), _CHUNK):
-        out[start:start + _CHUNK] = fn(rows[start:start + _CHUNK])
+    for start in range(0, len(rows), CHUNK_ROWS):
+        out[start:start + CHUNK_ROWS] = fn(rows[start:start + CHUNK_ROWS])
     return out
 
 
@@ -73,8 +71,8 @@ class BaldStrategy(QueryStrategy):
     def _query(self, outputs, pool, labelled, n, rng):
         ent = np.empty(len(pool))
         mi = np.empty(len(pool))
-        for start in range(0, len(pool), _CHUNK):
-            s = slice(start, start + _CHUNK)
+        for start in range(0, len(pool), CHUNK_ROWS):
+            s = slice(start, start + CHUNK_ROWS)
             ent[s], mi[s] = mc_entropy_and_mutual_information(outputs.dropout_probs[pool[s]])
         return _top_n(self.name, pool, mi, n, {"mutual_information": mi, "entropy": ent}, self.params())
 

@@ -34,6 +34,7 @@ from learner.outputs import InferenceOutputs
 
 logger = logging.getLogger(__name__)
 
+CHUNK_ROWS = 16384  # pool rows scored per chunk: bounds the temporaries of every per-row score
 _EPS = np.float32(1e-6)  # probabilities are clipped to [eps, 1 - eps] before taking logs (float32-safe)
 
 #: The raw components that :func:`pool_scores` computes, in the order they are reported.
@@ -272,7 +273,7 @@ class PoolScores:
     mu_z: np.ndarray
 
 
-def fused_means(outputs: InferenceOutputs, rows: np.ndarray, *, chunk_size: int = 16384) -> np.ndarray:
+def fused_means(outputs: InferenceOutputs, rows: np.ndarray, *, chunk_size: int = CHUNK_ROWS) -> np.ndarray:
     """L2-normalised joint means mu_z of ``outputs`` rows, (len(rows), d) float32, in chunks."""
     out = np.empty((len(rows), outputs.mu_image.shape[1]), dtype=np.float32)
     for start in range(0, len(rows), chunk_size):
@@ -283,7 +284,7 @@ def fused_means(outputs: InferenceOutputs, rows: np.ndarray, *, chunk_size: int 
 
 
 def pool_scores(outputs: InferenceOutputs, rows: np.ndarray, *, match_samples: int = 7,
-                seed: int | np.random.Generator = 0, chunk_size: int = 16384, n_jobs: int = 1) -> PoolScores:
+                seed: int | np.random.Generator = 0, chunk_size: int = CHUNK_ROWS, n_jobs: int = 1) -> PoolScores:
     """Every informativeness component of ``outputs`` rows, computed in chunks of rows.
 
     rows: (n_pool,) row indices into ``outputs``.  Arrays are gathered ``chunk_size`` rows at a

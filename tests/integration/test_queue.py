@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from storage.annotations import current_label, record_event
-from storage.errors import PairlabError
-from storage.models import Event, Pair
+from storage.errors import ConflictError, PairlabError
+from storage.models import Event, Pair, Round
 from storage.queue import (
     SelectedPair, Undone, claim_next, create_round, queue_stats, selectable_pair_ids, submit, undo_last,
 )
@@ -160,3 +160,15 @@ def test_selectable_pairs_are_unselected_unannotated_pairs_of_the_given_splits(s
             selectable_pair_ids(s, splits=("validation",), human_kinds=())
         with pytest.raises(ValueError, match="event kind 'label'"):
             selectable_pair_ids(s, splits=("pool",), human_kinds=("label",))
+
+
+def test_a_pair_selected_by_a_concurrent_round_is_a_conflict_and_nothing_is_recorded(store):
+    first = make_round(store, n=1)[0]
+    with store.db.read() as s:
+        rounds = s.scalar(select(func.count(Round.id)))
+    with pytest.raises(ConflictError, match="another selection took some of these pairs"):
+        with store.db.write() as s:  # the database's unique pair per selection, not a check in Python
+            create_round(s, strategy="random", selected=[SelectedPair(first + 1, 1.0), SelectedPair(first, 0.5)],
+                         params={})
+    with store.db.read() as s:
+        assert s.scalar(select(func.count(Round.id))) == rounds
