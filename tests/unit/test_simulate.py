@@ -36,9 +36,10 @@ strategy = "random"
 
 @pytest.mark.parametrize(("text", "field", "message"), [
     ("[v]\nlam = 1.0\n", "[v].strategy", "naming its strategy"),
-    ("[v]\nstrategy = \"nope\"\n", "[v]", "unknown strategy 'nope'"),
-    ("[v]\nstrategy = \"ascmr\"\nlamda = 1.0\n", "[v]", "unknown options ['lamda']"),
-    ("[v]\nstrategy = \"ascmr\"\nweights = { mass = 1.0 }\n", "[v]", "unknown weights ['mass']"),
+    ("[v]\nstrategy = \"nope\"\n", "[v].strategy", "unknown strategy 'nope'"),
+    ("[v]\nstrategy = \"ascmr\"\nlamda = 1.0\n", "[v].lamda", "unknown key; allowed: weights, k"),
+    ("[v]\nstrategy = \"ascmr\"\nweights = { mass = 1.0 }\n", "[v.weights].mass", "unknown key; allowed: spread"),
+    ("[v]\nstrategy = \"ascmr\"\nk = \"ten\"\n", "[v].k", "expected an integer, got 'ten'"),
     ("[v]\nstrategy = \"ascmr\"\nlam = -1.0\n", "[v]", "lam=-1.0"),
     ("[v]\nstrategy = \"random\"\nseed = 3\n", "[v]", "takes no options"),
     ("[ascmr]\nstrategy = \"ascmr\"\n", "[ascmr]", "registry strategy's name"),

@@ -9,8 +9,8 @@ from app.web import runtime, state, widgets
 from storage.errors import PairlabError
 from storage.models import VERDICTS
 from storage.queue import Claim
-from storage.store import Store
 from storage.read_models import annotator_progress
+from storage.store import Store
 from storage.users import UserInfo
 from storage.vocabulary import label_names
 
