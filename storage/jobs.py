@@ -97,3 +97,12 @@ def recent_jobs(session: Session, limit: int = 20) -> list[JobView]:
 def running_worker_pids(session: Session) -> set[int]:
     """The distinct ``worker_pid``s of jobs marked running (jobs without a pid left out)."""
     return set(session.scalars(select(Job.worker_pid).where(Job.status == "running", Job.worker_pid.is_not(None))))
+
+
+def enqueue_once(session: Session, kind: str, params: dict[str, Any], created_by: int | None = None) -> JobView:
+    """The queued job of this kind with the same params if there is one (a double click queues one
+    retrain, not two), else a new one. Call inside a write transaction."""
+    for job in session.scalars(select(Job).where(Job.kind == kind, Job.status == "queued").order_by(Job.id)):
+        if job.params == params:
+            return _view(job)
+    return enqueue(session, kind, params, created_by)

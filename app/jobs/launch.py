@@ -7,7 +7,7 @@ from app.services.select import check_selection_request
 from app.services.settings import settings
 from storage.errors import PairlabError
 from storage.exporters import EXPORT_FORMATS, EXPORT_SUFFIX
-from storage.jobs import JobView, enqueue
+from storage.jobs import JobView, enqueue, enqueue_once
 from storage.models import utcnow
 from storage.store import Store
 from storage.users import UserInfo, require
@@ -26,18 +26,20 @@ def launch_selection(store: Store, actor: UserInfo, *, strategy: str, budget: in
 
 
 def launch_training(store: Store, actor: UserInfo, *, warm_start: bool | None = None) -> JobView:
-    """Queue a training job; params ``{"actor": name, "warm_start": bool or None (the workspace's default)}``."""
+    """Queue a training job; params ``{"actor": name, "warm_start": bool or None (the workspace's default)}``.
+    While the same request is still queued, that job is returned instead of a second one."""
     require(actor, "operate")
     settings(store)  # a bad [train] table fails here, before queueing
     with store.db.write() as s:
-        return enqueue(s, "train", {"actor": actor.name, "warm_start": warm_start}, created_by=actor.id)
+        return enqueue_once(s, "train", {"actor": actor.name, "warm_start": warm_start}, created_by=actor.id)
 
 
 def launch_encode(store: Store, actor: UserInfo) -> JobView:
-    """Queue encoding of every pair with the workspace's encoders; params ``{"actor": name}``."""
+    """Queue encoding of every pair with the workspace's encoders; params ``{"actor": name}``; a
+    request still queued is returned instead of a second one."""
     require(actor, "operate")
     with store.db.write() as s:
-        return enqueue(s, "encode", {"actor": actor.name}, created_by=actor.id)
+        return enqueue_once(s, "encode", {"actor": actor.name}, created_by=actor.id)
 
 
 def launch_export(store: Store, actor: UserInfo, *, fmt: str) -> JobView:

@@ -28,6 +28,15 @@ PAGES = (
 LOGIN = PageSpec("Sign in", "login", login.render, "", ":material/login:")
 
 
+LANDING = {"annotator": "annotate", "reviewer": "review", "operator": "rounds", "system": "rounds"}
+
+
+def landing_page(user: UserInfo | None) -> str:
+    """The ``url_path`` a user starts on: annotators Annotate, reviewers Review, operators Rounds
+    (so nobody who did not come to label holds a lease by visiting the landing page)."""
+    return "login" if user is None else LANDING[user.role]
+
+
 def pages_for(user: UserInfo | None) -> list[PageSpec]:
     """The sign-in page when nobody is signed in, else the pages the user's role allows."""
     if user is None:

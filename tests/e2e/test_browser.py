@@ -116,6 +116,8 @@ def test_annotator_cannot_open_operator_pages(served, page):
 def test_demo_serves_the_sample_signed_in_as_its_operator(demo, page):
     page.goto(demo)
     page.get_by_text("Signed in as demo (operator)").wait_for(timeout=30_000)
+    page.get_by_role("heading", name="Rounds").wait_for()  # operators land on Rounds
+    page.get_by_role("link", name="Annotate").click()
     page.get_by_role("heading", name="Annotate").wait_for()
     expect(page.get_by_test_id("stMetricValue").first).to_have_text("20")  # the demo's first round
     assert page.get_by_label("User name").count() == 0

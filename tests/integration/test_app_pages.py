@@ -16,7 +16,7 @@ from app.jobs.worker import run_worker
 from storage.annotations import current_label
 from storage.errors import PairlabError, PermissionDenied
 from storage.jobs import enqueue, get_job, recent_jobs
-from storage.models import Event, Pair, Round, utcnow
+from storage.models import Event, Pair, QueueItem, Round, utcnow
 from storage.queue import SelectedPair, claim_next, create_round, submit
 from tests.integration.workbench_fixtures import BOLD, PASSWORD, XSS, build_workspace, user
 
@@ -90,6 +90,29 @@ def test_router_shows_pages_by_role(store):
     assert [p.title for p in pages_for(user(store, "rev"))] == ["Annotate", "Review", "Explore"]
     assert [p.title for p in pages_for(user(store, "op"))] == ["Annotate", "Review", "Explore", "Rounds", "Export",
                                                                "Users"]
+
+
+@pytest.mark.parametrize("name, landing", [("ann", "Annotate"), ("rev", "Review"), ("op", "Rounds")])
+def test_each_role_lands_on_its_own_page_and_visitors_take_no_lease(store, name, landing):
+    """Only annotators land on Annotate, so a reviewer or operator who signs in holds no lease."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[state.USER] = user(store, name)
+    at.session_state[state.SESSION_STARTED] = utcnow()
+    at.run()
+    assert not at.exception and at.title[0].value == landing
+    with store.db.read() as s:
+        leased = s.scalars(select(QueueItem.leased_by).where(QueueItem.leased_by.is_not(None))).all()
+    assert leased == ([user(store, "ann").id] if name == "ann" else [])
+
+
+def test_a_double_click_on_retrain_or_encode_queues_one_job(store):
+    op = user(store, "op")
+    for launch in (jobs.launch_training, jobs.launch_encode):
+        first, second = launch(store, op), launch(store, op)
+        assert first.id == second.id
+    assert jobs.launch_training(store, op, warm_start=True).id != first.id  # another request is another job
+    with store.db.read() as s:
+        assert sorted(j.kind for j in recent_jobs(s)) == ["encode", "train", "train"]
 
 
 @pytest.mark.parametrize("name", ["rounds", "export", "users", "review"])

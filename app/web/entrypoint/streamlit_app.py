@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.web import runtime
-from app.web.router import pages_for
+from app.web.router import landing_page, pages_for
 from storage.errors import PairlabError
 
 st.set_page_config(page_title="pairlab", page_icon=":material/image_search:", layout="wide")
@@ -20,8 +20,9 @@ except PairlabError as exc:  # e.g. a bad pairlab.toml: say so in one line, as t
     st.stop()
 runtime.try_auto_login(store)
 user = runtime.current_user()
-pages = [st.Page(spec.render, title=spec.title, url_path=spec.url_path, icon=spec.icon, default=i == 0)
-         for i, spec in enumerate(pages_for(user))]
+landing = landing_page(user)
+pages = [st.Page(spec.render, title=spec.title, url_path=spec.url_path, icon=spec.icon,
+                 default=spec.url_path == landing) for spec in pages_for(user)]
 page = st.navigation(pages)
 if user is not None:
     with st.sidebar:
