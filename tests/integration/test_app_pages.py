@@ -1,6 +1,7 @@
 """The workbench pages through Streamlit's AppTest, on a real SQLite workspace with real images."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from app.jobs.worker import run_worker
 from storage.annotations import current_label
 from storage.errors import PairlabError, PermissionDenied
 from storage.jobs import enqueue, get_job, recent_jobs
+from storage.model_versions import add_model_version
 from storage.models import Event, Pair, QueueItem, Round, utcnow
 from storage.queue import SelectedPair, claim_next, create_round, submit
 from tests.integration.workbench_fixtures import BOLD, PASSWORD, XSS, build_workspace, user
@@ -343,3 +345,19 @@ def test_explore_filters_by_status_and_round(store):
     at.multiselect(key=state.EXPLORE_STATUS).set_value([]).run()
     at.selectbox(key=state.EXPLORE_ROUND).set_value(1).run()
     assert "4 pairs match" in texts(at)[0]
+
+
+def test_the_learning_curve_shows_its_first_point(store):
+    """A line through one point draws nothing; the first model version is drawn as a dot, later ones as a line."""
+    def chart_mark():
+        at = page("rounds", user(store, "op"))
+        assert not at.exception
+        (chart,) = at.get("vega_lite_chart")
+        spec = json.loads(chart.proto.spec)
+        return (spec["layer"][0] if "layer" in spec else spec)["mark"]["type"]
+
+    for version, labelled in ((None, 5), (1, 9)):
+        with store.db.write() as s:
+            add_model_version(s, path="unused.pt", parent_version=version, labelled_count=labelled, config={},
+                              metrics={"validation": {"i2t": 0.3, "t2i": 0.4, "avg": 0.35}})
+        assert chart_mark() == ("circle" if version is None else "line")

@@ -99,7 +99,9 @@ def _charts(store: Store) -> None:
             st.info("No learning curve yet: it appears once a trained model has been evaluated.")
         else:
             frame = pd.DataFrame(points).set_index("labelled")[metrics]
-            st.line_chart(frame, x_label="labelled pairs", y_label="metric")
+            # a line through one point draws nothing: the first model version shows as dots
+            chart = st.line_chart if len(frame) > 1 else st.scatter_chart
+            chart(frame, x_label="labelled pairs", y_label="metric")
     with labels:
         counts = runtime.read(read_models.label_distribution)
         if not any(counts.values()):
