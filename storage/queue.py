@@ -47,18 +47,15 @@ class Claim:
     lease_expires_at: datetime
 
 
-def selectable_pair_ids(session: Session, *, splits: Sequence[str], human_kinds: Sequence[str]) -> np.ndarray:
-    """Pairs of ``splits`` that no round has selected and no event of a ``human_kinds`` kind touched:
-    (n,) int64, sorted.
-
-    Labels given at import do not exclude a pair unless ``import`` is among ``human_kinds``: a person
-    may still be asked to check it. Raises ``ValueError`` for an unknown split or event kind.
+def selectable_pair_ids(session: Session, *, splits: Sequence[str], labelled_by: Sequence[str]) -> np.ndarray:
+    """Pairs of ``splits`` that no round has selected and no event of a ``labelled_by`` kind touched:
+    (n,) int64, sorted. Raises ``ValueError`` for an unknown split or event kind.
     """
-    for given, allowed, what in ((splits, SPLITS, "split"), (human_kinds, EVENT_KINDS, "event kind")):
+    for given, allowed, what in ((splits, SPLITS, "split"), (labelled_by, EVENT_KINDS, "event kind")):
         unknown = [v for v in given if v not in allowed]
         if unknown:
             raise ValueError(f"{what} {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    annotated = select(Event.pair_id).where(Event.kind.in_(list(human_kinds)))
+    annotated = select(Event.pair_id).where(Event.kind.in_(list(labelled_by)))
     query = (select(Pair.id)
              .where(Pair.split.in_(list(splits)), Pair.id.not_in(select(Selection.pair_id)),
                     Pair.id.not_in(annotated))

@@ -26,7 +26,7 @@ from storage.queue import SelectedPair, create_round, selectable_pair_ids
 from storage.store import Store
 from storage.users import UserInfo, get_user, require
 
-HUMAN_LABEL_KINDS = ("submit", "adjudicate")  # a pair a person annotated is never selected again
+LABELLED_KINDS = ("import", "submit", "adjudicate")  # a pair that has labels is never selected (again)
 SUGGESTION_THRESHOLD = 0.5
 MAX_SUGGESTIONS = 5
 SUGGESTIONS_KEY = "suggested_labels"  # where a selection's explanation carries the model's predicted labels
@@ -68,13 +68,10 @@ def check_selection_request(strategy: str, budget: int, overlap: int | None, ass
 
 
 def selectable_rows(store: Store, table: PairColumns) -> np.ndarray:
-    """Rows of ``table`` in a training split that no person annotated and no round selected.
-
-    Labels given at import do not exclude a pair: a person may still be asked to check it, and a
-    disagreement with the imported labels sends the pair to review.
-    """
+    """Rows of ``table`` in a training split that have no labels yet (none imported, none given by a
+    person) and that no round selected: labelling budget is never spent on a pair already labelled."""
     with store.db.read() as s:
-        ids = selectable_pair_ids(s, splits=TRAINING_SPLITS, human_kinds=HUMAN_LABEL_KINDS)
+        ids = selectable_pair_ids(s, splits=TRAINING_SPLITS, labelled_by=LABELLED_KINDS)
     return np.flatnonzero(np.isin(table.ids, ids))
 
 
@@ -108,7 +105,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
 def _pool_rows(store: Store, table: PairColumns, budget: int) -> np.ndarray:
     pool = selectable_rows(store, table)
     if len(pool) == 0:
-        raise PairlabError("select: no pairs left in the pool that nobody annotated or selected")
+        raise PairlabError("select: no unlabelled pairs left in the pool that no round selected")
     if budget > len(pool):
         raise PairlabError(f"--budget: {budget} exceeds the {len(pool)} selectable pairs")
     return pool

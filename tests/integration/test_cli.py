@@ -62,7 +62,7 @@ def test_select_never_repeats_a_pair_and_refuses_an_oversized_budget(tmp_path):
     ok("select", ws, "--strategy", "random", "--budget", "4")
     ok("select", ws, "--strategy", "random", "--budget", "2")
     result = pairlab("select", ws, "--strategy", "random", "--budget", "1")
-    assert "no pairs left in the pool that nobody annotated or selected" in result.stderr
+    assert "no unlabelled pairs left in the pool that no round selected" in result.stderr
 
 
 def test_user_errors_are_one_line_without_traceback_and_debug_shows_it(tmp_path):

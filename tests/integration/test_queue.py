@@ -152,14 +152,14 @@ def test_selectable_pairs_are_unselected_unannotated_pairs_of_the_given_splits(s
         record_event(s, pair_id=ids[1], user_id=uid(store, "ann"), kind="import", labels=["cat"])
         record_event(s, pair_id=ids[2], user_id=uid(store, "ann"), kind="submit", labels=["dog"])
     with store.db.read() as s:
-        found = selectable_pair_ids(s, splits=("pool", "train"), human_kinds=("submit", "adjudicate"))
-        assert found.dtype == np.int64 and found.tolist() == [ids[1]]  # imported labels do not exclude a pair
-        assert selectable_pair_ids(s, splits=("pool", "test"), human_kinds=("submit",)).tolist() == [ids[1], ids[3]]
-        assert selectable_pair_ids(s, splits=("pool",), human_kinds=("submit", "import")).tolist() == []
+        found = selectable_pair_ids(s, splits=("pool", "train"), labelled_by=("submit", "adjudicate"))
+        assert found.dtype == np.int64 and found.tolist() == [ids[1]]  # only the given kinds exclude a pair
+        assert selectable_pair_ids(s, splits=("pool", "test"), labelled_by=("submit",)).tolist() == [ids[1], ids[3]]
+        assert selectable_pair_ids(s, splits=("pool",), labelled_by=("submit", "import")).tolist() == []
         with pytest.raises(ValueError, match="split 'validation'; allowed: pool, train, val, test"):
-            selectable_pair_ids(s, splits=("validation",), human_kinds=())
+            selectable_pair_ids(s, splits=("validation",), labelled_by=())
         with pytest.raises(ValueError, match="event kind 'label'"):
-            selectable_pair_ids(s, splits=("pool",), human_kinds=("label",))
+            selectable_pair_ids(s, splits=("pool",), labelled_by=("label",))
 
 
 def test_a_pair_selected_by_a_concurrent_round_is_a_conflict_and_nothing_is_recorded(store):
