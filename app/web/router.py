@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.web.pages import annotate, explore, export, login, review, rounds, users
 from storage.users import PERMISSIONS, UserInfo
@@ -42,3 +42,11 @@ def pages_for(user: UserInfo | None) -> list[PageSpec]:
     if user is None:
         return [LOGIN]
     return [p for p in PAGES if user.role in PERMISSIONS[p.action]]
+
+
+def routes(user: UserInfo | None) -> list[PageSpec]:
+    """What the router registers: the user's pages; signed out, the sign-in form at every page's URL
+    (and no menu), so a deep link such as ``/rounds`` survives signing in instead of "Page not found"."""
+    if user is None:
+        return [LOGIN, *(replace(p, render=LOGIN.render) for p in PAGES)]
+    return pages_for(user)

@@ -93,16 +93,13 @@ def test_operator_launches_a_round_and_watches_the_job_finish(served, page):
 
 def test_annotator_cannot_open_operator_pages(served, page):
     base_url, _ = served
-    # Straight to the page URL (a page load is a new, signed-out session): only the sign-in page exists.
+    # Straight to the page URL (a page load is a new, signed-out session): the sign-in form, nothing else.
     page.goto(f"{base_url}/rounds")
-    page.get_by_text("Page not found").wait_for()
-    page.keyboard.press("Escape")
-    page.get_by_text("Page not found").wait_for(state="hidden")
-    assert page.get_by_role("button", name="Launch round").count() == 0
     page.get_by_label("User name").fill("bob")
+    assert page.get_by_role("button", name="Launch round").count() == 0
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("heading", name="Annotate").wait_for()
+    page.get_by_role("heading", name="Annotate").wait_for()  # /rounds is not one of an annotator's pages
     nav = page.get_by_test_id("stSidebarNav")
     assert nav.get_by_role("link", name="Annotate").count() == 1
     for name in ("Rounds", "Export", "Users", "Review"):
@@ -121,3 +118,15 @@ def test_demo_serves_the_sample_signed_in_as_its_operator(demo, page):
     page.get_by_role("heading", name="Annotate").wait_for()
     expect(page.get_by_test_id("stMetricValue").first).to_have_text("20")  # the demo's first round
     assert page.get_by_label("User name").count() == 0
+
+
+def test_a_deep_link_survives_signing_in(served, page):
+    base_url, _ = served
+    page.goto(f"{base_url}/export")  # not the operator's landing page (Rounds)
+    page.get_by_label("User name").fill("op")
+    assert page.get_by_text("Page not found").count() == 0
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Export").wait_for()
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.url.endswith("/export")

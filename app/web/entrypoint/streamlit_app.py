@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.web import runtime
-from app.web.router import landing_page, pages_for
+from app.web.router import landing_page, routes
 from storage.errors import PairlabError
 
 st.set_page_config(page_title="pairlab", page_icon=":material/image_search:", layout="wide")
@@ -22,8 +22,8 @@ runtime.try_auto_login(store)
 user = runtime.current_user()
 landing = landing_page(user)
 pages = [st.Page(spec.render, title=spec.title, url_path=spec.url_path, icon=spec.icon,
-                 default=spec.url_path == landing) for spec in pages_for(user)]
-page = st.navigation(pages)
+                 default=spec.url_path == landing) for spec in routes(user)]
+page = st.navigation(pages, position="sidebar" if user is not None else "hidden")
 if user is not None:
     with st.sidebar:
         st.text(f"Signed in as {user.name} ({user.role})")
