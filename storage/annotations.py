@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from storage.errors import NotFoundError, PairlabError
 from storage.models import EVENT_KINDS, VERDICTS, Event, Pair, User
+from storage.text import text_problem
 from storage.vocabulary import label_names
 
 LABELLING_KINDS = ("submit", "import")
@@ -118,11 +119,17 @@ def _majority_verdict(verdicts: list[str | None]) -> tuple[str | None, bool]:
 def record_event(session: Session, *, pair_id: int, user_id: int, kind: str, labels: Iterable[str] | None = None,
                  verdict: str | None = None, comment: str | None = None, round_id: int | None = None,
                  undoes_id: int | None = None) -> Event:
-    """Append one event after checking kind, verdict and labels against the vocabulary."""
+    """Append one event after checking kind, verdict, labels against the vocabulary, and the comment
+    against the text rule (``storage.text``: no NUL or other control character but tab, newline and
+    carriage return; a ``PairlabError`` naming ``comment``, so the page shows it and keeps the text)."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"event kind {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
     if verdict is not None and verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r}; allowed: {', '.join(VERDICTS)}")
+    if comment is not None:
+        problem = text_problem(comment) if isinstance(comment, str) else f"expected text, got {type(comment).__name__}"
+        if problem is not None:
+            raise PairlabError(f"comment: {problem}")
     if session.get(Pair, pair_id) is None:
         raise NotFoundError(f"pair {pair_id} does not exist")
     clean = None

@@ -5,18 +5,31 @@ Every user-facing error names where the problem is, so the CLI can print one lin
 """
 from __future__ import annotations
 
+import re
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
 
 class PairlabError(Exception):
     """Base class of errors a user can act on (the CLI prints them without a traceback)."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x00``), so a message stays on one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 class InputError(PairlabError):
-    """Bad input: a file, its line (1-based, or None) and the field at fault."""
+    """Bad input: a file, its line (1-based, or None) and the field at fault.
+
+    The attributes keep the values as given; the message escapes control characters (a file name may
+    hold a newline), so it is always one line.
+    """
 
     def __init__(self, path: str, line: int | None, field: str, message: str):
         self.path, self.line, self.field, self.message = path, line, field, message
         where = path if line is None else f"{path}:{line}"
-        super().__init__(f"{where}: {field}: {message}")
+        super().__init__(one_line(f"{where}: {field}: {message}"))
 
 
 class WorkspaceError(PairlabError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.errors import NotFoundError
+from storage.errors import InputError, NotFoundError
 from storage.models import FeatureSet, utcnow
 
 PRECOMPUTED = "precomputed"  # the encoder name of feature sets imported with the data
@@ -27,6 +29,53 @@ class FeatureSetInfo:
     ids_path: str
     dim: int
     rows: int
+
+
+def load_arrays(source: Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` (no pickles) or ``.mat`` file by name; ``InputError`` (field ``source``)
+    when it is not a regular file, not of that format, corrupt, or declares arrays too large to allocate."""
+    path, suffix = str(source), source.suffix.lower()
+    if suffix not in (".npz", ".mat"):
+        raise InputError(path, None, "format", f"unknown features extension {suffix!r}; use .npz or .mat")
+    if not source.is_file():
+        raise InputError(path, None, "source", "no such file" if not source.exists() else "not a regular file")
+    from scipy.io.matlab import MatReadError
+
+    try:
+        if suffix == ".npz":
+            with np.load(source, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        from scipy.io import loadmat
+
+        return {k: v for k, v in loadmat(source).items() if not k.startswith("__")}
+    except MemoryError:
+        raise InputError(path, None, "source", "declares an array too large to load") from None
+    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+            MatReadError) as exc:
+        raise InputError(path, None, "source", f"cannot read {suffix} file ({exc.__class__.__name__}: "
+                                               f"{str(exc)[:200]})") from None
+
+
+def feature_matrix(value: object, path: str, field_name: str) -> np.ndarray:
+    """The features validator: ``value`` as an (N, D) float32 matrix, D >= 1, every value finite.
+
+    Refuses with ``InputError`` naming the file, the array and the row (``image[3]``): arrays that are
+    not 2-d or not of integers or reals (booleans, complex numbers, strings, cells), NaN, infinities,
+    and values that overflow float32 (|x| > 3.4e38).
+    """
+    raw = np.asarray(value)
+    if raw.ndim != 2 or raw.dtype.kind not in "fiu" or raw.shape[1] == 0:
+        raise InputError(path, None, field_name, f"expected a 2-d matrix of numbers, got shape {raw.shape} {raw.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        matrix = raw.astype(np.float32)
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        column = int(np.flatnonzero(~finite[row])[0])
+        found = raw[row, column]
+        what = "NaN" if np.isnan(found) else "an infinite value" if np.isinf(found) else f"{found!r} (overflows float32)"
+        raise InputError(path, None, f"{field_name}[{row}]", f"{what} at column {column}; features must be finite")
+    return matrix
 
 
 def feature_paths(features_dir: Path, modality: str, encoder: str) -> tuple[Path, Path]:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from storage.errors import NotFoundError, PairlabError, PermissionDenied
 from storage.models import ROLES, User
+from storage.text import text_problem
 
 HUMAN_ROLES = tuple(r for r in ROLES if r != "system")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -55,6 +56,9 @@ def add_user(session: Session, name: str, role: str, password: str | None = None
     name = name.strip()
     if not name or len(name) > 100:
         raise PairlabError("user name: must be 1-100 characters")
+    problem = text_problem(name, single_line=True)
+    if problem is not None:
+        raise PairlabError(f"user name: {problem}")
     if role not in HUMAN_ROLES:
         raise PairlabError(f"role {role!r}; allowed: {', '.join(HUMAN_ROLES)}")
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import Label
+from storage.text import text_problem
 
 MAX_LABEL_LENGTH = 200
 
@@ -32,14 +33,18 @@ def add_labels(session: Session, names: Iterable[str]) -> list[str]:
 
 
 def clean_label(raw: str) -> str:
-    """Strip a label name; raise ``ValueError`` when it is empty, too long or contains ``|`` (the CSV separator)."""
+    """Strip a label name; raise ``ValueError`` when it is empty, too long, breaks the one-line text rule
+    (``storage.text``) or contains ``|`` (the CSV separator)."""
     if not isinstance(raw, str):
-        raise ValueError(f"label {raw!r} is not a string")
+        raise ValueError(f"label {repr(raw)[:60]} is not a string")
     name = raw.strip()
     if not name:
         raise ValueError("empty label name")
     if len(name) > MAX_LABEL_LENGTH:
         raise ValueError(f"label name longer than {MAX_LABEL_LENGTH} characters")
+    problem = text_problem(name, single_line=True)
+    if problem is not None:
+        raise ValueError(f"label name: {problem}")
     if "|" in name:
         raise ValueError(f"label {name!r} contains '|', the CSV label separator")
     return name

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from storage.models import Event, FeatureSet, Label, Pair
+from storage.models import Base, Pair
 from storage.store import Store, init_workspace
+from tests.support.workspace import workspace_files
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -65,15 +66,16 @@ def make_image() -> Callable[..., Path]:
 
 @pytest.fixture()
 def workspace_state() -> Callable[[Store], dict]:
-    """``workspace_state(store)``: row counts and the features folder listing, to assert that a failed
-    operation changed nothing."""
+    """``workspace_state(store)``: what a failed operation must leave unchanged - the row count of every
+    table in ``storage.models`` (keyed by table name), every column of every pair (``pairs_dump``), and
+    ``files``: the workspace's files with their sizes and hashes (``workspace_files``)."""
 
     def state(store: Store) -> dict:
         with store.db.read() as s:
-            counts = {model.__tablename__: s.scalar(select(func.count()).select_from(model))
-                      for model in (Pair, Event, Label, FeatureSet)}
-        features = store.root / "features"
-        counts["features_dir"] = sorted(p.name for p in features.iterdir()) if features.is_dir() else []
+            counts = {table.name: s.scalar(select(func.count()).select_from(table))
+                      for table in Base.metadata.sorted_tables}
+            counts["pairs_dump"] = [tuple(row) for row in s.execute(select(Pair.__table__).order_by(Pair.id))]
+        counts["files"] = workspace_files(store.root)
         return counts
 
     return state

@@ -15,7 +15,7 @@ from app.cli.verbs import (
     cmd_train, cmd_user_add, cmd_worker,
 )
 from learner.selection.strategies import STRATEGY_NAMES
-from storage.errors import PairlabError
+from storage.errors import PairlabError, one_line
 from storage.exporters import EXPORT_FORMATS
 from storage.importers import FORMATS as IMPORT_FORMATS
 from storage.models import SPLITS
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PairlabError as exc:
         if debug:
             raise
-        print(f"pairlab: error: {exc}", file=sys.stderr)
+        print(f"pairlab: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("pairlab: interrupted", file=sys.stderr)

@@ -31,14 +31,13 @@ def split_names(value: str | None) -> list[str]:
 def cmd_init(args: argparse.Namespace) -> int:
     from storage.errors import InputError
     from storage.store import init_workspace
+    from storage.text import read_text
     from storage.vocabulary import clean_label
 
     labels = split_names(args.labels)
     if args.labels_file:
         path = Path(args.labels_file)
-        if not path.is_file():
-            raise PairlabError(f"{path}: --labels-file not found")
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_no, line in enumerate(read_text(path, "--labels-file").split("\n"), start=1):
             if line.strip():
                 try:
                     labels.append(clean_label(line))
@@ -65,13 +64,11 @@ def guess_format(source: Path) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from storage.importers import import_source
+    from storage.importers import check_source, import_source
     from storage.store import open_store
 
     store = open_store(args.workspace)
-    source = Path(args.source)
-    if not source.exists():
-        raise PairlabError(f"{source}: not found")
+    source = check_source(args.source)
     fmt = args.format or guess_format(source)
     update, close = count_bar(f"import {source.name}")
     try:

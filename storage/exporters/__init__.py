@@ -2,16 +2,17 @@
 
 Every export is streamed: pairs are read in batches (``yield_per``) with their current labels
 (``storage.annotations.current_labels``) and written as they come, to a temporary file in the target
-folder that is ``os.replace``d onto ``out`` only when complete (and removed on any error).
+folder that is ``os.replace``d onto ``out`` only when complete (and removed on any error). ``out`` is
+checked first by ``targets.check_export_target``: never a folder, never the workspace's own files.
 
-Modules: ``rows`` (reading pairs with their annotation state), ``manifest`` (jsonl, csv),
-``documents`` (coco, label-studio) and ``npz``; each docstring gives its formats' shapes.
+Modules: ``targets`` (the export-target validator), ``rows`` (reading pairs with their annotation
+state), ``manifest`` (jsonl, csv), ``documents`` (coco, label-studio) and ``npz``; each docstring gives
+its formats' shapes.
 """
 from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from storage.exporters.documents import write_coco, write_label_studio
 from storage.exporters.manifest import neutralise, write_csv, write_jsonl
 from storage.exporters.npz import write_npz
 from storage.exporters.rows import RowCounter
+from storage.exporters.targets import check_export_target
+from storage.features import temporary_name
 from storage.progress import CountProgress
 from storage.store import Store
 
@@ -47,9 +50,7 @@ def export_workspace(store: Store, fmt: str, out: Path, *, progress: CountProgre
     if fmt not in EXPORT_FORMATS:
         raise InputError(str(out), None, "format",
                          f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
-    out = Path(out).resolve()
-    if not out.parent.is_dir():
-        raise InputError(str(out), None, "out", f"folder {out.parent} does not exist")
+    out = check_export_target(store, out)
     writers = {"jsonl": write_jsonl, "csv": write_csv, "coco": write_coco, "label-studio": write_label_studio}
     with store.db.read() as session, _atomic(out) as tmp:
         if fmt == "npz":
@@ -63,7 +64,7 @@ def export_workspace(store: Store, fmt: str, out: Path, *, progress: CountProgre
 
 @contextmanager
 def _atomic(out: Path) -> Iterator[Path]:
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temporary_name(out)
     try:
         yield tmp
         os.replace(tmp, out)

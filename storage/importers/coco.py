@@ -6,15 +6,16 @@ the json, where ``<root>`` is the parent of an ``annotations`` folder (else the 
 stay inside ``<root>`` unless ``allow_absolute``. When ``instances_<name>.json`` sits beside the
 captions file, an image listed there is labelled with the union of its instances' categories (``[]`` if
 none); other images stay unlabelled. External id: ``coco:<caption id>``; split: the ``split`` argument.
-The vocabulary is inferred in category order.
+The vocabulary is inferred in category order. Image and category ids are integers or strings
+(``fields.check_key``); an id listed twice in ``images`` or ``categories`` is an error.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.importers.fields import check_id, check_labels, check_text, resolve_image
+from storage.importers.fields import check_id, check_key, check_labels, check_text, resolve_image
+from storage.importers.jsonrows import read_json_document
 from storage.importers.rows import ParsedSource, SourceRow
 
 
@@ -37,12 +38,7 @@ def _caption_files(source: Path) -> list[Path]:
 
 
 def _load(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(str(path), None, "json", f"not valid UTF-8 at byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(str(path), exc.lineno, "json", f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+    doc = read_json_document(path)
     if not isinstance(doc, dict):
         raise InputError(str(path), None, "json", "expected a JSON object")
     for key in ("images", "annotations"):
@@ -57,6 +53,16 @@ def _field(item: object, key: str, path: Path, where: str):
     return item[key]
 
 
+def _id(item: object, key: str, path: Path, where: str) -> int | str:
+    return check_key(_field(item, key, path, where), str(path), None, f"{where}.{key}")
+
+
+def _new_id(seen: dict, value: int | str, path: Path, where: str) -> None:
+    if value in seen:
+        raise InputError(str(path), None, f"{where}.id", f"id {value!r} is listed twice (also at {seen[value]})")
+    seen[value] = where
+
+
 def _parse_one(captions: Path, split: str, allow_absolute: bool, rows: list[SourceRow], vocabulary: dict) -> None:
     doc = _load(captions)
     folder = captions.resolve().parent
@@ -64,23 +70,26 @@ def _parse_one(captions: Path, split: str, allow_absolute: bool, rows: list[Sour
     name = captions.stem.removeprefix("captions_")
     dirs = list(dict.fromkeys([root / name, folder / name, folder, root]))
     images: dict[object, Path] = {}
+    listed: dict[object, str] = {}
     for i, image in enumerate(doc["images"]):
         where = f"images[{i}]"
+        image_id = _id(image, "id", captions, where)
+        _new_id(listed, image_id, captions, where)
         file_name = _field(image, "file_name", captions, where)
         candidates = [resolve_image(d, file_name, allow_absolute=allow_absolute, path=str(captions), line=None,
                                     field_name=f"{where}.file_name") for d in dirs]
-        images[_field(image, "id", captions, where)] = next((c for c in candidates if c.is_file()), candidates[0])
+        images[image_id] = next((c for c in candidates if c.is_file()), candidates[0])
     labels = _instance_labels(folder / f"instances_{name}.json", vocabulary)
     for i, ann in enumerate(doc["annotations"]):
         where = f"annotations[{i}]"
-        image_id = _field(ann, "image_id", captions, where)
+        image_id = _id(ann, "image_id", captions, where)
         if image_id not in images:
             raise InputError(str(captions), None, f"{where}.image_id", f"no image with id {image_id!r}")
-        caption_id = check_id(_field(ann, "id", captions, where), str(captions), None, f"{where}.id")
-        if caption_id is None:
+        external_id = check_id(_field(ann, "id", captions, where), str(captions), None, f"{where}.id", prefix="coco:")
+        if external_id is None:
             raise InputError(str(captions), None, f"{where}.id", "empty")
         rows.append(SourceRow(
-            path=str(captions), line=None, external_id=f"coco:{caption_id}",
+            path=str(captions), line=None, external_id=external_id,
             image=images[image_id], image_ref=str(images[image_id]),
             text=check_text(_field(ann, "caption", captions, where), str(captions), None, f"{where}.caption"),
             labels=labels.get(image_id) if labels is not None else None, split=split,
@@ -96,18 +105,20 @@ def _instance_labels(path: Path, vocabulary: dict) -> dict[object, tuple[str, ..
     if not isinstance(categories, list):
         raise InputError(str(path), None, "categories", "missing or not a list")
     names: dict[object, str] = {}
+    listed: dict[object, str] = {}
     for i, cat in enumerate(categories):
-        label = check_labels([_field(cat, "name", path, f"categories[{i}]")], str(path), None,
-                             f"categories[{i}].name")[0]
-        names[_field(cat, "id", path, f"categories[{i}]")] = label
-        vocabulary[label] = None
+        where = f"categories[{i}]"
+        category = _id(cat, "id", path, where)
+        _new_id(listed, category, path, where)
+        names[category] = check_labels([_field(cat, "name", path, where)], str(path), None, f"{where}.name")[0]
+        vocabulary[names[category]] = None
     order = {name: i for i, name in enumerate(names.values())}
-    per_image: dict[object, set[str]] = {_field(im, "id", path, f"images[{i}]"): set()
+    per_image: dict[object, set[str]] = {_id(im, "id", path, f"images[{i}]"): set()
                                          for i, im in enumerate(doc["images"])}
     for i, ann in enumerate(doc["annotations"]):
         where = f"annotations[{i}]"
-        category = _field(ann, "category_id", path, where)
+        category = _id(ann, "category_id", path, where)
         if category not in names:
             raise InputError(str(path), None, f"{where}.category_id", f"unknown category {category!r}")
-        per_image.setdefault(_field(ann, "image_id", path, where), set()).add(names[category])
+        per_image.setdefault(_id(ann, "image_id", path, where), set()).add(names[category])
     return {image: tuple(sorted(found, key=order.__getitem__)) for image, found in per_image.items()}

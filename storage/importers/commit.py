@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +53,12 @@ def _content(row: SourceRow, sha: str) -> tuple:
     return sha, row.text, row.split, None if row.labels is None else tuple(sorted(row.labels))
 
 
-def assign_ids(rows: Sequence[SourceRow], shas: Sequence[str]) -> tuple[list[str], list[bool]]:
+def assign_ids(rows: Sequence[SourceRow], shas: Sequence[str],
+               features: Mapping[str, np.ndarray] | None = None) -> tuple[list[str], list[bool]]:
     """External ids (explicit or default) and a keep-mask that drops identical repeats within the source.
 
-    A repeated id with different content raises ``InputError`` at the later row.
+    A repeated id with different content raises ``InputError`` at the later row; with ``features``
+    (modality -> (N, D), aligned with rows) a repeat must also carry the same feature rows.
     """
     ids, keep = [], []
     seen: dict[str, tuple[int, tuple]] = {}
@@ -67,7 +69,7 @@ def assign_ids(rows: Sequence[SourceRow], shas: Sequence[str]) -> tuple[list[str
         if first is None:
             seen[ext] = (i, content)
             keep.append(True)
-        elif first[1] == content:
+        elif first[1] == content and all(np.array_equal(m[i], m[first[0]]) for m in (features or {}).values()):
             keep.append(False)
         else:
             other = rows[first[0]]

@@ -14,12 +14,12 @@ variables (``I_tr``, ``I_te``, ``T_tr``, ``T_te``) and the list files beside it 
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from storage.errors import InputError
+from storage.features import feature_matrix, load_arrays
 from storage.importers.fields import check_id, check_labels, check_split, check_text
 from storage.importers.rows import ParsedSource, SourceRow
 from storage.importers.wiki import parse_wiki
@@ -29,7 +29,7 @@ WIKI_VARIABLES = ("I_tr", "I_te", "T_tr", "T_te")
 
 
 def parse_features(source: Path, *, split: str) -> ParsedSource:
-    arrays = _load(source)
+    arrays = load_arrays(source)
     if source.suffix.lower() == ".mat" and all(k in arrays for k in WIKI_VARIABLES) \
             and all((source.parent / name).is_file() for name in LIST_FILES.values()):
         return parse_wiki(source.parent, allow_absolute=False)
@@ -58,34 +58,10 @@ def parse_features(source: Path, *, split: str) -> ParsedSource:
     return ParsedSource(rows, list(first_seen), {"image": image, "text": text})
 
 
-def _load(source: Path) -> dict:
-    path = str(source)
-    if not source.is_file():
-        raise InputError(path, None, "source", "no such file")
-    suffix = source.suffix.lower()
-    try:
-        if suffix == ".npz":
-            with np.load(source, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
-        if suffix == ".mat":
-            from scipy.io import loadmat
-
-            return {k: v for k, v in loadmat(source).items() if not k.startswith("__")}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise InputError(path, None, "source", f"cannot read {suffix} file ({exc})") from None
-    raise InputError(path, None, "format", f"unknown features extension {suffix!r}; use .npz or .mat")
-
-
 def _matrix(arrays: dict, key: str, path: str) -> np.ndarray:
     if key not in arrays:
         raise InputError(path, None, key, "missing (need image and text feature matrices)")
-    value = np.asarray(arrays[key])
-    if value.ndim != 2 or not np.issubdtype(value.dtype, np.number):
-        raise InputError(path, None, key, f"expected a 2-d numeric matrix, got shape {value.shape} {value.dtype}")
-    value = value.astype(np.float32)
-    if not np.isfinite(value).all():
-        raise InputError(path, None, key, "contains NaN or infinite values")
-    return value
+    return feature_matrix(arrays[key], path, key)
 
 
 def _strings(arrays: dict, key: str, n: int | None, path: str) -> list[str] | None:
@@ -130,5 +106,7 @@ def _labels(arrays: dict, n: int, path: str) -> tuple[list[list[str] | None], li
         mask = np.asarray(arrays["labelled"]).reshape(-1)
         if len(mask) != n:
             raise InputError(path, None, "labelled", f"{len(mask)} entries but the features have {n} rows")
+        if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+            raise InputError(path, None, "labelled", "must hold only 0 and 1 (or false and true)")
         out = [(labels or []) if flag else None for labels, flag in zip(out, mask.astype(bool))]
     return out, names

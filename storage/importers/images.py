@@ -20,12 +20,19 @@ class _ImageProblem(Exception):
 
 
 def _check_image(path: Path, max_pixels: int) -> str:
-    """sha256 of the file after a full decode; raise ``_ImageProblem`` with a readable reason."""
-    if not path.exists():
-        raise _ImageProblem(f"file not found: {path}")
-    if not path.is_file():
-        raise _ImageProblem(f"not a regular file: {path}")
-    data = path.read_bytes()
+    """sha256 of the file after a full decode; raise ``_ImageProblem`` with a readable reason.
+
+    Whatever the decoder raises on hostile bytes becomes "cannot decode image"; only a regular file is
+    read (a FIFO would block, a device never end).
+    """
+    try:
+        if not path.exists():
+            raise _ImageProblem(f"file not found: {path}")
+        if not path.is_file():
+            raise _ImageProblem(f"not a regular file: {path}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _ImageProblem(f"cannot read ({exc.strerror or exc}): {path}") from None
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
@@ -37,8 +44,10 @@ def _check_image(path: Path, max_pixels: int) -> str:
         raise _ImageProblem(f"decompression bomb refused ({exc}): {path}") from None
     except UnidentifiedImageError:
         raise _ImageProblem(f"not an image PIL can read: {path}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise _ImageProblem(f"cannot decode image ({exc}): {path}") from None
+    except _ImageProblem:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a decoder fed hostile bytes may raise anything
+        raise _ImageProblem(f"cannot decode image ({exc.__class__.__name__}: {str(exc)[:200]}): {path}") from None
     return hashlib.sha256(data).hexdigest()
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.importers.fields import check_id, check_labels, check_split, check_text, check_utf8, resolve_image
+from storage.importers.fields import check_id, check_labels, check_split, check_text, resolve_image
+from storage.importers.jsonrows import read_json_lines
 from storage.importers.rows import ParsedSource, SourceRow
+from storage.text import check_text_chars, read_text
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
@@ -30,7 +31,7 @@ _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 def parse_manifest(source: Path, *, split: str, allow_absolute: bool) -> ParsedSource:
     suffix = source.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        records = _jsonl_records(source)
+        records = read_json_lines(source)
     elif suffix == ".csv":
         records = _csv_records(source)
     else:
@@ -62,29 +63,6 @@ def _row(record: dict, path: str, line: int, base: Path, split: str, allow_absol
     )
 
 
-def _decode(source: Path) -> str:
-    """The file as text; bytes that are not UTF-8 become lone surrogates, reported per field later."""
-    data = source.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    return data.decode("utf-8", errors="surrogateescape")
-
-
-def _jsonl_records(source: Path) -> list[tuple[int, dict]]:
-    path, out = str(source), []
-    for line, raw in enumerate(_decode(source).split("\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, line, "json", f"malformed JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise InputError(path, line, "json", f"expected a JSON object, got {type(record).__name__}")
-        out.append((line, record))
-    return out
-
-
 def unneutralise(cell: str) -> str:
     """Undo the CSV exporter's formula neutralisation (a leading ``'`` before a risky character)."""
     if len(cell) >= 2 and cell[0] == "'" and (cell[1] in FORMULA_START or cell[1] == "'"):
@@ -94,7 +72,7 @@ def unneutralise(cell: str) -> str:
 
 def _csv_records(source: Path) -> list[tuple[int, dict]]:
     path = str(source)
-    reader = csv.reader(io.StringIO(_decode(source), newline=""), strict=True)
+    reader = csv.reader(io.StringIO(read_text(source, "source"), newline=""), strict=True)
     try:
         header = next(reader, None)
     except csv.Error as exc:
@@ -103,7 +81,7 @@ def _csv_records(source: Path) -> list[tuple[int, dict]]:
         raise InputError(path, 1, "header", "empty file; expected a header row")
     header = [h.strip() for h in header]
     for name in header:
-        check_utf8(name, path, 1, "header")
+        check_text_chars(name, path, 1, "header", single_line=True)
     for required in ("image", "text"):
         if required not in header:
             raise InputError(path, 1, "header", f"missing column {required!r}")

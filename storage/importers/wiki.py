@@ -13,8 +13,9 @@ from glob import escape
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.importers.fields import check_labels, check_text, resolve_image
+from storage.importers.fields import check_id, check_labels, check_text, resolve_image
 from storage.importers.rows import ParsedSource, SourceRow
+from storage.text import read_text
 from storage.wiki import LIST_FILES, read_wiki
 
 
@@ -29,11 +30,11 @@ def parse_wiki(source: Path, *, allow_absolute: bool) -> ParsedSource:
         if images.is_dir():
             image = _find(images, record.image_id, allow_absolute, path, record.line, "image_id")
             image_ref = str(image)
+        external_id = check_id(record.text_id, path, record.line, "text_id", prefix="wiki:")
         if texts.is_dir():
             text_file = _find(texts, record.text_id, allow_absolute, path, record.line, "text_id")
-            text = check_text(text_file.read_bytes().decode("utf-8", errors="surrogateescape"),
-                              str(text_file), None, "text")
-        rows.append(SourceRow(path=path, line=record.line, external_id=f"wiki:{record.text_id}", image=image,
+            text = check_text(read_text(text_file, "text"), str(text_file), None, "text")
+        rows.append(SourceRow(path=path, line=record.line, external_id=external_id, image=image,
                               image_ref=image_ref, text=text, labels=(record.category,), split=record.split,
                               id_field="text_id", image_field="image_id", labels_field="category"))
     features = {}
@@ -45,7 +46,9 @@ def parse_wiki(source: Path, *, allow_absolute: bool) -> ParsedSource:
 
 def _find(folder: Path, stem: str, allow_absolute: bool, path: str, line: int, field_name: str) -> Path:
     """``folder/<stem>.*`` (first match by name), confined to ``folder``; a missing file is reported by
-    the image check (or here, for texts)."""
+    the image check (or here, for texts). ``stem`` is a file name, never a path."""
+    if "/" in stem or stem in (".", ".."):
+        raise InputError(path, line, field_name, f"{stem[:60]!r} is not a file name (no '/', '.' or '..')")
     matches = sorted(p.name for p in folder.glob(f"{escape(stem)}.*"))
     name = matches[0] if matches else f"{stem}.jpg"
     found = resolve_image(folder, name, allow_absolute=allow_absolute, path=path, line=line, field_name=field_name)

@@ -4,19 +4,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.cli import REPO, pairlab
+
 COCO = REPO.parent / "shared" / "datasets" / "coco-mini"
-
-
-def pairlab(*args, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, cwd=cwd or REPO, timeout=300)
 
 
 def ok(*args, **kw) -> subprocess.CompletedProcess:

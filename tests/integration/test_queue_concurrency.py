@@ -3,7 +3,6 @@ installed): leases never double-book, no submission is lost."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -16,7 +15,7 @@ from storage.models import Event, Pair, QueueItem
 from storage.queue import SelectedPair, create_round
 from storage.store import init_workspace, open_store
 from storage.users import add_user
-from tests.support.postgres import postgres_bin, postgres_server
+from tests.support.postgres import database_url as database_url_for
 
 N_PAIRS = 150
 OVERLAP = 2
@@ -26,14 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request):
-    if request.param == "sqlite":
-        yield None  # the workspace's own SQLite file
-        return
-    if postgres_bin() is None:
-        if os.environ.get("PAIRLAB_REQUIRE_POSTGRES") == "1":
-            pytest.fail("PostgreSQL server binaries are missing but PAIRLAB_REQUIRE_POSTGRES=1")
-        pytest.skip("PostgreSQL server not installed (apt-get install postgresql); CI installs it")
-    with postgres_server() as url:
+    with database_url_for(request.param) as url:
         yield url
 
 

@@ -46,3 +46,20 @@ def postgres_server() -> Iterator[str]:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def database_url(kind: str) -> Iterator[str | None]:
+    """``sqlite``: None (the workspace's own file); ``postgresql``: a fresh server's URL. Skips the test
+    when the server is not installed, or fails it under ``PAIRLAB_REQUIRE_POSTGRES=1``."""
+    if kind == "sqlite":
+        yield None
+        return
+    import pytest
+
+    if postgres_bin() is None:
+        if os.environ.get("PAIRLAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL server binaries are missing but PAIRLAB_REQUIRE_POSTGRES=1")
+        pytest.skip("PostgreSQL server not installed (apt-get install postgresql); CI installs it")
+    with postgres_server() as url:
+        yield url

@@ -1,0 +1,21 @@
+"""What a workspace holds on disk, for tests that check a failed operation changed nothing."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+DATABASE_FILES = ("pairlab.db", "pairlab.db-wal", "pairlab.db-shm", "pairlab.db-journal")
+
+
+def workspace_files(root: Path) -> list[tuple[str, int, str]]:
+    """Every file and folder under ``root`` as ``(relative path, size, sha256)`` (folders end in ``/``),
+    leaving out the SQLite files, whose content ``workspace_state`` compares through the tables."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            out.append((rel + "/", 0, ""))
+        elif rel not in DATABASE_FILES:
+            data = path.read_bytes() if path.is_file() else b""
+            out.append((rel, len(data), hashlib.sha256(data).hexdigest()))
+    return out
