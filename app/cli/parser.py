@@ -14,7 +14,6 @@ from app.cli.verbs import (
     cmd_demo, cmd_encode, cmd_evaluate, cmd_export, cmd_import, cmd_init, cmd_select, cmd_serve, cmd_simulate,
     cmd_train, cmd_user_add, cmd_worker,
 )
-from learner.selection.strategies import STRATEGY_NAMES
 from storage.errors import PairlabError, one_line
 from storage.exporters import EXPORT_FORMATS
 from storage.importers import FORMATS as IMPORT_FORMATS
@@ -66,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("select", cmd_select, "select pairs for annotation and queue them")
     p.add_argument("workspace")
-    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="ascmr")
+    p.add_argument("--strategy", default="ascmr", help="a strategy of the registry (docs/selection.md); default ascmr")
     p.add_argument("--budget", type=int, required=True)
     p.add_argument("--assign", help="comma-separated annotators to deal the pairs to")
     p.add_argument("--overlap", type=int, help="annotators per pair (default: the workspace's [annotation].overlap)")
@@ -80,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("simulate", cmd_simulate, "replay active learning with the dataset's labels as the oracle")
     p.add_argument("source")
     p.add_argument("--format", choices=IMPORT_FORMATS)
-    p.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
+    p.add_argument("--strategies", help="comma-separated strategies and variants (default: every registry strategy)")
     p.add_argument("--initial", type=float, default=0.01)
     p.add_argument("--budget", type=float, default=0.01)
     p.add_argument("--rounds", type=int, default=5)

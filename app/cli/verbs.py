@@ -124,6 +124,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from app.bench.data import load_simulation_data
     from app.bench.simulate import SimulationConfig, run_simulation
     from app.bench.variants import load_variants
+    from learner.selection.strategies import STRATEGY_NAMES
     from learner.training import TrainConfig
 
     try:
@@ -131,7 +132,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError:
         raise PairlabError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers") from None
     variants = load_variants(Path(args.variants)) if args.variants else {}
-    config = SimulationConfig(strategies=tuple(split_names(args.strategies)), initial=args.initial,
+    config = SimulationConfig(strategies=tuple(split_names(args.strategies)) or STRATEGY_NAMES, initial=args.initial,
                               budget=args.budget, rounds=args.rounds, seeds=seeds,
                               train=TrainConfig(warm_start=args.warm_start), variants=variants,
                               evaluate_on=args.evaluate_on, jobs=args.jobs)
