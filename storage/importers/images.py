@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,22 +18,36 @@ class _ImageProblem(Exception):
     pass
 
 
+_HASH_CHUNK = 1 << 20  # bytes read at a time while hashing
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file, read in chunks: memory stays bounded whatever the file's size."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _check_image(path: Path, max_pixels: int) -> str:
     """sha256 of the file after a full decode; raise ``_ImageProblem`` with a readable reason.
 
-    Whatever the decoder raises on hostile bytes becomes "cannot decode image"; only a regular file is
-    read (a FIFO would block, a device never end).
+    Memory is bounded by the pixel cap, not by the file: the header's size is checked before any
+    pixel is decoded, the decoder reads from the file, and the hash is streamed. Whatever the
+    decoder raises on hostile bytes becomes "cannot decode image"; only a regular file is read (a
+    FIFO would block, a device never end).
     """
     try:
         if not path.exists():
             raise _ImageProblem(f"file not found: {path}")
         if not path.is_file():
             raise _ImageProblem(f"not a regular file: {path}")
-        data = path.read_bytes()
+        sha = _sha256(path)
     except OSError as exc:
         raise _ImageProblem(f"cannot read ({exc.strerror or exc}): {path}") from None
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(path) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise _ImageProblem(f"{width}x{height} pixels exceeds imports.max_image_pixels={max_pixels} "
@@ -48,7 +61,7 @@ def _check_image(path: Path, max_pixels: int) -> str:
         raise
     except Exception as exc:  # noqa: BLE001 - a decoder fed hostile bytes may raise anything
         raise _ImageProblem(f"cannot decode image ({exc.__class__.__name__}: {str(exc)[:200]}): {path}") from None
-    return hashlib.sha256(data).hexdigest()
+    return sha
 
 
 def verify_images(rows: Sequence[SourceRow], max_pixels: int, progress: CountProgress | None) -> list[str]:
