@@ -3,19 +3,39 @@
 SQLite gets WAL, ``busy_timeout`` and foreign keys on every connection, and write transactions
 start with ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade. Any other
 SQLAlchemy URL (Postgres) works unchanged.
+
+The busy policy lives here, in ``Database.write``, and only here. On SQLite a write transaction takes
+the database's one write lock when it begins; while another process holds it, SQLite itself waits
+``BUSY_TIMEOUT_MS``, then the BEGIN is tried again after a jittered, exponentially growing pause, for
+``BUSY_RETRY_SECONDS`` in all; only then does the caller get ``DatabaseBusyError``. Only the BEGIN is
+retried, before the caller's block has run, so the block runs once and need not be idempotent; once it
+holds the lock nothing in it can meet a busy database (under WAL, readers never block a writer). Blocks
+must be short, since every other writer waits for them. PostgreSQL has no busy state: a transaction
+waits on the rows it locks.
 """
 from __future__ import annotations
 
+import itertools
+import logging
+import random
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from storage.errors import WorkspaceError
+from storage.errors import DatabaseBusyError, WorkspaceError
 from storage.models import SCHEMA_VERSION, Base, Meta
 
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = 1_000  # SQLite's own wait for a lock, per attempt (every statement, reads included)
+BUSY_RETRY_SECONDS = 30.0  # how long a write waits for the write lock in all
+BACKOFF_FIRST_SECONDS = 0.01  # the pause after the first busy attempt; it doubles up to BACKOFF_MAX_SECONDS
+BACKOFF_MAX_SECONDS = 0.2
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -38,9 +58,41 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction: committed on success, rolled back on any error."""
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
-            yield session
+        """A write transaction: committed on success, rolled back on any error.
+
+        The transaction has begun (on SQLite: holds the write lock) before the block runs; a busy SQLite
+        database is waited for as the module docstring says, then ``DatabaseBusyError``.
+        """
+        session = self._begin_write()
+        with session:
+            try:
+                yield session
+            except BaseException:
+                session.rollback()
+                raise
+            session.commit()
+
+    def _begin_write(self) -> Session:
+        """A session whose write transaction has begun, retrying the BEGIN while SQLite is busy."""
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        pause = BACKOFF_FIRST_SECONDS
+        for attempt in itertools.count(1):
+            session = Session(self._writer, expire_on_commit=False)
+            try:
+                session.connection()  # emits BEGIN (IMMEDIATE on SQLite) now, not at the block's first statement
+                return session
+            except OperationalError as exc:
+                session.close()
+                if not (self.is_sqlite and _is_busy(exc)):
+                    raise
+            sleep = random.uniform(0.0, pause)  # full jitter: waiters that met the same lock spread out
+            if time.monotonic() + sleep > deadline:
+                break
+            time.sleep(sleep)
+            pause = min(2 * pause, BACKOFF_MAX_SECONDS)
+        log.warning("%s: no write lock after %d attempts in %.0f s", self.url, attempt, BUSY_RETRY_SECONDS)
+        raise DatabaseBusyError(f"the database stayed busy for {BUSY_RETRY_SECONDS:.0f} s (another process is "
+                                "writing a lot); try again")
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -62,13 +114,21 @@ class Database:
         self.engine.dispose()
 
 
+def _is_busy(exc: OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, extended codes included ("database is locked")."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _BUSY_CODES
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised by every test
         dbapi_connection.isolation_level = None  # let SQLAlchemy's begin event emit BEGIN itself
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: the next pragma may wait for a lock
+        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() not in ("wal", "memory"):
+            log.warning("SQLite kept journal mode %s instead of WAL: readers will block writers", mode)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

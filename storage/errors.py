@@ -44,5 +44,9 @@ class ConflictError(PairlabError):
     """A concurrent writer changed the same rows first (e.g. selected the same pair); running again helps."""
 
 
+class DatabaseBusyError(PairlabError):
+    """The database stayed locked by other writers longer than the busy-retry bound; trying again later helps."""
+
+
 class PermissionDenied(PairlabError):
     """The acting user's role does not allow the action."""

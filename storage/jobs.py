@@ -52,8 +52,14 @@ def enqueue(session: Session, kind: str, params: dict[str, Any], created_by: int
 
 
 def claim_job(session: Session) -> JobView | None:
-    """Mark the oldest queued job running for this process (call inside a write transaction)."""
-    job = session.scalar(select(Job).where(Job.status == "queued").order_by(Job.id).limit(1))
+    """Mark the oldest queued job running for this process (call inside a write transaction).
+
+    Each job is started by one worker only: SQLite's write transaction excludes every other writer;
+    PostgreSQL locks the job's row with ``FOR UPDATE SKIP LOCKED``, so a second worker takes the next
+    queued job instead of waiting for, and then repeating, this one.
+    """
+    job = session.scalar(select(Job).where(Job.status == "queued").order_by(Job.id).limit(1)
+                         .with_for_update(skip_locked=True))
     if job is None:
         return None
     job.status, job.started_at, job.worker_pid, job.message = "running", utcnow(), os.getpid(), "started"

@@ -3,7 +3,10 @@
 ``create_round`` records a selection and queues each pair ``overlap`` times (one slot per annotator
 that should see it). ``claim_next`` hands an annotator one free slot atomically: under SQLite the
 write transaction starts with ``BEGIN IMMEDIATE``, so claims serialise; under Postgres the row is
-locked with ``FOR UPDATE SKIP LOCKED``. A lease that expires returns its slot to the queue.
+locked with ``FOR UPDATE SKIP LOCKED``, so different annotators' claims pass each other, and the
+claimant's own ``users`` row is locked first (``FOR NO KEY UPDATE``), so one person's claims, submissions
+and undos (several browser tabs) take turns and never see a slot of the same pair as free twice. A
+lease that expires returns its slot to the queue.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.annotations import last_undoable_event, record_event
 from storage.errors import ConflictError, NotFoundError, PairlabError
-from storage.models import EVENT_KINDS, SPLITS, Event, Pair, QueueItem, Round, Selection, utcnow
+from storage.models import EVENT_KINDS, SPLITS, Event, Pair, QueueItem, Round, Selection, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,12 @@ def _free_slot(now: datetime):
 def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim | None:
     """Lease the next free slot to ``user_id`` (or return the lease it already holds).
 
-    A user never gets two slots of the same pair, so overlap K means K distinct annotators.
-    Call inside ``Database.write()``. SQLite serialises writers (``BEGIN IMMEDIATE``); other databases
-    lock the chosen row with ``FOR UPDATE SKIP LOCKED`` so concurrent claims pass each other.
+    A user never gets two slots of the same pair, so overlap K means K distinct annotators, even when
+    the same user claims from several tabs at once. Call inside ``Database.write()``. SQLite serialises
+    writers (``BEGIN IMMEDIATE``); other databases lock the user's row, then the chosen slot with
+    ``FOR UPDATE SKIP LOCKED`` so different users' claims pass each other.
     """
+    _take_turn(session, user_id)
     now = utcnow()
     held = session.scalar(select(QueueItem).where(QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
                                                   QueueItem.lease_expires_at >= now).order_by(QueueItem.priority))
@@ -132,15 +137,26 @@ def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim
                         ~seen_by_me, ~skipped_by_me)
                  .order_by(QueueItem.priority, QueueItem.slot)
                  .limit(1))
-        if session.get_bind().dialect.name != "sqlite":
-            query = query.with_for_update(skip_locked=True)
-        held = session.scalar(query)
+        held = session.scalar(query.with_for_update(skip_locked=True))  # SQLite: no clause, the writer is alone
         if held is None:
             return None
     held.leased_by = user_id
     held.lease_expires_at = now + timedelta(minutes=lease_minutes)
     session.flush()
     return _claim_view(session, held)
+
+
+def _take_turn(session: Session, user_id: int) -> None:
+    """Wait until no other transaction is changing this user's slots (PostgreSQL: lock the user's row).
+
+    ``FOR NO KEY UPDATE`` rather than ``FOR UPDATE``: any insert that references the user (an event, a
+    job) takes ``FOR KEY SHARE`` on the row, which this lock lets through, so only claims, submissions and
+    undos of the same user wait for each other. SQLite renders no clause: its write transaction already
+    excludes every other writer.
+    """
+    found = session.scalar(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+    if found is None:
+        raise NotFoundError(f"user {user_id} does not exist")
 
 
 def _claim_view(session: Session, item: QueueItem) -> Claim:
@@ -162,6 +178,7 @@ def submit(session: Session, user_id: int, queue_item_id: int, *, kind: str = "s
     """
     if kind not in ("submit", "skip", "flag"):
         raise ValueError(f"kind {kind!r}; allowed: submit, skip, flag")
+    _take_turn(session, user_id)
     item = session.get(QueueItem, queue_item_id)
     if item is None:
         raise NotFoundError(f"queue item {queue_item_id} does not exist")
@@ -187,6 +204,7 @@ class Undone:
 
 def undo_last(session: Session, user_id: int, *, lease_minutes: float) -> Undone | None:
     """Retract the user's latest submit/skip/flag with an ``undo`` event and lease its slot back to them."""
+    _take_turn(session, user_id)
     target = last_undoable_event(session, user_id)
     if target is None:
         return None

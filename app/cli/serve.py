@@ -31,6 +31,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
             "--server.runOnSave", "false",
             "--browser.gatherUsageStats", "false",
             "--client.toolbarMode", "minimal",
+            "--client.showErrorDetails", "none",  # an uncaught error shows a generic message, never a traceback
             "--global.developmentMode", "false"]
 
 

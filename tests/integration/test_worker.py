@@ -11,7 +11,7 @@ import pytest
 
 from app.jobs.handlers import JOB_HANDLERS
 from app.jobs.progress import JobProgress
-from app.cli.serve import serve
+from app.cli.serve import serve, streamlit_command
 from app.jobs.worker import run_worker
 from storage.errors import PairlabError
 from storage.features import list_features
@@ -123,6 +123,11 @@ def test_worker_process_stops_on_sigterm(store):
 def test_serve_refuses_auto_login_off_loopback(store):
     with pytest.raises(PairlabError, match="only allowed on 127.0.0.1"):
         serve(store.root, host="0.0.0.0", port=8599, auto_login="op")
+
+
+def test_the_web_server_never_shows_annotators_a_traceback():
+    command = streamlit_command("127.0.0.1", 8599)
+    assert command[command.index("--client.showErrorDetails") + 1] == "none"
 
 
 @pytest.mark.parametrize("kind, params", [
