@@ -1,7 +1,8 @@
 """``pairlab worker``: claims queued jobs one at a time and runs them through ``app.jobs.handlers.JOB_HANDLERS``.
 
 One worker per workspace: it holds an exclusive lock on ``WS/.worker.lock`` for its life, and a second
-one is refused.
+one is refused. At start-up, under that lock, it finishes the jobs a dead worker left running and
+removes what a crash left in the workspace (``app.jobs.litter``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.jobs.handlers import JOB_HANDLERS
+from app.jobs.litter import remove_litter
 from app.jobs.progress import JobProgress, WorkerStopping
 from app.services.settings import open_workspace
 from storage.errors import PairlabError
@@ -44,9 +46,8 @@ def run_worker(root: str | Path, *, poll_seconds: float = DEFAULT_POLL_SECONDS,
     ran = 0
     try:
         with _worker_lock(store.root), _stop_on_signals(stop, install=stop_event is None):
-            failed = _fail_orphans(store)
-            if failed:
-                log.warning("marked %d job(s) failed: their worker stopped before they finished", failed)
+            _finish_orphans(store)
+            remove_litter(store)
             log.info("worker %d watching %s for jobs", os.getpid(), store.root)
             while not stop.is_set():
                 if run_next_job(store, stop):
@@ -85,7 +86,7 @@ def _run(store: Store, job: JobView, stop: threading.Event | None) -> tuple[dict
             report_progress(s, job.id, fraction, message)
 
     try:
-        return handler(store, dict(job.params), JobProgress(report, stop=stop)), None
+        return handler(store, {**job.params, "job_id": job.id}, JobProgress(report, stop=stop)), None
     except (PairlabError, WorkerStopping) as exc:
         return None, _one_line(str(exc))
     except Exception as exc:  # noqa: BLE001 - a failing job must not take the worker down
@@ -97,9 +98,12 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())[:1000] or "failed"
 
 
-def _fail_orphans(store: Store) -> int:
+def _finish_orphans(store: Store) -> None:
+    """Fail the jobs a dead worker left running, or mark them done when their result was committed."""
     with store.db.write() as s:
-        return fail_orphaned_jobs(s, {pid for pid in running_worker_pids(s) if _alive(pid)})
+        orphans = fail_orphaned_jobs(s, {pid for pid in running_worker_pids(s) if _alive(pid)})
+    for job in orphans:
+        log.warning("job %d (%s) was left running by a stopped worker: %s", job.id, job.kind, job.message)
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """The background worker and ``pairlab serve``'s guards, on a real SQLite workspace."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,17 +11,23 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from app.jobs.handlers import JOB_HANDLERS
 from app.jobs.progress import JobProgress
 from app.cli.serve import serve
 from app.jobs.worker import LOCK_NAME, WorkerRunningError, run_worker
+from app.services import train
+from app.services.encode import encode_workspace
 from storage.errors import PairlabError
 from storage.features import list_features
+from storage.importers import import_source
 from storage.jobs import enqueue, get_job
 from storage.model_versions import latest_model_version
-from storage.models import Job
-from tests.integration.workbench_fixtures import build_workspace
+from storage.models import Job, ModelVersion
+from storage.store import init_workspace
+from storage.users import add_user
+from tests.integration.workbench_fixtures import LABELS, PASSWORD, SAMPLE_IMAGES, build_workspace
 from tests.support.processes import children_of, free_port, port_is_free, running, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,3 +225,59 @@ def test_the_worker_rechecks_the_role_of_whoever_queued_the_job(store, kind, par
     assert job.status == "failed" and job.message == "user 'ann' (annotator) may not operate"
     assert effects() == before
 
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: no handler in the worker catches it, so the job stays 'running'."""
+
+
+@pytest.fixture()
+def trainable(tmp_path):
+    """A workspace that trains in seconds: 8 labelled pool pairs with real images, encoded; an operator."""
+    root = tmp_path / "ws"
+    store = init_workspace(root, labels=LABELS)
+    manifest = root / "manifest.jsonl"
+    images = sorted(SAMPLE_IMAGES.glob("*.jpg"))[:8]
+    manifest.write_text("".join(json.dumps({"id": f"p{i}", "image": str(img), "text": f"photo {i}",
+                                            "labels": [LABELS[i % 2]]}) + "\n" for i, img in enumerate(images)),
+                        encoding="utf-8")
+    import_source(store, manifest, "manifest", allow_absolute=True)
+    with store.db.write() as s:
+        add_user(s, "op", "operator", PASSWORD)
+    encode_workspace(store)
+    with (root / "pairlab.toml").open("a", encoding="utf-8") as toml:
+        toml.write("\n[train]\nepochs = 2\nmin_epochs = 1\n")
+    yield store
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_train_job_killed_after_its_model_committed_is_reported_done(trainable, monkeypatch):
+    def killed_after_commit(_store):
+        raise Killed  # the version's row is committed; the embeddings come next
+
+    monkeypatch.setattr(train, "model_embeddings", killed_after_commit)
+    job_id = queue(trainable, "train", {"actor": "op"})
+    with pytest.raises(Killed):
+        run_worker(trainable.root, once=True)
+    assert job_state(trainable, job_id).status == "running"
+    run_worker(trainable.root, once=True)  # the next worker finds the job orphaned (its pid is ours)
+    job = job_state(trainable, job_id)
+    with trainable.db.read() as s:
+        version = s.scalars(select(ModelVersion)).one()
+    assert version.config["job_id"] == job_id
+    assert (job.status, job.result["version"], job.progress) == ("done", 1, 1.0)
+    assert job.message == ("done: model v1 was recorded before the job was cut short (worker stopped before the "
+                           "job finished)")
+
+
+@pytest.mark.slow
+def test_a_train_job_stopped_after_its_model_committed_is_done(trainable, monkeypatch):
+    """SIGTERM (e.g. from a dying ``pairlab serve``) after the commit fails the next progress report, not the job."""
+    stop = threading.Event()
+    monkeypatch.setattr(train, "model_embeddings", lambda _store: stop.set())
+    job_id = queue(trainable, "train", {"actor": "op"})
+    assert run_worker(trainable.root, stop_event=stop) == 1
+    job = job_state(trainable, job_id)
+    assert (job.status, job.result["version"]) == ("done", 1)
+    assert job.message == ("done: model v1 was recorded before the job was cut short (the worker was stopped "
+                           "while the job ran)")
