@@ -67,7 +67,7 @@ def parse_arch(name: str) -> str:
 
 
 def _load_and_preprocess(path: str | Path, preprocess) -> torch.Tensor:
-    """Decode one image upright (``images.open_image``) and apply open_clip's own preprocessing: ``(3, S, S)`` float32."""
+    """Decode one image upright (``images.open_image``), then open_clip's own preprocessing: ``(3, S, S)`` float32."""
     return preprocess(open_image(path))
 
 
