@@ -245,7 +245,7 @@ def trainable(tmp_path):
         add_user(s, "op", "operator", PASSWORD)
     encode_workspace(store)
     with (root / "pairlab.toml").open("a", encoding="utf-8") as toml:
-        toml.write("\n[train]\nepochs = 2\nmin_epochs = 1\n")
+        toml.write("\n[train]\nepochs = 2\nmin_epochs = 1\nmin_steps_per_epoch = 2\ndim = 32\nhidden = 64\n")
     yield store
     store.close()
 
