@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFoundError
+from storage.model_versions import model_version_of_job
 from storage.models import Job, utcnow
 
 JOB_KINDS = ("encode", "train", "select", "export")
@@ -73,20 +74,36 @@ def report_progress(session: Session, job_id: int, progress: float, message: str
 
 
 def finish_job(session: Session, job_id: int, *, result: dict[str, Any] | None = None, error: str | None = None) -> None:
-    values = dict(finished_at=utcnow(), status="failed" if error else "done", result=result,
-                  message=error[:1000] if error else "done")
-    if not error:
-        values["progress"] = 1.0
-    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    """Mark the job done with ``result``, or failed with ``error`` (see ``_finish`` for a train job's error)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} does not exist")
+    _finish(session, job, result, error)
 
 
-def fail_orphaned_jobs(session: Session, live_pids: set[int]) -> int:
-    """Jobs left ``running`` by a worker that died are marked failed; returns how many."""
+def fail_orphaned_jobs(session: Session, live_pids: set[int]) -> list[JobView]:
+    """Fail the jobs left ``running`` by a worker that died (see ``_finish`` for a train job); returns them."""
     rows = session.scalars(select(Job).where(Job.status == "running")).all()
     orphaned = [j for j in rows if j.worker_pid not in live_pids]
     for job in orphaned:
-        job.status, job.finished_at, job.message = "failed", utcnow(), "worker stopped before the job finished"
-    return len(orphaned)
+        _finish(session, job, None, "worker stopped before the job finished")
+    return [_view(j) for j in orphaned]
+
+
+def _finish(session: Session, job: Job, result: dict[str, Any] | None, error: str | None) -> None:
+    """Done with ``result``, or failed with ``error``; but a ``train`` job whose model version was committed
+    (the version's ``config["job_id"]``) before the error (its worker stopping or killed, say) is done, with
+    that version as its result."""
+    trained = model_version_of_job(session, job.id, since=job.started_at) if error and job.kind == "train" else None
+    message = error or "done"
+    if trained is not None:
+        result, error = trained.summary(), None
+        message = f"done: model v{trained.version} was recorded before the job was cut short ({message})"
+    job.finished_at, job.result, job.message = utcnow(), result, message[:1000]
+    job.status = "failed" if error else "done"
+    if not error:
+        job.progress = 1.0
+    session.flush()
 
 
 def get_job(session: Session, job_id: int) -> JobView:

@@ -32,22 +32,31 @@ class UserInfo:
     role: str
 
 
-def hash_password(password: str) -> str:
-    """``scrypt$N$r$p$salt$hash`` with a random 16-byte salt."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+def _format_hash(salt: bytes, digest: bytes) -> str:
     enc = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${enc(salt)}${enc(digest)}"
 
 
+def hash_password(password: str) -> str:
+    """``scrypt$N$r$p$salt$hash`` with a random 16-byte salt."""
+    salt = secrets.token_bytes(16)
+    return _format_hash(salt, hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P))
+
+
+# Checked against when there is no user or no usable stored hash, so every sign-in runs scrypt once with the
+# current parameters and its time does not tell whether the name exists; it never matches.
+_DECOY_HASH = _format_hash(bytes(16), bytes(64))
+
+
 def verify_password(password: str, stored: str | None) -> bool:
-    if not stored or not stored.startswith("scrypt$"):
-        return False
+    """Whether ``password`` matches ``stored``; runs scrypt once whatever ``stored`` is (None or malformed
+    never matches)."""
+    usable = bool(stored) and stored.startswith("scrypt$") and stored.count("$") == 5
+    _, n, r, p, salt, digest = (stored if usable else _DECOY_HASH).split("$")
     try:
-        _, n, r, p, salt, digest = stored.split("$")
         candidate = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r),
                                    p=int(p))
-        return hmac.compare_digest(candidate, base64.b64decode(digest))
+        return usable and hmac.compare_digest(candidate, base64.b64decode(digest))
     except ValueError:  # a malformed stored hash never matches
         return False
 
@@ -72,12 +81,11 @@ def add_user(session: Session, name: str, role: str, password: str | None = None
 
 
 def authenticate(session: Session, name: str, password: str) -> UserInfo | None:
-    """The user when name and password match, else None (same answer for unknown name or bad password)."""
+    """The user when name and password match, else None: the same answer, after the same scrypt work (one KDF
+    run), for an unknown name, a user without a password and a wrong password."""
     user = session.scalar(select(User).where(User.name == name, User.role != "system"))
-    if user is None:
-        verify_password(password, hash_password("timing-equaliser"))
-        return None
-    return UserInfo(user.id, user.name, user.role) if verify_password(password, user.password_hash) else None
+    matches = verify_password(password, None if user is None else user.password_hash)  # scrypt once either way
+    return UserInfo(user.id, user.name, user.role) if matches and user is not None else None
 
 
 def get_user(session: Session, name: str) -> UserInfo:

@@ -1,12 +1,19 @@
-"""``pairlab serve``: the Streamlit server and a background worker, started and stopped together."""
+"""``pairlab serve``: the Streamlit server and a background worker, started and stopped together.
+
+Ctrl-C or SIGTERM stops both children in order. If ``serve`` itself dies without that chance (``kill -9``,
+a crash), Linux sends each child SIGTERM (``prctl(PR_SET_PDEATHSIG)``), so neither is left holding the
+port or the workspace's worker lock.
+"""
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from app.services.settings import open_workspace
@@ -16,6 +23,7 @@ from storage.errors import PairlabError
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def app_script() -> Path:
@@ -62,10 +70,13 @@ def serve(root: str | Path, *, host: str = LOOPBACK, port: int = 8501, auto_logi
     children: list[tuple[str, subprocess.Popen]] = []
     code = 0
     try:
-        # Own sessions, so a terminal's Ctrl-C reaches only us and we stop the children in order.
-        children.append(("worker", subprocess.Popen(worker_command(root), env=env, start_new_session=True)))
+        # Own sessions, so a terminal's Ctrl-C reaches only us and we stop the children in order; and
+        # a parent-death signal, so they stop when we die without stopping them.
+        die_with_us = _die_with_parent()
+        children.append(("worker", subprocess.Popen(worker_command(root), env=env, start_new_session=True,
+                                                    preexec_fn=die_with_us)))
         children.append(("web server", subprocess.Popen(streamlit_command(host, port), env=env,
-                                                         start_new_session=True)))
+                                                         start_new_session=True, preexec_fn=die_with_us)))
         log.info("serving %s at http://%s:%d (worker pid %d); Ctrl-C stops both", root, host, port,
                  children[0][1].pid)
         while not stop.wait(0.5):
@@ -79,6 +90,23 @@ def serve(root: str | Path, *, host: str = LOOPBACK, port: int = 8501, auto_logi
         for sig, old in previous.items():
             signal.signal(sig, old)
     return code
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel send the child SIGTERM when this process dies, however it
+    dies (Linux ``PR_SET_PDEATHSIG``); None on other systems."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        if prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # died between the fork and the prctl, so no signal will come: don't start
+            raise ChildProcessError("pairlab serve exited before its child started")
+
+    return set_parent_death_signal
 
 
 def _stop_children(children: list[tuple[str, subprocess.Popen]]) -> None:

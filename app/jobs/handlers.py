@@ -3,7 +3,8 @@
 The worker claims a job, looks its kind up here and records the returned dict as the job's result.
 To add a kind, write a handler with that signature and add one line to ``JOB_HANDLERS`` (the kind
 must be in ``storage.jobs.JOB_KINDS``). Every handler re-checks the role of the user who queued the
-job (``params["actor"]``), so a job row written by anyone but an operator does nothing.
+job (``params["actor"]``), so a job row written by anyone but an operator does nothing. The worker adds
+the job's id to the params as ``params["job_id"]``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from storage.store import Store
 from storage.users import UserInfo, get_user, require
 
 Handler = Callable[[Store, dict[str, Any], JobProgress], dict[str, Any]]
+# An export job writes in exports/.partial-<random>/ and renames the file out when complete; only workers
+# make these folders, so one left at a worker's start-up is litter (app.jobs.litter).
+STAGING_PREFIX = ".partial-"
 
 
 def acting_user(store: Store, params: dict[str, Any], action: str) -> UserInfo:
@@ -56,7 +60,7 @@ def handle_export(store: Store, params: dict[str, Any], progress: JobProgress) -
         raise PairlabError(f"job params: file {name!r} must be a plain file name")
     exports = store.workspace.subdir("exports")
     target = exports / name
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=exports))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=exports))
     try:  # written in a hidden folder and renamed, so the file appears only when complete
         report = export_workspace(store, fmt, staging / name, progress=progress)
         os.replace(report.path, target)
@@ -73,8 +77,9 @@ def handle_encode(store: Store, params: dict[str, Any], progress: JobProgress) -
 
 def handle_train(store: Store, params: dict[str, Any], progress: JobProgress) -> dict[str, Any]:
     acting_user(store, params, "operate")
-    info = train_workspace(store, warm_start=params.get("warm_start"), progress=progress.update)
-    return {"version": info.version, "labelled": info.labelled_count, "metrics": info.metrics}
+    info = train_workspace(store, warm_start=params.get("warm_start"), progress=progress.update,
+                           job_id=params.get("job_id"))
+    return info.summary()
 
 
 JOB_HANDLERS: dict[str, Handler] = {

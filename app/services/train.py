@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -24,6 +25,9 @@ from storage.store import Store
 
 log = logging.getLogger(__name__)
 
+# models/model-<UTC stamp>-<8 hex>.pt: unique per training run (see ``_save_version``).
+CHECKPOINT_NAME = re.compile(r"model-\d{8}T\d{6}-[0-9a-f]{8}\.pt")
+
 
 def _warm_start_model(previous: ModelVersionInfo | None, signatures: dict[str, str], shape: tuple[int, int, int]):
     """The previous version's model when its features, vocabulary and input sizes still fit, else None."""
@@ -41,9 +45,11 @@ def _warm_start_model(previous: ModelVersionInfo | None, signatures: dict[str, s
 
 
 def _save_version(store: Store, result, *, choice: EncoderChoice, vocabulary: list[str], config, signatures,
-                  parent: ModelVersionInfo | None, labelled_count: int, metrics: dict[str, Any]) -> ModelVersionInfo:
+                  parent: ModelVersionInfo | None, labelled_count: int, metrics: dict[str, Any],
+                  job_id: int | None) -> ModelVersionInfo:
     """Checkpoint under a unique name first, then its row: a rollback or a concurrent trainer never
-    leaves a row pointing at a half-written or overwritten checkpoint."""
+    leaves a row pointing at a half-written or overwritten checkpoint (a kill in between leaves an
+    orphan checkpoint, which the worker removes at start-up: ``app.jobs.litter``)."""
     path = store.workspace.subdir("models") / f"model-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.pt"
     save_checkpoint(result.model, path, {"vocabulary": vocabulary, "encoders": choice.names()})
     try:
@@ -52,7 +58,7 @@ def _save_version(store: Store, result, *, choice: EncoderChoice, vocabulary: li
                 s, path=str(path), parent_version=None if parent is None else parent.version,
                 labelled_count=labelled_count, metrics=metrics,
                 config={"train": dataclasses.asdict(config), "encoders": choice.names(), "vocabulary": vocabulary,
-                        "features": signatures})
+                        "features": signatures, "job_id": job_id})
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -60,12 +66,14 @@ def _save_version(store: Store, result, *, choice: EncoderChoice, vocabulary: li
 
 
 def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int | None = None,
-                    progress: StepProgress = quiet) -> ModelVersionInfo:
+                    progress: StepProgress = quiet, job_id: int | None = None) -> ModelVersionInfo:
     """Train a new model version on the ``pool``/``train`` pairs (labelled + unlabelled) and record it.
 
     From scratch, or with ``warm_start`` (None: ``[train].warm_start``) from the latest version when
     its features and vocabulary still fit. Early stopping uses a validation split of the labelled
     training pairs (inside ``train_model``); ``val`` and ``test`` pairs are never trained on.
+    job_id: the ``train`` job doing this, recorded in the version's config so that a worker killed after
+    the commit still reports the job done (``storage.jobs.fail_orphaned_jobs``).
     """
     config = settings(store).train
     config = dataclasses.replace(config, **{k: v for k, v in (("warm_start", warm_start), ("epochs", epochs))
@@ -92,7 +100,7 @@ def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int
         metrics["test"] = _evaluate_rows(store, result.model, table, test, choice)
     info = _save_version(store, result, choice=choice, vocabulary=labels.vocabulary, config=config,
                             signatures=signatures, parent=previous if init is not None else None,
-                            labelled_count=n_labelled, metrics=metrics)
+                            labelled_count=n_labelled, metrics=metrics, job_id=job_id)
     model_embeddings(store)  # computed now, so Explore never waits on it
     progress(1.0, f"model v{info.version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
     return info

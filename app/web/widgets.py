@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
-from PIL import Image, ImageOps
 
 from app.web import runtime
+from learner.encoders.images import open_image
 from storage.jobs import JobView, get_job
 from storage.store import Store
 
@@ -24,30 +24,28 @@ def literal(text: str) -> str:
     return "".join("\\" + ch if ch in _MARKDOWN_PUNCTUATION else ch for ch in str(text))
 
 
-def image_bytes(path: str) -> bytes | None:
-    """The image file's bytes, or None when the pair has no readable image file (e.g. feature-only pairs).
-
-    Only local files are read, so a path from data can never make the browser fetch a URL.
-    """
-    file = Path(path)
-    return file.read_bytes() if file.is_file() else None
+def upright_jpeg(path: str, fit: tuple[int, int] | None = None) -> bytes:
+    """The image decoded upright (``learner.encoders.images.open_image``, as the encoders see it), fitted into
+    ``fit`` when given, as JPEG bytes. Re-encoded rather than sent as the file's bytes, since Streamlit
+    re-encodes wide images without their EXIF orientation. Only local files are read, so a path from data
+    can never make the browser fetch a URL."""
+    image = open_image(path)
+    if fit is not None:
+        image.thumbnail(fit)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90 if fit else 95)
+    return out.getvalue()
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _fitted(path: str, mtime: float) -> bytes:  # mtime: a changed file is a new cache entry
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        image.thumbnail(FIT_BOX)
-        out = io.BytesIO()
-        image.save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    return upright_jpeg(path, FIT_BOX)
 
 
 @st.dialog("Full-size image", width="large")
 def _zoom_dialog(path: str) -> None:
-    data = image_bytes(path)
-    if data is not None:
-        st.image(data, width="content")
+    if Path(path).is_file():
+        st.image(upright_jpeg(path), width="content")
 
 
 def pair_image(path: str, *, key: str) -> None:

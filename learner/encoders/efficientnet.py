@@ -144,6 +144,7 @@ class EfficientNetLite0Encoder(Encoder):
     """Image encoder: ``(N,)`` image paths -> ``(N, 1280)`` float32 pooled features (not normalised)."""
 
     name = "efficientnet-lite0"
+    version = 2  # 2: images are decoded upright (EXIF orientation); features cached by version 1 are stale
     modalities = frozenset({IMAGE})
 
     def __init__(self, config: EfficientNetLite0Config | None = None) -> None:

@@ -3,7 +3,11 @@
 torchvision is not a dependency (it has no CPU wheel here), so the usual
 ``Resize -> CenterCrop -> ToTensor -> Normalize`` is done by hand:
 
-* :func:`load_center_crop` decodes a file, converts it to RGB, takes the centre
+* :func:`open_image` is the one decoder of image files for the encoders and the
+  workbench's display: RGB, turned upright by the EXIF Orientation tag (phones
+  store photos sideways with that tag, and browsers show them upright, so the
+  model must see what the annotator sees).
+* :func:`load_center_crop` decodes a file with :func:`open_image`, takes the centre
   square crop of side ``min(h, w) * crop_size / resize_size`` and resizes it to
   ``crop_size`` (bicubic). This equals "resize the shorter side to 256, centre-crop
   224" and is the order the TF EfficientNet reference uses (crop, then resize).
@@ -23,7 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from learner.encoders.base import ImageDecodeError
 
@@ -41,19 +45,30 @@ def center_crop_box(width: int, height: int, crop_size: int, resize_size: int) -
     return (left, top, left + side, top + side)
 
 
+def open_image(path: str | Path, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image file to an upright RGB image (EXIF orientation applied, ``ImageOps.exif_transpose``).
+
+    draft_size: JPEG only, decode at the smallest reduced DCT scale whose size is still at least this
+    ``(w, h)`` (``Image.draft``); None decodes at full size. Raises :class:`ImageDecodeError` naming
+    the file if it is missing or not a decodable image.
+    """
+    try:
+        with Image.open(path) as img:
+            if draft_size is not None:
+                img.draft("RGB", draft_size)
+            ImageOps.exif_transpose(img, in_place=True)
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+
+
 def load_center_crop(path: str | Path, *, crop_size: int = 224, resize_size: int = 256) -> np.ndarray:
-    """Decode an image file to a centre-cropped RGB array.
+    """Decode an image file (:func:`open_image`, upright) to a centre-cropped RGB array.
 
     Returns ``(crop_size, crop_size, 3)`` uint8. Raises :class:`ImageDecodeError`
     naming the file if it is missing or not a decodable image.
     """
-    try:
-        with Image.open(path) as img:
-            # JPEG only: decode at a reduced DCT scale whose shorter side still is >= resize_size.
-            img.draft("RGB", (resize_size, resize_size))
-            rgb = img.convert("RGB")
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+    rgb = open_image(path, draft_size=(resize_size, resize_size))  # a square request: any orientation fits
     box = center_crop_box(rgb.width, rgb.height, crop_size, resize_size)
     out = rgb.resize((crop_size, crop_size), Image.Resampling.BICUBIC, box=box)
     return np.asarray(out, dtype=np.uint8)

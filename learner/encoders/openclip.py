@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from learner.encoders.base import IMAGE, RUNTIME_ONLY, TEXT, Encoder, ImageDecodeError, MissingExtraError, \
-    ProgressFn, sha256_file
-from learner.encoders.images import iter_image_batches
+from learner.encoders.base import IMAGE, RUNTIME_ONLY, TEXT, Encoder, MissingExtraError, ProgressFn, sha256_file
+from learner.encoders.images import iter_image_batches, open_image
 
 logger = logging.getLogger(__name__)
 
@@ -68,21 +67,15 @@ def parse_arch(name: str) -> str:
 
 
 def _load_and_preprocess(path: str | Path, preprocess) -> torch.Tensor:
-    """Decode one image and apply open_clip's own preprocessing: ``(3, S, S)`` float32."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
-    return preprocess(rgb)
+    """Decode one image upright (``images.open_image``), then open_clip's own preprocessing: ``(3, S, S)`` float32."""
+    return preprocess(open_image(path))
 
 
 class OpenClipEncoder(Encoder):
     """Image and text encoder: ``(N,)`` paths or texts -> ``(N, D)`` float32 unit rows in CLIP's joint space."""
 
     name = "open_clip"
+    version = 2  # 2: images are decoded upright (EXIF orientation); features cached by version 1 are stale
     modalities = frozenset({IMAGE, TEXT})
 
     def __init__(self, config: OpenClipConfig) -> None:

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.integration.workbench_fixtures import PASSWORD, build_workspace
+from tests.support.servers import free_port, processes_mentioning, wait_healthy
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,50 +36,17 @@ def _require_chromium() -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pairlab serve exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().decode() == "ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url}/_stcore/health did not answer within {timeout:.0f} s")
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
 @contextmanager
 def _serving(args: list[str], workspace: Path, log_path: Path, start_timeout: float = START_TIMEOUT):
     """Run ``python -m app.cli ARGS`` until the health endpoint answers; on exit SIGTERM it and check that
     nothing started for ``workspace`` (web server, worker) is left running."""
-    port = _free_port()
+    port = free_port()
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args, "--port", str(port)], cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, proc, start_timeout)
+            wait_healthy(url, proc, start_timeout)
             yield url
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -89,7 +54,7 @@ def _serving(args: list[str], workspace: Path, log_path: Path, start_timeout: fl
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    leftovers = _processes_mentioning(str(workspace)) + _processes_mentioning(f"--server.port {port}")
+    leftovers = processes_mentioning(str(workspace)) + processes_mentioning(f"--server.port {port}")
     assert not leftovers, f"processes left running after pairlab stopped: {leftovers}"
 
 

@@ -1,16 +1,18 @@
 """The workbench pages through Streamlit's AppTest, on a real SQLite workspace with real images."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import app
 from app.jobs import launch as jobs
-from app.web import state
+from app.web import state, widgets
 from app.web.router import pages_for
 from app.web.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
 from app.jobs.worker import run_worker
@@ -84,6 +86,17 @@ def test_login_refuses_a_bad_password_and_accepts_a_good_one(store):
     assert not at.exception
     assert at.session_state[state.USER].name == "ann"
     assert at.title[0].value == "Annotate"
+
+
+def test_images_are_shown_upright_as_the_encoder_sees_them(tmp_path):
+    """A photo stored sideways with an EXIF Orientation tag is shown upright, fitted and at full size."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view
+    photo = tmp_path / "phone.jpg"
+    Image.new("RGB", (1600, 900), (200, 30, 30)).save(photo, exif=exif)  # stored 1600 x 900, upright 900 x 1600
+    fitted = Image.open(io.BytesIO(widgets.upright_jpeg(str(photo), widgets.FIT_BOX)))
+    full = Image.open(io.BytesIO(widgets.upright_jpeg(str(photo))))
+    assert fitted.size == (270, 480) and full.size == (900, 1600)
 
 
 def test_router_shows_pages_by_role(store):

@@ -13,10 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+import app
 from learner.encoders import FeatureCache, TfidfEncoder, encode_images, encode_texts, get_encoder, save_features
 
 COCO = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "coco-mini"
+SAMPLE_IMAGES = Path(app.__file__).parent / "sample" / "coco" / "val2017"  # bundled with the demo, always present
+EXIF_ORIENTATION = 0x0112
+# Orientation tag -> how a viewer turns the stored pixels upright (EXIF 2.3, Orientation), and how a camera
+# held sideways stored them.
+UPRIGHT = {6: Image.Transpose.ROTATE_270, 8: Image.Transpose.ROTATE_90}
+SIDEWAYS = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +115,30 @@ def test_efficientnet_features_are_the_classifier_input(coco_pairs):
         pooled = reference._avg_pooling(reference.extract_features(x)).flatten(1)   # (6, 1280)
         torch.testing.assert_close(feats, pooled, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(reference._fc(feats), reference(x), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_efficientnet_sees_a_phone_photo_upright(tmp_path, orientation):
+    """A JPEG stored sideways with an EXIF Orientation tag gets the features of the same pixels stored
+    upright (lossless PNG), as the workbench shows it, not those of the sideways pixels."""
+    photos, upright, sideways = [], [], []
+    for i, source in enumerate(sorted(SAMPLE_IMAGES.glob("*.jpg"))[:2]):
+        with Image.open(source) as img:
+            stored = img.convert("RGB").transpose(SIDEWAYS[orientation])
+        exif = Image.Exif()
+        exif[EXIF_ORIENTATION] = orientation
+        photo = tmp_path / f"phone-{i}.jpg"
+        stored.save(photo, "JPEG", quality=95, exif=exif)
+        with Image.open(photo) as img:  # the decoded JPEG pixels, as stored (no orientation applied)
+            pixels = img.convert("RGB")
+        pixels.save(tmp_path / f"sideways-{i}.png")
+        pixels.transpose(UPRIGHT[orientation]).save(tmp_path / f"upright-{i}.png")
+        photos.append(photo)
+        sideways.append(tmp_path / f"sideways-{i}.png")
+        upright.append(tmp_path / f"upright-{i}.png")
+    feats = get_encoder("efficientnet-lite0").embed_images(photos + upright + sideways)  # (6, 1280)
+    np.testing.assert_allclose(feats[:2], feats[2:4], rtol=1e-4, atol=1e-4)
+    assert np.abs(feats[:2] - feats[4:]).max() > 0.5  # the sideways pixels do look different to the model
 
 
 def test_efficientnet_features_are_semantic(coco_pairs):

@@ -1,24 +1,36 @@
 """The background worker and ``pairlab serve``'s guards, on a real SQLite workspace."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from app.jobs.handlers import JOB_HANDLERS
 from app.jobs.progress import JobProgress
 from app.cli.serve import serve, streamlit_command
-from app.jobs.worker import run_worker
+from app.jobs.worker import LOCK_NAME, WorkerRunningError, run_worker
+from app.services import train
+from app.services.encode import encode_workspace
 from storage.errors import PairlabError
 from storage.features import list_features
+from storage.importers import import_source
 from storage.jobs import enqueue, get_job
 from storage.model_versions import latest_model_version
-from storage.models import Job
-from tests.integration.workbench_fixtures import build_workspace
+from storage.models import Job, ModelVersion
+from storage.store import init_workspace
+from storage.users import add_user
+from tests.integration.workbench_fixtures import LABELS, PASSWORD, SAMPLE_IMAGES, build_workspace
+from tests.support.servers import children_of, free_port, port_is_free, running, wait_healthy
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -108,16 +120,85 @@ def test_orphaned_running_jobs_are_failed_on_start(store):
     assert job.status == "failed" and job.message == "worker stopped before the job finished"
 
 
-def test_worker_process_stops_on_sigterm(store):
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", str(store.root)], stderr=subprocess.PIPE,
+def start_worker(root) -> subprocess.Popen:
+    """``pairlab worker ROOT`` as a process, returned once it watches for jobs."""
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", str(root)], stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     line = ""
-    while "watching" not in line and time.monotonic() < deadline:
+    while "watching" not in line and time.monotonic() < deadline and proc.poll() is None:
         line = proc.stderr.readline()
+    assert "watching" in line, f"the worker did not start (exit code {proc.poll()})"
+    return proc
+
+
+def test_worker_process_stops_on_sigterm(store):
+    proc = start_worker(store.root)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     assert "stopped after 0 job(s)" in proc.stderr.read()
+
+
+@pytest.mark.slow
+def test_a_second_worker_on_the_same_workspace_is_refused_with_one_line(store):
+    first = start_worker(store.root)
+    try:
+        second = subprocess.run([sys.executable, "-m", "app.cli", "worker", str(store.root)], capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 2
+        assert second.stderr.strip() == (f"pairlab: error: {store.root}: another worker (pid {first.pid}) is "
+                                         "already running for this workspace; stop it first")
+        assert first.poll() is None  # the first one goes on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=15)
+    assert run_worker(store.root, once=True) == 0  # the lock goes with its worker
+
+
+def test_the_worker_lock_is_held_for_the_workers_life(store):
+    stop, started = threading.Event(), threading.Event()
+    holder = threading.Thread(target=run_worker, args=(store.root,),
+                              kwargs={"stop_event": stop, "poll_seconds": 0.05})
+    holder.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (store.root / LOCK_NAME).exists():
+            time.sleep(0.02)
+        with pytest.raises(WorkerRunningError, match="another worker .* is already running"):
+            run_worker(store.root, once=True)
+    finally:
+        stop.set()
+        holder.join(timeout=10)
+    assert run_worker(store.root, once=True) == 0
+
+
+@pytest.mark.slow
+def test_killing_serve_with_sigkill_stops_its_children_and_frees_the_port(store, tmp_path):
+    """The web server and the worker die with ``pairlab serve`` even when it gets no chance to stop them."""
+    port = free_port()
+    with (tmp_path / "serve.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", str(store.root), "--port", str(port)],
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    children: list[int] = []
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, 60)
+        children = children_of(proc.pid)
+        assert len(children) == 2  # the worker and the web server
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (any(map(running, children)) or not port_is_free(port)):
+            time.sleep(0.1)
+        left = [pid for pid in children if running(pid)]
+        assert not left, f"children of the killed serve still running: {left}"
+        assert port_is_free(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children:  # only the ones this test started, should the test fail
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert run_worker(store.root, once=True) == 0  # and the worker lock is free for the next worker
 
 
 def test_serve_refuses_auto_login_off_loopback(store):
@@ -148,3 +229,60 @@ def test_the_worker_rechecks_the_role_of_whoever_queued_the_job(store, kind, par
     job = job_state(store, job_id)
     assert job.status == "failed" and job.message == "user 'ann' (annotator) may not operate"
     assert effects() == before
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: no handler in the worker catches it, so the job stays 'running'."""
+
+
+@pytest.fixture()
+def trainable(tmp_path):
+    """A workspace that trains in seconds: 8 labelled pool pairs with real images, encoded; an operator."""
+    root = tmp_path / "ws"
+    store = init_workspace(root, labels=LABELS)
+    manifest = root / "manifest.jsonl"
+    images = sorted(SAMPLE_IMAGES.glob("*.jpg"))[:8]
+    manifest.write_text("".join(json.dumps({"id": f"p{i}", "image": str(img), "text": f"photo {i}",
+                                            "labels": [LABELS[i % 2]]}) + "\n" for i, img in enumerate(images)),
+                        encoding="utf-8")
+    import_source(store, manifest, "manifest", allow_absolute=True)
+    with store.db.write() as s:
+        add_user(s, "op", "operator", PASSWORD)
+    encode_workspace(store)
+    with (root / "pairlab.toml").open("a", encoding="utf-8") as toml:
+        toml.write("\n[train]\nepochs = 2\nmin_epochs = 1\nmin_steps_per_epoch = 2\ndim = 32\nhidden = 64\n")
+    yield store
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_train_job_killed_after_its_model_committed_is_reported_done(trainable, monkeypatch):
+    def killed_after_commit(_store):
+        raise Killed  # the version's row is committed; the embeddings come next
+
+    monkeypatch.setattr(train, "model_embeddings", killed_after_commit)
+    job_id = queue(trainable, "train", {"actor": "op"})
+    with pytest.raises(Killed):
+        run_worker(trainable.root, once=True)
+    assert job_state(trainable, job_id).status == "running"
+    run_worker(trainable.root, once=True)  # the next worker finds the job orphaned (its pid is ours)
+    job = job_state(trainable, job_id)
+    with trainable.db.read() as s:
+        version = s.scalars(select(ModelVersion)).one()
+    assert version.config["job_id"] == job_id
+    assert (job.status, job.result["version"], job.progress) == ("done", 1, 1.0)
+    assert job.message == ("done: model v1 was recorded before the job was cut short (worker stopped before the "
+                           "job finished)")
+
+
+@pytest.mark.slow
+def test_a_train_job_stopped_after_its_model_committed_is_done(trainable, monkeypatch):
+    """SIGTERM (e.g. from a dying ``pairlab serve``) after the commit fails the next progress report, not the job."""
+    stop = threading.Event()
+    monkeypatch.setattr(train, "model_embeddings", lambda _store: stop.set())
+    job_id = queue(trainable, "train", {"actor": "op"})
+    assert run_worker(trainable.root, stop_event=stop) == 1
+    job = job_state(trainable, job_id)
+    assert (job.status, job.result["version"]) == ("done", 1)
+    assert job.message == ("done: model v1 was recorded before the job was cut short (the worker was stopped "
+                           "while the job ran)")

@@ -25,7 +25,8 @@ from learner.encoders import (
     save_features,
 )
 from learner.encoders.cache import hash_texts
-from learner.encoders.images import center_crop_box, iter_image_batches, load_center_crop, normalize_batch
+from learner.encoders.images import center_crop_box, iter_image_batches, load_center_crop, normalize_batch, open_image
+from learner.encoders.openclip import _load_and_preprocess
 from learner.encoders.tfidf import char_wb_ngrams, is_space_separated
 
 CORPUS = [
@@ -111,6 +112,23 @@ def test_load_center_crop_shape(tmp_path, size, fmt):
     Image.fromarray(pixels).convert("L" if fmt == "PNG" else "RGB").save(path, fmt)  # grey PNG -> RGB too
     out = load_center_crop(path)
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("orientation, upright", [(3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_270),
+                                                  (8, Image.Transpose.ROTATE_90)])
+def test_decoding_applies_the_exif_orientation(tmp_path, orientation, upright):
+    """open_image, and the open_clip loader built on it, return the pixels upright, in RGB (the EfficientNet
+    loader: tests/integration/test_encoders.py)."""
+    pixels = np.random.default_rng(1).integers(0, 256, size=(12, 20, 3), dtype=np.uint8)  # (h, w, 3) stored
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    path = tmp_path / "phone.png"  # lossless, so the pixels can be compared exactly
+    Image.fromarray(pixels).convert("RGBA").save(path, exif=exif)
+    expected = np.asarray(Image.fromarray(pixels).transpose(upright))
+    image = open_image(path)
+    assert image.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(image), expected)
+    np.testing.assert_array_equal(np.asarray(_load_and_preprocess(path, lambda img: img)), expected)
 
 
 def test_center_crop_box_is_centred_square():
