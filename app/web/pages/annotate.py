@@ -27,7 +27,11 @@ def render() -> None:
     st.title("Annotate")
     runtime.show_flash()
     _progress(store, user)
-    current = actions.claim(store, user)
+    try:
+        current = actions.claim(store, user)
+    except PairlabError as exc:  # e.g. the database stayed busy: one line, and the page can be reloaded
+        st.error(str(exc))
+        return
     if current is None:
         st.info("No pairs are waiting for you. An operator can launch a new round.")
         _undo_button(store, user)
