@@ -127,6 +127,6 @@ def test_a_deep_link_survives_signing_in(served, page):
     assert page.get_by_text("Page not found").count() == 0
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("heading", name="Export").wait_for()
+    page.get_by_role("heading", name="Export", exact=True).wait_for()
     assert page.get_by_text("Page not found").count() == 0
     assert page.url.endswith("/export")

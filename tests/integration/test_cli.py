@@ -51,11 +51,11 @@ def test_select_never_repeats_a_pair_and_refuses_an_oversized_budget(tmp_path):
     ws = tmp_path / "ws"
     ok("init", ws, "--labels", "cat,dog")
     ok("import", ws, write_manifest(tmp_path / "data"))
-    result = pairlab("select", ws, "--strategy", "random", "--budget", "7")
-    assert result.returncode == 2
-    assert result.stderr.strip() == "pairlab: error: --budget: 7 exceeds the 6 selectable pairs"
-    ok("select", ws, "--strategy", "random", "--budget", "4")
-    ok("select", ws, "--strategy", "random", "--budget", "2")
+    result = pairlab("select", ws, "--strategy", "random", "--budget", "5")
+    assert result.returncode == 2  # two of the six pairs were labelled at import
+    assert result.stderr.strip() == "pairlab: error: --budget: 5 exceeds the 4 selectable pairs"
+    ok("select", ws, "--strategy", "random", "--budget", "3")
+    ok("select", ws, "--strategy", "random", "--budget", "1")
     result = pairlab("select", ws, "--strategy", "random", "--budget", "1")
     assert "no unlabelled pairs left in the pool that no round selected" in result.stderr
 
@@ -108,7 +108,8 @@ def test_coco_sample_both_splits_import_select_and_export_one_row_per_caption(tm
     ok("import", ws, COCO / "annotations" / "captions_val2017.json", "--format", "coco", "--split", "pool")
     captions = sum(len(json.loads((COCO / "annotations" / f"captions_{s}2017.json").read_text())["annotations"])
                    for s in ("train", "val"))
-    ok("select", ws, "--strategy", "random", "--budget", "10")
+    no_budget = pairlab("select", ws, "--strategy", "random", "--budget", "10")
+    assert no_budget.returncode == 2 and "no unlabelled pairs left" in no_budget.stderr  # COCO pairs carry labels
     out = tmp_path / "coco.jsonl"
     ok("export", ws, "--format", "jsonl", "--out", out)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
