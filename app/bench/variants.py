@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from learner.selection.strategies import STRATEGY_NAMES, strategy_config_class
+from app.services.settings import parse_strategy_options
+from learner.selection.strategies import STRATEGY_NAMES
 from storage.errors import InputError
-from storage.workspace import parse_table
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def load_variants(path: Path) -> dict[str, Variant]:
         strategy = "ascmr"              # a registry strategy
         weights = {match = 0.0, disagreement = 0.0}   # its options (AscmrConfig fields)
 
-    Every variant's options are validated here (``storage.workspace.parse_table``), so a bad name or
+    Every variant's options are validated here (``app.services.settings.parse_strategy_options``), so a bad name or
     option fails before any training.
     """
     try:
@@ -46,10 +46,6 @@ def load_variants(path: Path) -> dict[str, Variant]:
             raise InputError(str(path), None, f"[{name}].strategy",
                              f"unknown strategy {table['strategy']!r}; allowed: {', '.join(STRATEGY_NAMES)}")
         options = {k: v for k, v in table.items() if k != "strategy"}
-        config_class = strategy_config_class(table["strategy"])
-        if config_class is None and options:
-            raise InputError(str(path), None, f"[{name}]", f"strategy {table['strategy']!r} takes no options")
-        if config_class is not None:
-            parse_table(config_class, options, path=path, name=name)
+        parse_strategy_options(table["strategy"], options, path=path, name=name)
         variants[name] = Variant(table["strategy"], options)
     return variants

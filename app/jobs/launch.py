@@ -18,7 +18,7 @@ def launch_selection(store: Store, actor: UserInfo, *, strategy: str, budget: in
     """Queue a selection round as a job."""
     require(actor, "operate")
     check_selection_request(strategy, budget, overlap, assign)
-    settings(store).strategy(strategy)  # the workspace's options for it, checked before queueing
+    settings(store)  # a bad [selection.<strategy>] table fails here, before queueing
     params = {"actor": actor.name, "strategy": strategy, "budget": int(budget), "assign": list(assign),
               "overlap": overlap, "seed": int(seed)}
     with store.db.write() as s:

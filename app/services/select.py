@@ -81,6 +81,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
     require(actor, "operate")
     check_selection_request(strategy, budget, overlap, assign)
     config = settings(store)
+    overlap = overlap or config.annotation.overlap
     table = pair_table(store)
     pool = _pool_rows(store, table, budget)
     start = time.perf_counter()
@@ -95,10 +96,9 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
     params = {"seed": seed, "budget": budget, **choice.params, "selected_by": choice.selected_by,
               "select_seconds": round(time.perf_counter() - start, 3)}
     progress(0.9, "recording the round")
-    number = _record_round(store, strategy, table, choice, params, overlap or config.annotation.overlap, assign,
-                           actor)
+    number = _record_round(store, strategy, table, choice, params, overlap, assign, actor)
     progress(1.0, f"round {number}: {budget} pairs queued")
-    return RoundReport(number, strategy, budget, budget * (overlap or config.annotation.overlap),
+    return RoundReport(number, strategy, budget, budget * overlap,
                        None if choice.model is None else choice.model.version)
 
 

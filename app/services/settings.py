@@ -78,6 +78,17 @@ class Settings:
         return build_strategy(name, self.selection.get(name))
 
 
+def parse_strategy_options(strategy: str, options: dict[str, Any], *, path: Path, name: str) -> Any:
+    """The config of registry strategy ``strategy`` from the TOML table ``[name]`` (None for a strategy
+    without options, which then must be empty); shared by ``[selection.<strategy>]`` and ``--variants``."""
+    config_class = strategy_config_class(strategy)
+    if config_class is None:
+        if options:
+            raise InputError(str(path), None, f"[{name}]", f"strategy {strategy!r} takes no options")
+        return None
+    return parse_table(config_class, options, path=path, name=name)
+
+
 def parse_settings(workspace: Workspace) -> Settings:
     """Validate the learner's tables of ``workspace`` (see the module docstring)."""
     path, tables = workspace.config_path, workspace.config.learner
@@ -87,12 +98,9 @@ def parse_settings(workspace: Workspace) -> Settings:
         if name not in STRATEGY_NAMES:
             raise InputError(str(path), None, f"[selection.{name}]",
                              f"unknown strategy; allowed: {', '.join(STRATEGY_NAMES)}")
-        config_class = strategy_config_class(name)
-        if config_class is None:
-            if table:
-                raise InputError(str(path), None, f"[selection.{name}]", "this strategy takes no options")
-            continue
-        configs[name] = parse_table(config_class, table, path=path, name=f"selection.{name}")
+        config = parse_strategy_options(name, table, path=path, name=f"selection.{name}")
+        if config is not None:
+            configs[name] = config
     return Settings(
         path=path,
         database_url=workspace.config.database_url,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.services.data import TRAINING_SPLITS, feature_matrices, label_matrix, pair_table
+from app.services.data import TRAINING_SPLITS, LabelMatrix, feature_matrices, label_matrix, pair_table
 from app.services.progress import StepProgress, quiet
 from app.services.models import cached_model, current_model, feature_signatures, latest_model
 from app.services.retrieval import model_embeddings
@@ -21,6 +21,7 @@ from learner.training import train_model
 from storage.errors import PairlabError
 from storage.model_versions import ModelVersionInfo, add_model_version
 from storage.models import utcnow
+from storage.pairs import PairColumns
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -80,49 +81,51 @@ def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int
                                             if v is not None})
     choice = encoder_choice(store)
     table = pair_table(store)
+    everything = label_matrix(store, table.ids)  # one pass over the event log for training and test rows
     rows = np.flatnonzero(np.isin(table.splits, TRAINING_SPLITS))
     image, text = feature_matrices(store, table.ids[rows], choice)
-    labels = label_matrix(store, table.ids[rows])
-    n_labelled = int(labels.labelled.sum())
+    labels, labelled = everything.labels[rows], everything.labelled[rows]
+    n_labelled = int(labelled.sum())
     if n_labelled < 2:
         raise PairlabError(f"train: {n_labelled} labelled pairs outside the val and test splits; label at least 2 first")
     signatures = feature_signatures(store, choice)
     previous = latest_model(store)
-    init = _warm_start_model(previous, signatures, (image.shape[1], text.shape[1], len(labels.vocabulary))) \
+    init = _warm_start_model(previous, signatures, (image.shape[1], text.shape[1], len(everything.vocabulary))) \
         if config.warm_start else None
     progress(0.0, f"training on {len(rows)} pairs, {n_labelled} labelled")
-    result = train_model(image, text, labels.labels, labels.labelled, config, init_model=init,
+    result = train_model(image, text, labels, labelled, config, init_model=init,
                          progress=lambda f, m: progress(0.95 * f, m))
     metrics: dict[str, Any] = {"validation": dict(result.best_metrics), "seconds": round(result.seconds, 2),
                                "best_epoch": result.best_epoch}
-    test = _labelled_rows(store, table, "test")
+    test = _labelled_rows(table, everything, "test")
     if len(test) >= 2:
-        metrics["test"] = _evaluate_rows(store, result.model, table, test, choice)
-    info = _save_version(store, result, choice=choice, vocabulary=labels.vocabulary, config=config,
-                            signatures=signatures, parent=previous if init is not None else None,
+        metrics["test"] = _evaluate_rows(store, result.model, table, everything, test, choice)
+    info = _save_version(store, result, choice=choice, vocabulary=everything.vocabulary, config=config,
+                         signatures=signatures, parent=previous if init is not None else None,
                             labelled_count=n_labelled, metrics=metrics, job_id=job_id)
     model_embeddings(store)  # computed now, so Explore never waits on it
     progress(1.0, f"model v{info.version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
     return info
 
 
-def _labelled_rows(store: Store, table, split: str) -> np.ndarray:
-    """Rows of ``table`` in ``split`` that carry trusted labels."""
-    rows = np.flatnonzero(table.splits == split)
-    return rows[label_matrix(store, table.ids[rows]).labelled]
+def _labelled_rows(table: PairColumns, labels: LabelMatrix, split: str) -> np.ndarray:
+    """Rows of ``table`` in ``split`` that carry trusted labels (``labels`` in the table's row order)."""
+    return np.flatnonzero((table.splits == split) & labels.labelled)
 
 
-def _evaluate_rows(store: Store, model: CrossModalModel, table, rows: np.ndarray, choice: EncoderChoice) -> dict:
+def _evaluate_rows(store: Store, model: CrossModalModel, table: PairColumns, labels: LabelMatrix, rows: np.ndarray,
+                   choice: EncoderChoice) -> dict:
     image, text = feature_matrices(store, table.ids[rows], choice)
-    return evaluate_model(model, image, text, label_matrix(store, table.ids[rows]).labels)
+    return evaluate_model(model, image, text, labels.labels[rows])
 
 
 def evaluate_workspace(store: Store, *, split: str = "test") -> dict[str, Any]:
     """Retrieval metrics of the latest model on the labelled pairs of ``split`` (DESIGN §4 metrics)."""
     info = current_model(store)
     table = pair_table(store)
-    rows = _labelled_rows(store, table, split)
+    labels = label_matrix(store, table.ids)
+    rows = _labelled_rows(table, labels, split)
     if len(rows) < 2:
         raise PairlabError(f"--split {split}: {len(rows)} labelled pairs; need at least 2 to evaluate")
-    metrics = _evaluate_rows(store, cached_model(info.path), table, rows, encoder_choice(store))
+    metrics = _evaluate_rows(store, cached_model(info.path), table, labels, rows, encoder_choice(store))
     return {"model_version": info.version, "split": split, "pairs": int(len(rows)), **metrics}

@@ -156,7 +156,7 @@ def test_a_second_worker_on_the_same_workspace_is_refused_with_one_line(store):
 
 
 def test_the_worker_lock_is_held_for_the_workers_life(store):
-    stop, started = threading.Event(), threading.Event()
+    stop = threading.Event()
     holder = threading.Thread(target=run_worker, args=(store.root,),
                               kwargs={"stop_event": stop, "poll_seconds": 0.05})
     holder.start()

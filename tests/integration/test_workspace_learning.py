@@ -10,17 +10,16 @@ import numpy as np
 from sqlalchemy import select, update
 from streamlit.testing.v1 import AppTest
 
-from app.jobs import launch as jobs
 from app.services import encode, models, retrieval, train
 from app.services import select as selection
-from app.web import runtime, state
+from app.web import state
 from app.cli.demo import DEMO_FIRST_BUDGET, DEMO_OPERATOR, build_demo_workspace
 from app.web.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
 from app.services.data import feature_matrices, pair_table
 from app.services.settings import encoder_choice
 from learner.encoders.tfidf import TfidfEncoder
-from storage.errors import InputError, PairlabError
-from storage.read_models import pairs_by_id, round_numbers
+from storage.errors import PairlabError
+from storage.read_models import pairs_by_id
 from storage.jobs import recent_jobs
 from storage.models import Job, ModelVersion, Pair, Round, utcnow
 from storage.store import open_store
