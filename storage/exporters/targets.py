@@ -17,12 +17,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import select
-
 from storage.errors import InputError
 from storage.features import list_features, temporary_name
 from storage.importers.fields import MAX_NAME_BYTES, MAX_PATH_BYTES, check_path
-from storage.models import ModelVersion
+from storage.model_versions import checkpoint_paths
 from storage.store import Store
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -39,7 +37,7 @@ def own_files(store: Store) -> dict[Path, str]:
     with store.db.read() as session:
         for info in list_features(session):
             own.update({Path(info.path).resolve(): "feature file", Path(info.ids_path).resolve(): "feature file"})
-        own.update({Path(p).resolve(): "model checkpoint" for p in session.scalars(select(ModelVersion.path))})
+        own.update({Path(p).resolve(): "model checkpoint" for p in checkpoint_paths(session)})
     return own
 
 
