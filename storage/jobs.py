@@ -6,6 +6,7 @@ runs in a page's script thread (DESIGN §7).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -113,8 +114,12 @@ def get_job(session: Session, job_id: int) -> JobView:
     return _view(job)
 
 
-def recent_jobs(session: Session, limit: int = 20) -> list[JobView]:
-    return [_view(j) for j in session.scalars(select(Job).order_by(Job.id.desc()).limit(limit))]
+def recent_jobs(session: Session, limit: int = 20, *, kinds: Sequence[str] = ()) -> list[JobView]:
+    """The latest ``limit`` jobs, newest first; only those of ``kinds`` when given."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if kinds:
+        query = query.where(Job.kind.in_(list(kinds)))
+    return [_view(j) for j in session.scalars(query)]
 
 
 def running_worker_pids(session: Session) -> set[int]:

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from storage.agreement import LabelAgreement, label_alphas, nominal_alpha
 from storage.annotations import CurrentLabel, current_labels
-from storage.jobs import JobView, recent_jobs
 from storage.models import Event, ModelVersion, Pair, QueueItem, Round, User, utcnow
 from storage.queue import queue_stats
 from storage.users import PERMISSIONS, UserInfo, list_users
@@ -31,13 +30,6 @@ STATUSES = ("unlabelled", "labelled", "conflict", "adjudicated")
 def annotator_names(session: Session) -> list[str]:
     """Names of the users who may annotate, by name."""
     return [u.name for u in list_users(session) if u.role in PERMISSIONS["annotate"]]
-
-
-def recent_jobs_of_kinds(session: Session, *, kinds: Sequence[str] = (), limit: int = 20) -> list[JobView]:
-    """The latest ``limit`` jobs, newest first; only those of ``kinds`` when given (looked for among
-    the latest ``5 * limit``)."""
-    found = recent_jobs(session, limit=limit * 5 if kinds else limit)
-    return [j for j in found if not kinds or j.kind in kinds][:limit]
 
 
 # --- annotate ----------------------------------------------------------------------------------

@@ -7,10 +7,9 @@ import streamlit as st
 
 from app.jobs.launch import launch_export
 from app.web import runtime, state, widgets
-from storage import read_models
-from storage.exporters import EXPORT_FORMATS
 from storage.errors import PairlabError
-from storage.jobs import JobView
+from storage.exporters import EXPORT_FORMATS
+from storage.jobs import JobView, recent_jobs
 
 MIME = {"jsonl": "application/jsonl", "csv": "text/csv", "coco": "application/json",
         "label-studio": "application/json", "npz": "application/octet-stream"}
@@ -35,7 +34,7 @@ def render() -> None:
     job_id = st.session_state.get(state.EXPORT_JOB)
     if job_id is not None:
         widgets.job_panel(store, job_id, on_finished=_download)
-    finished = [j for j in runtime.read(read_models.recent_jobs_of_kinds, kinds=("export",)) if j.status == "done" and j.result]
+    finished = [j for j in runtime.read(recent_jobs, kinds=("export",)) if j.status == "done" and j.result]
     if finished:
         st.subheader("Earlier exports")
         st.dataframe([{"job": j.id, "format": j.result.get("format"), "file": j.result.get("file"),

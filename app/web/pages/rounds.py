@@ -9,8 +9,9 @@ from app.services.settings import settings
 from app.web import runtime, state, widgets
 from learner.selection.strategies import STRATEGY_NAMES
 from storage import read_models
-from storage.model_versions import latest_version_number
 from storage.errors import PairlabError
+from storage.jobs import recent_jobs
+from storage.model_versions import latest_version_number
 from storage.store import Store
 from storage.users import UserInfo
 
@@ -38,7 +39,7 @@ def render() -> None:
     with st.expander("Recent jobs"):
         st.dataframe([{"job": j.id, "kind": j.kind, "status": j.status, "progress": f"{j.progress:.0%}",
                        "message": j.message, "created (UTC)": j.created_at.strftime("%Y-%m-%d %H:%M:%S")}
-                      for j in runtime.read(read_models.recent_jobs_of_kinds)], hide_index=True, width="stretch")
+                      for j in runtime.read(recent_jobs)], hide_index=True, width="stretch")
 
 
 def _launch_form(store: Store, user: UserInfo) -> None:
