@@ -37,7 +37,8 @@ class TrainResult:
     """model: the best model (by validation avg mAP; the last one when there is no validation split).
     history: one dict per epoch (epoch, steps, loss and each term's mean, val_avg when validated, seconds).
     best_epoch: 1-based. best_metrics: ``evaluate_retrieval`` keys on the validation split at the best epoch
-    (empty without one). n_train, n_val: labelled pairs trained on and held out. seconds: wall time."""
+    (empty without one). n_train, n_val: labelled pairs trained on and held out. seconds: wall time.
+    val_rows: the held-out rows (sorted indices into the N pairs)."""
 
     model: CrossModalModel
     history: tuple[dict[str, float], ...]
@@ -46,10 +47,11 @@ class TrainResult:
     n_train: int = 0
     n_val: int = 0
     seconds: float = 0.0
+    val_rows: tuple[int, ...] = ()
 
 
 def _validate_inputs(image_features: np.ndarray, text_features: np.ndarray, labels: np.ndarray,
-                     labelled: np.ndarray, init_model: CrossModalModel | None) -> None:
+                     labelled: np.ndarray, init_model: CrossModalModel | None, validation: np.ndarray | None) -> None:
     if image_features.ndim != 2:
         raise ValueError(f"image_features: expected (N, Di), got shape {image_features.shape}")
     n = image_features.shape[0]
@@ -63,6 +65,12 @@ def _validate_inputs(image_features: np.ndarray, text_features: np.ndarray, labe
         raise ValueError(f"labelled: expected a bool array of shape ({n},), got {labelled.dtype} {labelled.shape}")
     if not np.isin(labels[labelled], (0.0, 1.0)).all():
         raise ValueError("labels: expected 0/1 values on labelled rows")
+    if validation is not None:
+        validation = np.asarray(validation)
+        if validation.ndim != 1 or (validation.size and not np.issubdtype(validation.dtype, np.integer)):
+            raise ValueError(f"validation: expected a 1-d array of row indices, got {validation.dtype} {validation.shape}")
+        if validation.size and (validation.min() < 0 or validation.max() >= n or not labelled[validation].all()):
+            raise ValueError(f"validation: every row must be a labelled row in [0, {n})")
     for name, arr in (("image_features", image_features), ("text_features", text_features)):
         if not np.isfinite(arr).all():
             raise ValueError(f"{name}: contains NaN or inf")
@@ -101,8 +109,16 @@ class _Split:
     unlab_pool: np.ndarray
 
 
-def _make_split(labelled: np.ndarray, config: TrainConfig) -> _Split:
-    lab_train, val = _split_labelled(labelled, config.val_fraction, config.seed)
+def _make_split(labelled: np.ndarray, config: TrainConfig, validation: np.ndarray | None) -> _Split:
+    if validation is None:
+        lab_train, val = _split_labelled(labelled, config.val_fraction, config.seed)
+    else:
+        val = np.unique(validation).astype(np.int64)
+        if val.size < 2:                       # as above: no early stopping on fewer than 2 pairs
+            val = np.empty(0, dtype=np.int64)
+        in_given = np.zeros(labelled.size, dtype=bool)
+        in_given[val] = True
+        lab_train = np.flatnonzero(labelled & ~in_given)
     is_lab_train = np.zeros(labelled.size, dtype=bool)
     is_lab_train[lab_train] = True
     in_val = np.zeros(labelled.size, dtype=bool)
@@ -211,6 +227,7 @@ def train_model(
     config: TrainConfig = TrainConfig(),
     *,
     init_model: CrossModalModel | None = None,
+    validation: np.ndarray | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> TrainResult:
     """Train (or warm-start) a ``CrossModalModel`` on N pairs.
@@ -219,12 +236,16 @@ def train_model(
     unlabelled pairs are ignored); labelled: (N,) bool. ``init_model`` is copied, never modified;
     it keeps its input standardisation (a new model fits it on all N pairs). ``progress(fraction,
     message)`` is called after every epoch. Full supervision is ``labelled`` all True.
+    ``validation``: labelled rows to hold out for early stopping, fixed by the caller (one set for
+    every strategy and round of a simulation, the workspace's fixed validation pairs); None draws
+    ``val_fraction`` of the labelled rows per row from ``seed`` (``_split_labelled``). Held-out rows
+    take no part in training, not even in the pool batch.
     """
-    _validate_inputs(image_features, text_features, labels, labelled, init_model)
+    _validate_inputs(image_features, text_features, labels, labelled, init_model, validation)
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    split = _make_split(labelled, config)
+    split = _make_split(labelled, config, validation)
     model = _initial_model(image_features, text_features, labels.shape[1], config, init_model)
     xv, xt, y = _tensor(image_features), _tensor(text_features), _tensor(labels)    # (N, Di), (N, Dt), (N, C)
     trainer = _Epochs(model, xv, xt, y, split, config, rng)
@@ -253,4 +274,4 @@ def train_model(
     logger.info("trained %d epochs (best %d) on %d labelled + %d unlabelled pairs in %.1f s",
                 len(history), best_epoch, split.lab_train.size, split.unlab_pool.size, seconds)
     return TrainResult(model, tuple(history), best_epoch, best_metrics, int(split.lab_train.size),
-                       int(split.val.size), seconds)
+                       int(split.val.size), seconds, tuple(split.val.tolist()))

@@ -65,6 +65,14 @@ def latest_version_number(session: Session) -> int | None:
     return session.scalar(select(func.max(ModelVersion.version)))
 
 
+def latest_validation_pairs(session: Session) -> list[int] | None:
+    """The pair ids the latest version held out for validation (its ``config["validation_pairs"]``);
+    None before the first version or when it recorded none."""
+    config = session.scalar(select(ModelVersion.config).order_by(ModelVersion.version.desc()).limit(1))
+    pairs = (config or {}).get("validation_pairs")
+    return None if pairs is None else [int(p) for p in pairs]
+
+
 def model_version_id(session: Session, version: int) -> int | None:
     """The row id of version ``version``, or None when there is no such version."""
     return session.scalar(select(ModelVersion.id).where(ModelVersion.version == version))

@@ -6,6 +6,12 @@ come from the configs' defaults (chosen on validation splits carved from the poo
 ``evaluate_on="validation"`` carves a validation split off the pool and evaluates there instead,
 and named *variants* (a registry strategy with options, from a TOML file) run beside the
 registry strategies. Strategy x seed runs are independent and can run in parallel processes.
+
+Validation protocol: per seed, one fixed slice of the initial labelled set (``VALIDATION_SHARE``
+of it, drawn with the seed) is held out for early stopping by every strategy in every round and by
+the full-supervision reference. It is an unbiased sample of the pool (the initial set is uniformly
+random), so model selection never depends on which pairs a strategy picked; its labels are part of
+the initial set's, so they count in the budget.
 """
 from __future__ import annotations
 
@@ -30,6 +36,16 @@ from storage.errors import PairlabError
 log = logging.getLogger(__name__)
 
 EVALUATION_SPLITS = ("test", "validation")
+VALIDATION_SHARE = 0.2     # of the initial labelled set, held out for early stopping (the learner's val_fraction)
+VALIDATION_STREAM = 2      # a second seed word: the slice does not share draws with the initial set
+
+
+def validation_slice(initial: np.ndarray, seed: int, share: float = VALIDATION_SHARE) -> np.ndarray:
+    """The fixed validation rows of a seed: ``share`` of the initial rows (at least 2, none when the
+    initial set has fewer than 4), drawn with ``seed``; sorted pool positions."""
+    size = max(2, round(share * len(initial))) if len(initial) >= 4 else 0
+    rng = np.random.default_rng([seed, VALIDATION_STREAM])
+    return np.sort(rng.choice(initial, size=size, replace=False)).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,9 @@ class SimulationConfig:
     evaluate_on: "test", or "validation" for tuning: a validation split (VALIDATION_FRACTION of the
                  pool's images, seeded by the first seed) is carved off the pool and evaluated
                  instead, so the test split is never read.
-    jobs:        processes running the strategy x seed runs (each with one torch thread).
+    jobs:        processes running the strategy x seed runs.
+    threads:     torch and BLAS threads of each process running runs (1: ``jobs`` processes share
+                 the cores without oversubscribing them, also when jobs is 1).
     """
 
     strategies: tuple[str, ...] = STRATEGY_NAMES
@@ -57,6 +75,7 @@ class SimulationConfig:
     variants: Mapping[str, Variant] = field(default_factory=dict)
     evaluate_on: str = "test"
     jobs: int = 1
+    threads: int = 1
 
     def __post_init__(self) -> None:
         known = (*STRATEGY_NAMES, *self.variants)
@@ -78,6 +97,8 @@ class SimulationConfig:
             raise PairlabError(f"--evaluate-on: {self.evaluate_on!r}; allowed: {', '.join(EVALUATION_SPLITS)}")
         if self.jobs < 1:
             raise PairlabError("--jobs: must be >= 1")
+        if self.threads < 1:
+            raise PairlabError("--threads: must be >= 1")
 
     def variant(self, name: str) -> Variant:
         """The strategy and options that ``name`` stands for."""
@@ -89,26 +110,37 @@ def _evaluate(model, data: SimulationData, test: np.ndarray) -> dict[str, float]
     return {k: metrics[k] for k in ("i2t", "t2i", "avg")}
 
 
-def _train(data: SimulationData, pool: np.ndarray, labelled_mask: np.ndarray, config: TrainConfig, init):
+def _train(data: SimulationData, pool: np.ndarray, labelled_mask: np.ndarray, config: TrainConfig, init,
+           validation: np.ndarray):
+    """-> (model, seconds, the validation rows it held out)."""
     start = time.perf_counter()
     result = train_model(data.image[pool], data.text[pool], data.labels[pool], labelled_mask, config,
-                         init_model=init)
-    return result.model, time.perf_counter() - start
+                         init_model=init, validation=validation)
+    return result.model, time.perf_counter() - start, result.val_rows
 
 
 def run_strategy(data: SimulationData, pool: np.ndarray, test: np.ndarray, initial: np.ndarray, strategy: str,
-                 config: SimulationConfig, seed: int, progress: Callable[[str], None] | None = None) -> list[dict]:
-    """One strategy (or variant), one seed: R+1 evaluation points (the initial set, then after each batch)."""
+                 config: SimulationConfig, seed: int, progress: Callable[[str], None] | None = None,
+                 validation: np.ndarray | None = None) -> dict[str, Any]:
+    """One strategy (or variant), one seed: R+1 evaluation points (the initial set, then after each batch).
+
+    validation: the seed's fixed validation rows (pool positions inside ``initial``; None: the
+    seed's ``validation_slice``). Returns {"rounds": [...], "validation_rows": the distinct sets of
+    rows the trainings held out, one list per set (one set when the protocol holds)}.
+    """
+    validation = validation_slice(initial, seed) if validation is None else validation
     labelled = np.zeros(len(pool), dtype=bool)
     labelled[initial] = True
     budget = count(config.budget, len(pool))
     variant = config.variant(strategy)
     query = get_strategy(variant.strategy, **variant.options)
     train_config = replace(config.train, seed=seed)
-    model, rounds, select_seconds = None, [], 0.0
+    model, rounds, select_seconds, held_out = None, [], 0.0, []
     for r in range(config.rounds + 1):
-        model, train_seconds = _train(data, pool, labelled, train_config,
-                                      model if config.train.warm_start else None)
+        model, train_seconds, val_rows = _train(data, pool, labelled, train_config,
+                                                model if config.train.warm_start else None, validation)
+        if list(val_rows) not in held_out:
+            held_out.append(list(val_rows))
         metrics = _evaluate(model, data, test)
         rounds.append({"labelled": int(labelled.sum()), "fraction": float(labelled.mean()), **metrics,
                        "select_seconds": round(select_seconds, 4), "train_seconds": round(train_seconds, 4)})
@@ -126,7 +158,7 @@ def run_strategy(data: SimulationData, pool: np.ndarray, test: np.ndarray, initi
         chosen = query.query(outputs, unlabelled, np.flatnonzero(labelled), budget, seed=seed).indices
         select_seconds = time.perf_counter() - start
         labelled[chosen] = True
-    return rounds
+    return {"rounds": rounds, "validation_rows": held_out}
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,37 +168,45 @@ class _Run:
     seed: int
     strategy: str | None
     initial: np.ndarray
+    validation: np.ndarray
 
 
 def _execute(run: _Run, data: SimulationData, pool: np.ndarray, evaluation: np.ndarray, config: SimulationConfig,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any] | list[dict]:
-    if run.strategy is None:
-        model, _ = _train(data, pool, np.ones(len(pool), dtype=bool), replace(config.train, seed=run.seed), None)
-        return _evaluate(model, data, evaluation)
-    return run_strategy(data, pool, evaluation, run.initial, run.strategy, config, run.seed, progress)
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    if run.strategy is None:  # every pool label, the seed's validation rows held out for early stopping
+        model, seconds, val_rows = _train(data, pool, np.ones(len(pool), dtype=bool),
+                                          replace(config.train, seed=run.seed), None, run.validation)
+        return {**_evaluate(model, data, evaluation), "trained_on": int(len(pool) - len(val_rows)),
+                "validation_rows": [list(val_rows)], "train_seconds": round(seconds, 4)}
+    return run_strategy(data, pool, evaluation, run.initial, run.strategy, config, run.seed, progress,
+                        run.validation)
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(data: SimulationData, pool: np.ndarray, evaluation: np.ndarray, config: SimulationConfig) -> None:
-    """A worker process: one torch thread and one BLAS thread, so ``jobs`` processes share the cores."""
+def _pin_threads(threads: int):
+    """torch and BLAS/OpenMP threads of this process; returns the threadpoolctl limiter (keep it alive)."""
     import torch
     from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)
-    _WORKER.update(data=data, pool=pool, evaluation=evaluation, config=config,
-                   limits=threadpool_limits(limits=1))
+    torch.set_num_threads(threads)
+    return threadpool_limits(limits=threads)
 
 
-def _execute_in_worker(run: _Run) -> dict[str, Any] | list[dict]:
+def _init_worker(data: SimulationData, pool: np.ndarray, evaluation: np.ndarray, config: SimulationConfig) -> None:
+    """A worker process: ``config.threads`` torch and BLAS threads, so ``jobs`` processes share the cores."""
+    _WORKER.update(data=data, pool=pool, evaluation=evaluation, config=config, limits=_pin_threads(config.threads))
+
+
+def _execute_in_worker(run: _Run) -> dict[str, Any]:
     return _execute(run, _WORKER["data"], _WORKER["pool"], _WORKER["evaluation"], _WORKER["config"])
 
 
-def _describe(run: _Run, result: dict[str, Any] | list[dict]) -> str:
+def _describe(run: _Run, result: dict[str, Any]) -> str:
     if run.strategy is None:
         return f"seed {run.seed}: full supervision avg mAP {result['avg']:.4f}"
-    curve = ", ".join(f"{r['avg']:.4f}" for r in result)
+    curve = ", ".join(f"{r['avg']:.4f}" for r in result["rounds"])
     return f"{run.strategy} seed {run.seed}: avg mAP per round {curve}"
 
 
@@ -201,13 +241,16 @@ def run_simulation(data: SimulationData, config: SimulationConfig,
     runs = []
     for seed in config.seeds:
         initial = np.random.default_rng(seed).choice(len(pool), size=n_initial, replace=False)
-        runs += [_Run(seed, None, initial), *(_Run(seed, name, initial) for name in config.strategies)]
+        validation = validation_slice(initial, seed)
+        runs += [_Run(seed, None, initial, validation),
+                 *(_Run(seed, name, initial, validation) for name in config.strategies)]
     results: dict[_Run, Any] = {}
     if config.jobs == 1:
-        for run in runs:
-            results[run] = _execute(run, data, pool, evaluation, config, progress)
-            if progress:
-                progress(f"[{len(results)}/{len(runs)}] {_describe(run, results[run])}")
+        with _pin_threads(config.threads):
+            for run in runs:
+                results[run] = _execute(run, data, pool, evaluation, config, progress)
+                if progress:
+                    progress(f"[{len(results)}/{len(runs)}] {_describe(run, results[run])}")
     else:
         with ProcessPoolExecutor(config.jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(data, pool, evaluation, config)) as executor:
@@ -225,11 +268,21 @@ def run_simulation(data: SimulationData, config: SimulationConfig,
         "seeds": list(config.seeds),
         "encoders": dict(data.encoders),
         "full_supervision": {k: float(np.mean([f[k] for f in full])) for k in ("i2t", "t2i", "avg")},
-        "strategies": {name: [{"seed": run.seed, "rounds": results[run]} for run in runs if run.strategy == name]
+        "strategies": {name: [{"seed": run.seed, **results[run]} for run in runs if run.strategy == name]
                        for name in config.strategies},
         "protocol": {"warm_start": config.train.warm_start, "evaluated_on": config.evaluate_on, "initial": n_initial,
                      "budget": count(config.budget, len(pool)), "rounds": config.rounds,
                      "initial_set": "uniformly random per seed, shared by all strategies",
+                     "validation": {
+                         "rule": f"per seed, {VALIDATION_SHARE:.0%} of the initial set (at least 2 pairs), drawn "
+                                 "with the seed; held out for early stopping by every strategy in every round and "
+                                 "by full supervision; its labels count in the initial set",
+                         "size": int(len(runs[0].validation)),
+                         "rows_per_seed": {str(run.seed): run.validation.tolist() for run in runs
+                                           if run.strategy is None}},
+                     "full_supervision_trains_on": "every pool label except the seed's validation rows, which it holds out "
+                                         "for early stopping",
+                     "threads_per_process": config.threads,
                      "variants": {name: {"strategy": v.strategy, **v.options} for name, v in config.variants.items()
                                   if name in config.strategies},
                      "full_supervision_per_seed": full, "test_carved": data.test_carved, "notes": notes},

@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", help="TOML file of named strategy variants to run beside the registry strategies")
     p.add_argument("--evaluate-on", choices=("test", "validation"), default="test",
                    help="'validation' carves a validation split off the pool for tuning and never reads the test split")
-    p.add_argument("--jobs", type=int, default=1, help="processes for the strategy x seed runs (one torch thread each)")
+    p.add_argument("--jobs", type=int, default=1, help="processes for the strategy x seed runs")
+    p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads per process (default 1)")
+    p.add_argument("--cache-dir", help="where encoded features are cached (default: OUT/cache); share one between runs")
     p.add_argument("--image-encoder", help="for raw images (default efficientnet-lite0)")
     p.add_argument("--text-encoder", help="for raw texts (default tfidf)")
 

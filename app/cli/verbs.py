@@ -135,12 +135,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = SimulationConfig(strategies=tuple(split_names(args.strategies)) or STRATEGY_NAMES, initial=args.initial,
                               budget=args.budget, rounds=args.rounds, seeds=seeds,
                               train=TrainConfig(warm_start=args.warm_start), variants=variants,
-                              evaluate_on=args.evaluate_on, jobs=args.jobs)
+                              evaluate_on=args.evaluate_on, jobs=args.jobs, threads=args.threads)
     source = Path(args.source)
     if not source.exists():
         raise PairlabError(f"{source}: not found")
     out = Path(args.out)
-    data = load_simulation_data(source, args.format or guess_format(source), cache_dir=out / "cache",
+    cache_dir = Path(args.cache_dir) if args.cache_dir else out / "cache"
+    data = load_simulation_data(source, args.format or guess_format(source), cache_dir=cache_dir,
                                 carve_seed=seeds[0], image_encoder=args.image_encoder, text_encoder=args.text_encoder)
     results = run_simulation(data, config, progress=lambda message: log.info("%s", message))
     write_reports(results, out)

@@ -19,7 +19,7 @@ from learner.inference import evaluate_model
 from learner.model import CrossModalModel
 from learner.training import train_model
 from storage.errors import PairlabError
-from storage.model_versions import ModelVersionInfo, add_model_version
+from storage.model_versions import ModelVersionInfo, add_model_version, latest_validation_pairs
 from storage.models import utcnow
 from storage.pairs import PairColumns
 from storage.store import Store
@@ -28,6 +28,31 @@ log = logging.getLogger(__name__)
 
 # models/model-<UTC stamp>-<8 hex>.pt: unique per training run (see ``_save_version``).
 CHECKPOINT_NAME = re.compile(r"model-\d{8}T\d{6}-[0-9a-f]{8}\.pt")
+_HASH_MULTIPLIER = np.uint64(2654435761)  # Knuth's multiplicative hash: a pair id -> a fixed value in [0, 1)
+
+
+def _id_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed pseudo-uniform value in [0, 1) per pair id (and seed); (n,) int -> (n,) float64."""
+    mixed = (ids.astype(np.uint64) + np.uint64(seed)) * _HASH_MULTIPLIER % np.uint64(2**32)
+    return mixed.astype(np.float64) / 2**32
+
+
+def validation_pairs(store: Store, ids: np.ndarray, labelled: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """The workspace's fixed validation pairs: (n,) ids, sorted, among ``ids[labelled]``.
+
+    Fixed once: the latest version's recorded validation pairs that are still labelled training
+    pairs; before the first version that recorded at least 2, the labelled training pairs whose
+    id hash (``_id_uniform``) is below ``val_fraction``. Later labels (e.g. a strategy's picks)
+    never join it, so model selection is not biased towards what a strategy chose.
+    """
+    with store.db.read() as s:
+        recorded = latest_validation_pairs(s)
+    candidates = ids[labelled]
+    if recorded is not None and len(recorded) >= 2:
+        kept = np.intersect1d(candidates, np.asarray(recorded, dtype=np.int64))
+        if len(kept) >= 2:
+            return kept
+    return np.sort(candidates[_id_uniform(candidates, seed) < val_fraction])
 
 
 def _warm_start_model(previous: ModelVersionInfo | None, signatures: dict[str, str], shape: tuple[int, int, int]):
@@ -47,7 +72,7 @@ def _warm_start_model(previous: ModelVersionInfo | None, signatures: dict[str, s
 
 def _save_version(store: Store, result, *, choice: EncoderChoice, vocabulary: list[str], config, signatures,
                   parent: ModelVersionInfo | None, labelled_count: int, metrics: dict[str, Any],
-                  job_id: int | None) -> ModelVersionInfo:
+                  job_id: int | None, validation_ids: np.ndarray) -> ModelVersionInfo:
     """Checkpoint under a unique name first, then its row: a rollback or a concurrent trainer never
     leaves a row pointing at a half-written or overwritten checkpoint (a kill in between leaves an
     orphan checkpoint, which the worker removes at start-up: ``app.jobs.litter``)."""
@@ -59,7 +84,8 @@ def _save_version(store: Store, result, *, choice: EncoderChoice, vocabulary: li
                 s, path=str(path), parent_version=None if parent is None else parent.version,
                 labelled_count=labelled_count, metrics=metrics,
                 config={"train": dataclasses.asdict(config), "encoders": choice.names(), "vocabulary": vocabulary,
-                        "features": signatures, "job_id": job_id})
+                        "features": signatures, "job_id": job_id,
+                        "validation_pairs": [int(i) for i in validation_ids]})
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -71,8 +97,9 @@ def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int
     """Train a new model version on the ``pool``/``train`` pairs (labelled + unlabelled) and record it.
 
     From scratch, or with ``warm_start`` (None: ``[train].warm_start``) from the latest version when
-    its features and vocabulary still fit. Early stopping uses a validation split of the labelled
-    training pairs (inside ``train_model``); ``val`` and ``test`` pairs are never trained on.
+    its features and vocabulary still fit. Early stopping uses the workspace's fixed validation
+    pairs (``validation_pairs``; recorded in the version's config and counted in its metrics);
+    ``val`` and ``test`` pairs are never trained on.
     job_id: the ``train`` job doing this, recorded in the version's config so that a worker killed after
     the commit still reports the job done (``storage.jobs.fail_orphaned_jobs``).
     """
@@ -92,17 +119,20 @@ def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int
     previous = latest_model(store)
     init = _warm_start_model(previous, signatures, (image.shape[1], text.shape[1], len(everything.vocabulary))) \
         if config.warm_start else None
-    progress(0.0, f"training on {len(rows)} pairs, {n_labelled} labelled")
+    held_out = validation_pairs(store, table.ids[rows], labelled, config.val_fraction, config.seed)
+    progress(0.0, f"training on {len(rows)} pairs, {n_labelled} labelled, {len(held_out)} of them held out for validation")
     result = train_model(image, text, labels, labelled, config, init_model=init,
+                         validation=np.searchsorted(table.ids[rows], held_out),
                          progress=lambda f, m: progress(0.95 * f, m))
     metrics: dict[str, Any] = {"validation": dict(result.best_metrics), "seconds": round(result.seconds, 2),
-                               "best_epoch": result.best_epoch}
+                               "best_epoch": result.best_epoch, "validation_pairs": len(result.val_rows)}
     test = _labelled_rows(table, everything, "test")
     if len(test) >= 2:
         metrics["test"] = _evaluate_rows(store, result.model, table, everything, test, choice)
     info = _save_version(store, result, choice=choice, vocabulary=everything.vocabulary, config=config,
                          signatures=signatures, parent=previous if init is not None else None,
-                            labelled_count=n_labelled, metrics=metrics, job_id=job_id)
+                         labelled_count=n_labelled, metrics=metrics, job_id=job_id,
+                         validation_ids=table.ids[rows][list(result.val_rows)])
     model_embeddings(store)  # computed now, so Explore never waits on it
     progress(1.0, f"model v{info.version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
     return info

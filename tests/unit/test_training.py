@@ -111,3 +111,23 @@ def test_train_config_is_re_exported_torch_free_and_warm_start_defaults_off():
     code = "import sys, learner.train_config; sys.exit('torch' in sys.modules)"
     root = Path(learner.__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+def test_given_validation_rows_are_held_out_and_never_trained_on(monkeypatch):
+    """train_model(validation=rows): exactly those rows are scored by early stopping, and neither the
+    labelled batch nor the pool batch ever draws them."""
+    drawn = []
+    real_take = training.Cycler.take
+    monkeypatch.setattr(training.Cycler, "take", lambda self, n: (drawn.append(r := real_take(self, n)), r)[1])
+    xv, xt, y = _noisy_multilabel()
+    labelled = np.zeros(N, dtype=bool)
+    labelled[:30] = True
+    rows = np.array([3, 11, 17, 25])
+    cfg = TrainConfig(dim=16, hidden=32, batch_size=32, labelled_batch_size=16, min_steps_per_epoch=2, epochs=3,
+                      min_epochs=1)
+    res = train_model(xv, xt, y, labelled, cfg, validation=rows)
+    assert res.val_rows == tuple(rows.tolist()) and (res.n_train, res.n_val) == (26, 4)
+    assert not set(np.concatenate(drawn).tolist()) & set(rows.tolist())
+    assert res.best_metrics  # early stopping ran on them
+    with pytest.raises(ValueError, match="labelled row"):
+        train_model(xv, xt, y, labelled, cfg, validation=np.array([3, 40]))
