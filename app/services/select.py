@@ -128,11 +128,16 @@ def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budge
 
 def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
                    inference: InferenceConfig, progress: StepProgress) -> _Choice:
-    """Infer on the pool and the labelled training pairs, let the strategy choose, attach suggestions."""
+    """Infer on the training pairs, let the strategy choose, attach suggestions.
+
+    Every training pair outside the pool is passed to the strategy as covered (its labelled set):
+    the pairs labelled at import or by a person, and the pairs queued by an earlier round that are
+    not annotated yet, so a batch never re-covers what is already on its way to the annotators.
+    """
     info = current_model(store)
     choice = encoder_choice(store)
     labels = label_matrix(store, table.ids)
-    rows = np.union1d(pool, np.flatnonzero(labels.labelled & np.isin(table.splits, TRAINING_SPLITS)))
+    rows = np.flatnonzero(np.isin(table.splits, TRAINING_SPLITS))                # pool is a subset
     image, text = feature_matrices(store, table.ids[rows], choice)
     progress(0.2, f"scoring {len(pool)} pairs with model v{info.version}")
     outputs = infer(cached_model(info.path), image, text, mc_samples=inference.mc_samples,

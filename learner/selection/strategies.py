@@ -3,6 +3,8 @@
 - ``ascmr``: ASCMR (Qi et al., TPAMI 2025) informativeness with our density-aware budget
   allocation (``ascmr.py``; DESIGN §5, docs/selection.md).
 - ``random``, ``entropy``, ``bald``, ``coreset``, ``badge``, ``inter``: the baselines (``baselines.py``).
+- ``typiclust`` (Hacohen et al., ICML 2022), ``probcover`` (Yehuda et al., NeurIPS 2022): the
+  low-budget coverage strategies (``coverage.py``).
 - :func:`cold_start`: k-means on raw encoder features for the first batch, before any model
   (``first_batch.py``).
 
@@ -22,18 +24,21 @@ from learner.selection.base import (
 from learner.selection.baselines import (
     BadgeConfig, BadgeStrategy, BaldStrategy, CoresetStrategy, EntropyStrategy, InterStrategy, RandomStrategy,
 )
+from learner.selection.coverage import ProbcoverConfig, ProbcoverStrategy, TypiclustConfig, TypiclustStrategy
 from learner.selection.first_batch import cold_start
 from learner.selection.scoring import InformativenessWeights
 
 __all__ = [
     "STRATEGY_NAMES", "AscmrConfig", "AscmrStrategy", "BadgeConfig", "BadgeStrategy", "BaldStrategy",
     "ConfiguredStrategy", "CoresetStrategy", "EmptyPoolError", "EntropyStrategy", "InterStrategy",
-    "PoolTooSmallError", "QueryStrategy", "RandomStrategy", "Selection", "SelectionError", "build_strategy",
+    "PoolTooSmallError", "ProbcoverConfig", "ProbcoverStrategy", "QueryStrategy", "RandomStrategy", "Selection",
+    "SelectionError", "TypiclustConfig", "TypiclustStrategy", "build_strategy",
     "cold_start", "get_strategy", "strategy_config_class", "validate_query",
 ]
 
 _REGISTRY: dict[str, type[QueryStrategy]] = {cls.name: cls for cls in (
-    AscmrStrategy, RandomStrategy, EntropyStrategy, BaldStrategy, CoresetStrategy, BadgeStrategy, InterStrategy)}
+    AscmrStrategy, RandomStrategy, EntropyStrategy, BaldStrategy, CoresetStrategy, BadgeStrategy, InterStrategy,
+    TypiclustStrategy, ProbcoverStrategy)}
 
 STRATEGY_NAMES = tuple(_REGISTRY)
 

@@ -101,7 +101,7 @@ def _synthetic(n: int = 140, n_test: int = 30) -> SimulationData:
 def test_every_strategy_and_round_of_a_run_holds_out_the_same_validation_rows():
     """One fixed validation set per seed: drawn from the initial set, used by every strategy in every
     round and by full supervision, and recorded in the protocol."""
-    strategies = ("random", "ascmr", "coreset")
+    strategies = ("random", "ascmr", "probcover")
     config = SimulationConfig(strategies=strategies, initial=20, budget=6, rounds=1, seeds=(0, 1),
                               train=TrainConfig(dim=16, hidden=32, epochs=2, max_steps=8, min_epochs=1, batch_size=32,
                                                 labelled_batch_size=8, min_steps_per_epoch=2))

@@ -15,6 +15,7 @@ from learner.selection import (
     STRATEGY_NAMES, AscmrConfig, BadgeConfig, EmptyPoolError, InformativenessWeights, PoolTooSmallError, Selection,
     build_strategy, cold_start, get_strategy, strategy_config_class,
 )
+from learner.selection.strategies import ProbcoverConfig, TypiclustConfig
 
 N, D, C, K, RAW = 60, 8, 5, 3, 12
 LABELLED = np.arange(0, 60, 6)                                                     # 10 labelled rows
@@ -50,8 +51,9 @@ def _query(name, pool, labelled, n, seed=0, outputs=None) -> Selection:
     return get_strategy(name).query(outputs or _outputs(), pool, labelled, n, seed=seed)
 
 
-def test_all_seven_strategies_are_registered():
-    assert set(STRATEGY_NAMES) == {"ascmr", "random", "entropy", "bald", "coreset", "badge", "inter"}
+def test_all_nine_strategies_are_registered():
+    assert set(STRATEGY_NAMES) == {"ascmr", "random", "entropy", "bald", "coreset", "badge", "inter", "typiclust",
+                                   "probcover"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -129,7 +131,7 @@ def test_registry_lists_allowed_names_and_options():
 def test_registry_builds_strategies_from_config_instances():
     configs = {name: strategy_config_class(name) for name in STRATEGY_NAMES}
     assert configs == {"ascmr": AscmrConfig, "badge": BadgeConfig, "random": None, "entropy": None, "bald": None,
-                       "coreset": None, "inter": None}
+                       "coreset": None, "inter": None, "typiclust": TypiclustConfig, "probcover": ProbcoverConfig}
     built = build_strategy("ascmr", AscmrConfig(gamma=1.0))
     assert built.name == "ascmr" and built.params() == get_strategy("ascmr", gamma=1.0).params()
     assert build_strategy("badge").params() == dataclasses.asdict(BadgeConfig())
