@@ -128,3 +128,19 @@ def evaluate_retrieval(
         t2i = precision_at_k(mu_text, mu_image, labels, labels, k=k, chunk=chunk)
         out.update({f"i2t_p@{k}": i2t, f"t2i_p@{k}": t2i, f"p@{k}": 0.5 * (i2t + t2i)})
     return out
+
+
+def competence(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    """Competence of a model on labelled pairs (DCoM, Mishal & Weinshall 2024, arXiv 2407.01804,
+    mixes coverage and uncertainty by such a score): the share of pairs whose most probable class
+    is one of their labels (precision@1 of the class head).
+
+    probs: (n, C) class probabilities (e.g. the mean of the two branches); labels: (n, C) 0/1.
+    Returns a float in [0, 1], or None for fewer than 2 pairs (too few to say anything).
+    """
+    if probs.shape != labels.shape or probs.ndim != 2:
+        raise ValueError(f"competence: probs {probs.shape} and labels {labels.shape} must be the same (n, C)")
+    if len(probs) < 2:
+        return None
+    top = np.argmax(probs, axis=1)
+    return float(np.mean(labels[np.arange(len(probs)), top] > 0))

@@ -21,6 +21,9 @@ class InferenceOutputs:
                                 pushed through the classifier; K may be 0 (shape (N, 0, C)).
     dropout_probs:              (N, K', C) or None: joint class probabilities under MC dropout (BALD).
     match_a, match_b:           scalars of the PCME match probability sigmoid(-a*||z_v - z_t|| + b).
+    competence:                 the model's competence in [0, 1] measured by the caller on labelled
+                                held-out pairs (``learner.metrics.competence``), or None when unknown;
+                                ``ascmr`` mixes coverage and uncertainty by it.
     """
 
     mu_image: np.ndarray
@@ -34,6 +37,7 @@ class InferenceOutputs:
     match_a: float
     match_b: float
     dropout_probs: np.ndarray | None = None
+    competence: float | None = None
 
     def __post_init__(self) -> None:
         n, d = self.mu_image.shape
@@ -47,6 +51,8 @@ class InferenceOutputs:
             arr = getattr(self, name)
             if arr.ndim != 3 or arr.shape[0] != n or arr.shape[2] != c:
                 raise ValueError(f"InferenceOutputs.{name}: expected shape (N={n}, K, C={c}), got {arr.shape}")
+        if self.competence is not None and not 0.0 <= self.competence <= 1.0:
+            raise ValueError(f"InferenceOutputs.competence: expected None or a value in [0, 1], got {self.competence}")
 
     @property
     def n(self) -> int:
@@ -61,4 +67,5 @@ class InferenceOutputs:
             mc_probs_image=self.mc_probs_image[indices], mc_probs_text=self.mc_probs_text[indices],
             match_a=self.match_a, match_b=self.match_b,
             dropout_probs=None if self.dropout_probs is None else self.dropout_probs[indices],
+            competence=self.competence,
         )

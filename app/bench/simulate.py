@@ -29,6 +29,7 @@ from app.bench.data import CARVED_TEST_FRACTION, VALIDATION_FRACTION, Simulation
     split_pool_and_test
 from app.bench.variants import Variant
 from learner.inference import InferenceConfig, evaluate_model, infer
+from learner.metrics import competence
 from learner.selection.strategies import STRATEGY_NAMES, get_strategy
 from learner.training import TrainConfig, train_model
 from storage.errors import PairlabError
@@ -110,6 +111,12 @@ def _evaluate(model, data: SimulationData, test: np.ndarray) -> dict[str, float]
     return {k: metrics[k] for k in ("i2t", "t2i", "avg")}
 
 
+def _competence(outputs, labels: np.ndarray, rows: np.ndarray) -> float | None:
+    """``learner.metrics.competence`` of the joint class probabilities on the validation rows."""
+    joint = (outputs.probs_image[rows] + outputs.probs_text[rows]) / 2
+    return competence(joint, labels[rows])
+
+
 def _train(data: SimulationData, pool: np.ndarray, labelled_mask: np.ndarray, config: TrainConfig, init,
            validation: np.ndarray):
     """-> (model, seconds, the validation rows it held out)."""
@@ -155,8 +162,13 @@ def run_strategy(data: SimulationData, pool: np.ndarray, test: np.ndarray, initi
         outputs = infer(model, data.image[pool], data.text[pool], mc_samples=config.inference.mc_samples,
                         dropout_samples=config.inference.dropout_samples if variant.strategy == "bald" else 0,
                         batch_size=config.inference.batch_size, seed=seed)
-        chosen = query.query(outputs, unlabelled, np.flatnonzero(labelled), budget, seed=seed).indices
+        outputs = replace(outputs, competence=_competence(outputs, data.labels[pool], np.asarray(val_rows)))
+        selection = query.query(outputs, unlabelled, np.flatnonzero(labelled), budget, seed=seed)
+        chosen = selection.indices
         select_seconds = time.perf_counter() - start
+        rounds[-1]["competence"] = outputs.competence
+        if selection.explanation and "mixing_weight" in selection.explanation[0]:
+            rounds[-1]["mixing_weight"] = selection.explanation[0]["mixing_weight"]
         labelled[chosen] = True
     return {"rounds": rounds, "validation_rows": held_out}
 

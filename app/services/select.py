@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from app.services.data import TRAINING_SPLITS, feature_matrices, label_matrix, pair_table
+from app.services.data import TRAINING_SPLITS, LabelMatrix, feature_matrices, label_matrix, pair_table
 from app.services.models import cached_model, current_model, latest_model
 from app.services.progress import StepProgress, quiet
 from app.services.settings import encoder_choice, settings
 from learner.inference import InferenceConfig, infer
+from learner.metrics import competence
+from learner.outputs import InferenceOutputs
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
 from storage.errors import PairlabError
-from storage.model_versions import ModelVersionInfo, model_version_id
+from storage.model_versions import ModelVersionInfo, latest_validation_pairs, model_version_id
 from storage.pairs import PairColumns
 from storage.queue import SelectedPair, create_round, selectable_pair_ids
 from storage.store import Store
@@ -143,6 +145,7 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
     outputs = infer(cached_model(info.path), image, text, mc_samples=inference.mc_samples,
                     dropout_samples=inference.dropout_samples if query.name == "bald" else 0,
                     batch_size=inference.batch_size, seed=seed)
+    outputs = replace(outputs, competence=_competence(store, table, rows, labels, outputs))
     pool_pos = np.searchsorted(rows, pool)
     labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
     try:
@@ -154,6 +157,18 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
         item[SUGGESTIONS_KEY] = _suggestions(joint[pos], labels.vocabulary)
     return _Choice(rows[selection.indices], _scores(selection.explanation), selection.explanation, query.name,
                    {"encoders": choice.names(), **selection.params, "model_version": info.version}, info)
+
+
+def _competence(store: Store, table: PairColumns, rows: np.ndarray, labels: LabelMatrix,
+                outputs: InferenceOutputs) -> float | None:
+    """``learner.metrics.competence`` of the model on the workspace's fixed validation pairs (those the
+    latest version held out), None without at least 2 of them among ``rows``."""
+    with store.db.read() as s:
+        held_out = latest_validation_pairs(s) or []
+    ids = table.ids[rows]
+    val = np.flatnonzero(np.isin(ids, held_out) & labels.labelled[rows])
+    joint = (outputs.probs_image[val] + outputs.probs_text[val]) / 2
+    return competence(joint, labels.labels[rows][val])
 
 
 def _scores(explanation: list[dict[str, Any]]) -> np.ndarray:

@@ -1,11 +1,14 @@
 """The ``ascmr`` strategy: ASCMR informativeness (Qi et al., TPAMI 2025, §3) with our
-density-aware budget allocation (DESIGN §5, docs/selection.md)."""
+density-aware budget allocation (DESIGN §5, docs/selection.md), made budget-aware: coverage
+(semantic density) first while the model is weak, uncertainty once it is competent (DCoM,
+Mishal & Weinshall 2024, arXiv 2407.01804)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -16,7 +19,7 @@ from learner.selection.density import (
     semantic_density,
 )
 from learner.selection.scoring import (
-    CHUNK_ROWS, COMPONENTS, InformativenessWeights, fused_means, informativeness, pool_scores,
+    CHUNK_ROWS, COMPONENTS, InformativenessWeights, fused_means, informativeness, pool_scores, rank01,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,14 @@ class AscmrConfig:
     exact_max_pool:     pools up to this size use exact global kNN for rho and exact max
                         similarity to the labelled set; larger pools restrict both to clusters.
     chunk_size:         rows per scoring chunk (16384).
+    budget_aware:       mix coverage and uncertainty by the model's competence (``outputs.competence``,
+                        measured by the caller on labelled held-out pairs): I = (1 - a) rank(rho) +
+                        a I_unc, I_unc the rank fusion of the weighted components other than density,
+                        a = the mixing weight (:func:`mixing_weight`). Without a competence (or with
+                        budget_aware False) a is the weights' own uncertainty share, which is exactly
+                        the plain weighted fusion.
+    competence_low, competence_high: the ramp of a: 0 (coverage only) up to competence_low, 1
+                        (uncertainty only) from competence_high, linear between.
     n_jobs:             threads scoring chunks concurrently; None means os.cpu_count().  The
                         result does not depend on it.  BLAS runs single-threaded inside the query
                         (as scikit-learn's KMeans does) so threads never oversubscribe the cores.
@@ -77,6 +88,9 @@ class AscmrConfig:
     exact_max_pool: int = 10_000
     chunk_size: int = CHUNK_ROWS
     n_jobs: int | None = None
+    budget_aware: bool = True
+    competence_low: float = 0.5
+    competence_high: float = 0.9
 
     def __post_init__(self) -> None:
         checks = {
@@ -87,12 +101,47 @@ class AscmrConfig:
             "max_clusters": self.max_clusters >= 1, "match_samples": self.match_samples >= 1,
             "max_reference": self.max_reference > self.k, "exact_max_pool": self.exact_max_pool >= 0,
             "chunk_size": self.chunk_size >= 1, "n_jobs": self.n_jobs is None or self.n_jobs >= 1,
+            "competence_high": 0 <= self.competence_low < self.competence_high <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"AscmrConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} "
                              "(need k >= 1, gamma >= 0, lam >= 0, -1 <= coverage_threshold <= 1, "
-                             "n_clusters None or >= 1, max_reference > k, positive sizes)")
+                             "n_clusters None or >= 1, max_reference > k, positive sizes, "
+                             "0 <= competence_low < competence_high <= 1)")
+
+
+def mixing_weight(config: AscmrConfig, competence: float | None) -> float:
+    """The uncertainty share a in [0, 1] of ``ascmr``'s informativeness (see ``AscmrConfig``).
+
+    Budget-aware with a competence: 0 up to competence_low, 1 from competence_high, linear
+    between. Otherwise the weights' share of the components other than density.
+    """
+    per = config.weights.per_component()
+    total, density = sum(per.values()), per.get("density", 0.0)
+    if density == total:
+        return 0.0
+    if density == 0.0:
+        return 1.0
+    if not config.budget_aware or competence is None:
+        return (total - density) / total
+    span = config.competence_high - config.competence_low
+    return float(np.clip((competence - config.competence_low) / span, 0.0, 1.0))
+
+
+def mixed_informativeness(components: dict[str, np.ndarray], weights: InformativenessWeights,
+                          alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """I = (1 - alpha) rank01(density) + alpha I_unc -> (I, rank01(density), I_unc), each (n,).
+
+    I_unc: the rank fusion of the weighted components other than density (0 when none is weighted).
+    """
+    coverage = rank01(components["density"])
+    unc_weights = {k: v for k, v in dataclasses.asdict(weights).items() if k != "density"}
+    if sum(unc_weights.values()) > 0:
+        uncertainty = informativeness(components, replace(weights, density=0.0))
+    else:
+        uncertainty = np.zeros_like(coverage)
+    return (1 - alpha) * coverage + alpha * uncertainty, coverage, uncertainty
 
 
 class AscmrStrategy(ConfiguredStrategy):
@@ -101,7 +150,7 @@ class AscmrStrategy(ConfiguredStrategy):
     1. components per pool pair (scoring.pool_scores) and the fused, normalised mu_z;
     2. clusters: MiniBatchKMeans on mu_z, K = n_clusters or min(n, max_clusters);
     3. rho: semantic density (exact, or cluster-restricted for pools > exact_max_pool);
-    4. I = rank-weighted informativeness including rho;
+    4. I = (1 - a) rank(rho) + a I_unc, a the mixing weight from the model's competence;
     5. per-cluster budget from (sum I)^gamma (1 - coverage), largest remainder;
     6. greedy in each cluster on I - lam * max sim to labelled and already selected pairs.
     """
@@ -128,7 +177,8 @@ class AscmrStrategy(ConfiguredStrategy):
         rho = semantic_density(scored.mu_z, k=cfg.k, clusters=None if exact else clusters,
                                max_reference=None if exact else cfg.max_reference, seed=seed_int(rng))
         components = {**scored.components, "density": rho}
-        info = informativeness(components, cfg.weights)
+        alpha = mixing_weight(cfg, outputs.competence)
+        info, coverage_part, uncertainty_part = mixed_informativeness(components, cfg.weights, alpha)
         clock.lap("density+informativeness")
         sim_l = (max_similarity(scored.mu_z, mu_l) if exact else
                  max_similarity(scored.mu_z, mu_l, x_clusters=clusters, ref_clusters=clusters_l))
@@ -143,6 +193,8 @@ class AscmrStrategy(ConfiguredStrategy):
         explanation = [
             {"index": int(pool[p]), "order": i, "rank": int(rank[p]), "score": float(v),
              "informativeness": float(info[p]), "max_similarity": float(s),
+             "mixing_weight": alpha, "competence": outputs.competence,
+             "coverage_part": float(coverage_part[p]), "uncertainty_part": float(uncertainty_part[p]),
              "cluster": int(clusters[p]), "cluster_budget": int(budget[clusters[p]]),
              "cluster_coverage": float(coverage[clusters[p]]),
              **{name: float(components[name][p]) for name in (*COMPONENTS, "density")}}

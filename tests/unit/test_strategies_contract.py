@@ -149,5 +149,6 @@ def test_ascmr_explanation_records_every_component():
     keys = set(sel.explanation[0])
     assert {"informativeness", "density", "cluster", "cluster_budget", "cluster_coverage", "max_similarity",
             "spread_image", "spread_text", "entropy_image", "entropy_text", "mutual_information_image",
-            "mutual_information_text", "match_probability", "match_entropy", "mismatch", "disagreement"} <= keys
+            "mutual_information_text", "match_probability", "match_entropy", "mismatch", "disagreement",
+            "mixing_weight", "competence", "coverage_part", "uncertainty_part"} <= keys
     assert sel.params["weights"] == dataclasses.asdict(InformativenessWeights())  # recorded with the round
