@@ -51,7 +51,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a TrainConfig field to override, e.g. --set val_fraction=0 (repeatable)")
     parser.add_argument("--carve-seed", type=int, default=10, help="seed of the validation carve (as simulate's first seed)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (pinned, as simulate does)")
     args = parser.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
     if not WIKI.exists():
         sys.exit(f"{WIKI}: not found (the Wikipedia features live in ../shared/datasets)")
     config = TrainConfig(**{k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+AVERAGING = ("none", "swa")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -19,6 +21,11 @@ class TrainConfig:
                  min_epochs (epochs trained before a model may be selected, 5: tiny validation
                  splits otherwise often pick an undertrained first epoch),
                  val_fraction (of the labelled pairs held out for early stopping, 0.2), seed (0).
+    Averaging:   averaging ("none": the best epoch by early stopping; "swa": stochastic weight
+                 averaging, Izmailov et al. UAI 2018: a fixed schedule of ``epochs`` (or the epochs
+                 that ``max_steps`` allows) without early stopping, the weights averaged with equal
+                 weight over the epochs from ``swa_start`` (a fraction of that schedule) on; the
+                 validation pairs are then only scored, never used to choose).
     Pool:        use_unlabelled (True: the pool batch draws from every pair; False: from the
                  labelled training pairs only, the supervised-only baseline).
     Loss terms:  use_* switches and w_* weights for classification (BCE), dagnn (soft multi-label
@@ -52,6 +59,8 @@ class TrainConfig:
     min_epochs: int = 5
     val_fraction: float = 0.2
     seed: int = 0
+    averaging: str = "none"
+    swa_start: float = 0.5
     use_unlabelled: bool = True
     temperature: float = 0.2
     use_classification: bool = True
@@ -87,7 +96,9 @@ class TrainConfig:
         for name in ("lr", "temperature", "bank_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name}: expected > 0, got {getattr(self, name)}")
-        for name in ("dropout", "val_fraction", "bank_momentum"):
+        if self.averaging not in AVERAGING:
+            raise ValueError(f"TrainConfig.averaging: expected one of {', '.join(AVERAGING)}, got {self.averaging!r}")
+        for name in ("dropout", "val_fraction", "bank_momentum", "swa_start"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TrainConfig.{name}: expected in [0, 1), got {getattr(self, name)}")
         terms = ("classification", "dagnn", "infonce", "membank", "kl", "match")

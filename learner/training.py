@@ -1,4 +1,5 @@
-"""Training of the cross-modal model (DESIGN §4): semi-supervised losses, AdamW, early stopping.
+"""Training of the cross-modal model (DESIGN §4): semi-supervised losses, AdamW, early stopping
+or stochastic weight averaging (``TrainConfig.averaging``).
 
 Each step draws a *labelled batch* (classification + DAGNN soft contrastive) and a *pool batch*
 from every training pair (InfoNCE, PCME match, KL; MemBank pseudo-labels on its unlabelled rows),
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from learner import losses
 from learner.early_stopping import EarlyStopping
@@ -34,7 +36,8 @@ VAL_SPLIT_STREAM = 1  # a second seed word, so the split does not share draws wi
 
 @dataclass(frozen=True)
 class TrainResult:
-    """model: the best model (by validation avg mAP; the last one when there is no validation split).
+    """model: the best model (by validation avg mAP; the last one when there is no validation split;
+    the averaged weights with ``averaging="swa"``).
     history: one dict per epoch (epoch, steps, loss and each term's mean, val_avg when validated, seconds).
     best_epoch: 1-based. best_metrics: ``evaluate_retrieval`` keys on the validation split at the best epoch
     (empty without one). n_train, n_val: labelled pairs trained on and held out. seconds: wall time.
@@ -253,11 +256,21 @@ def train_model(
     if split.val.size:
         stopper = EarlyStopping(xv[split.val], xt[split.val], labels[split.val].astype(np.float32),
                                 patience=config.patience, min_epochs=config.min_epochs)
+    swa = config.averaging == "swa"
+    planned = min(config.epochs, math.ceil(config.max_steps / trainer.steps))   # epochs the schedule allows
+    swa_from = math.floor(planned * config.swa_start) + 1                       # first averaged epoch
+    averaged = None
     history: list[dict[str, float]] = []
     for epoch in range(1, config.epochs + 1):
         t_epoch = time.perf_counter()
         record = trainer.run(epoch)
-        out_of_patience = stopper is not None and stopper.on_epoch_end(epoch, model, record)
+        out_of_patience = False
+        if swa and epoch >= swa_from:
+            if averaged is None:
+                averaged = AveragedModel(model)
+            averaged.update_parameters(model)
+        elif not swa and stopper is not None:
+            out_of_patience = stopper.on_epoch_end(epoch, model, record)
         record["seconds"] = time.perf_counter() - t_epoch
         history.append(record)
         logger.debug("epoch %d: %s", epoch, record)
@@ -265,10 +278,16 @@ def train_model(
         _report(progress, record, config, stop)
         if stop:
             break
-    if stopper is not None:
-        stopper.on_train_end(model)
-    best_epoch = stopper.best_epoch if stopper is not None and stopper.best_epoch else len(history)
-    best_metrics = stopper.best_metrics if stopper is not None else {}
+    if swa:
+        if averaged is not None:
+            model.load_state_dict(averaged.module.state_dict())
+        best_epoch = len(history)
+        best_metrics = stopper.evaluate(model) if stopper is not None else {}
+    else:
+        if stopper is not None:
+            stopper.on_train_end(model)
+        best_epoch = stopper.best_epoch if stopper is not None and stopper.best_epoch else len(history)
+        best_metrics = stopper.best_metrics if stopper is not None else {}
     model.eval()
     seconds = time.perf_counter() - start
     logger.info("trained %d epochs (best %d) on %d labelled + %d unlabelled pairs in %.1f s",

@@ -126,6 +126,21 @@ def _train(data: SimulationData, pool: np.ndarray, labelled_mask: np.ndarray, co
     return result.model, time.perf_counter() - start, result.val_rows
 
 
+_ROUND_ZERO: dict[tuple, tuple] = {}
+
+
+def _initial_model(data: SimulationData, pool: np.ndarray, labelled: np.ndarray, config: TrainConfig,
+                   validation: np.ndarray):
+    """Round 0's training, shared by the strategies of a seed in this process: it sees only the
+    initial set, the seed and the settings, which all strategies share, and training is
+    deterministic for a seed, so each strategy would train the very same model. ``train_seconds``
+    is that one training's time."""
+    key = (id(data), pool.tobytes(), labelled.tobytes(), validation.tobytes(), config)
+    if key not in _ROUND_ZERO:
+        _ROUND_ZERO[key] = _train(data, pool, labelled, config, None, validation)
+    return _ROUND_ZERO[key]
+
+
 def run_strategy(data: SimulationData, pool: np.ndarray, test: np.ndarray, initial: np.ndarray, strategy: str,
                  config: SimulationConfig, seed: int, progress: Callable[[str], None] | None = None,
                  validation: np.ndarray | None = None) -> dict[str, Any]:
@@ -144,8 +159,11 @@ def run_strategy(data: SimulationData, pool: np.ndarray, test: np.ndarray, initi
     train_config = replace(config.train, seed=seed)
     model, rounds, select_seconds, held_out = None, [], 0.0, []
     for r in range(config.rounds + 1):
-        model, train_seconds, val_rows = _train(data, pool, labelled, train_config,
-                                                model if config.train.warm_start else None, validation)
+        if r == 0:
+            model, train_seconds, val_rows = _initial_model(data, pool, labelled, train_config, validation)
+        else:
+            model, train_seconds, val_rows = _train(data, pool, labelled, train_config,
+                                                    model if config.train.warm_start else None, validation)
         if list(val_rows) not in held_out:
             held_out.append(list(val_rows))
         metrics = _evaluate(model, data, test)
@@ -272,6 +290,7 @@ def run_simulation(data: SimulationData, config: SimulationConfig,
                 results[run] = future.result()
                 if progress:
                     progress(f"[{len(results)}/{len(runs)}] {_describe(run, results[run])}")
+    _ROUND_ZERO.clear()
     full = [results[run] for run in runs if run.strategy is None]
     return {
         "dataset": data.name,

@@ -15,12 +15,13 @@ from app.services import select as selection
 from app.web import state
 from app.cli.demo import DEMO_FIRST_BUDGET, DEMO_OPERATOR, build_demo_workspace
 from app.web.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
-from app.services.data import feature_matrices, pair_table
+from app.services.data import feature_matrices, label_matrix, pair_table
 from app.services.settings import encoder_choice
 from learner.encoders.tfidf import TfidfEncoder
 from storage.errors import PairlabError
 from storage.read_models import pairs_by_id
 from storage.jobs import recent_jobs
+from storage.model_versions import latest_validation_pairs
 from storage.models import Job, ModelVersion, Pair, Round, utcnow
 from storage.store import open_store
 from storage.users import get_user
@@ -93,6 +94,25 @@ def test_retraining_starts_from_scratch_unless_asked_to_warm_start(store):
         ids = dict(s.execute(select(ModelVersion.version, ModelVersion.id)).all())
     assert parents[scratch.version] is None
     assert parents[warm.version] == ids[scratch.version]
+
+
+def test_validation_pairs_are_fixed_once_recorded_and_reported(store):
+    """Every version holds out the same validation pairs, chosen at the first training; labels that
+    arrive later (a strategy's picks) never join them."""
+    with store.db.read() as s:
+        configs = [row.config for row in s.scalars(select(ModelVersion).order_by(ModelVersion.version))]
+        recorded = latest_validation_pairs(s)
+        metrics = s.scalar(select(ModelVersion.metrics).order_by(ModelVersion.version.desc()).limit(1))
+    assert len(configs) >= 3 and len(recorded) >= 2
+    assert all(c["validation_pairs"] == recorded for c in configs)
+    assert metrics["validation_pairs"] == len(recorded)
+    table = pair_table(store)
+    rows = np.flatnonzero(np.isin(table.splits, ("pool", "train")))
+    labelled = label_matrix(store, table.ids).labelled[rows]
+    more = labelled | (np.arange(len(rows)) % 2 == 0)                               # many new labels
+    assert train.validation_pairs(store, table.ids[rows], more, 0.2, 0).tolist() == recorded
+    fresh = train._id_uniform(table.ids[rows][more], 0) < 0.2                       # the rule before any version
+    assert set(recorded) <= set(table.ids[rows][more][fresh].tolist())
 
 
 def test_select_with_a_model_refuses_budget_beyond_the_pool(store):

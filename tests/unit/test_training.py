@@ -131,3 +131,31 @@ def test_given_validation_rows_are_held_out_and_never_trained_on(monkeypatch):
     assert res.best_metrics  # early stopping ran on them
     with pytest.raises(ValueError, match="labelled row"):
         train_model(xv, xt, y, labelled, cfg, validation=np.array([3, 40]))
+
+
+def test_swa_runs_a_fixed_schedule_and_returns_the_average_of_the_late_epochs(monkeypatch):
+    """averaging="swa": no early stopping (all epochs run), and the model is the mean of the weights
+    after the epochs from swa_start on."""
+    states = []
+    real_run = training._Epochs.run
+
+    def run(self, epoch):
+        record = real_run(self, epoch)
+        states.append(_state(self.model))
+        return record
+
+    monkeypatch.setattr(training._Epochs, "run", run)
+    xv, xt, y = _noisy_multilabel()
+    labelled = np.zeros(N, dtype=bool)
+    labelled[:30] = True
+    cfg = TrainConfig(dim=16, hidden=32, batch_size=32, labelled_batch_size=16, min_steps_per_epoch=2, epochs=6,
+                      patience=1, min_epochs=1, lr=1e-2, averaging="swa", swa_start=0.5)
+    res = train_model(xv, xt, y, labelled, cfg)
+    assert len(res.history) == 6 and res.best_epoch == 6 and res.best_metrics
+    final = _state(res.model)
+    for name, value in final.items():
+        if value.is_floating_point() and name.endswith(("weight", "bias")):
+            expected = torch.stack([s[name] for s in states[3:]]).mean(dim=0)      # epochs 4, 5, 6
+            torch.testing.assert_close(value, expected)
+    with pytest.raises(ValueError, match="averaging"):
+        TrainConfig(averaging="ema")
