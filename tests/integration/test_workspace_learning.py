@@ -18,11 +18,12 @@ from app.web.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
 from app.services.data import feature_matrices, label_matrix, pair_table
 from app.services.settings import encoder_choice
 from learner.encoders.tfidf import TfidfEncoder
+from learner.selection.strategies import QueryStrategy
 from storage.errors import PairlabError
 from storage.read_models import pairs_by_id
 from storage.jobs import recent_jobs
 from storage.model_versions import latest_validation_pairs
-from storage.models import Job, ModelVersion, Pair, Round, utcnow
+from storage.models import Job, ModelVersion, Pair, Round, Selection, utcnow
 from storage.store import open_store
 from storage.users import get_user
 from storage.workspace import CONFIG_NAME, write_config
@@ -113,6 +114,35 @@ def test_validation_pairs_are_fixed_once_recorded_and_reported(store):
     assert train.validation_pairs(store, table.ids[rows], more, 0.2, 0).tolist() == recorded
     fresh = train._id_uniform(table.ids[rows][more], 0) < 0.2                       # the rule before any version
     assert set(recorded) <= set(table.ids[rows][more][fresh].tolist())
+
+
+def test_queued_and_imported_pairs_count_as_covered_when_a_strategy_selects(store, monkeypatch):
+    """The strategy's labelled (covered) set holds every training pair outside the pool: pairs
+    labelled at import and pairs an earlier round queued that nobody annotated yet."""
+    seen = {}
+    real = QueryStrategy.query
+
+    def spy(self, outputs, pool, labelled, n, **kwargs):
+        seen.update(pool=np.asarray(pool), labelled=np.asarray(labelled), competence=outputs.competence)
+        return real(self, outputs, pool, labelled, n, **kwargs)
+
+    monkeypatch.setattr(QueryStrategy, "query", spy)
+    with store.db.read() as s:
+        queued = set(s.scalars(select(Selection.pair_id)))
+    table = pair_table(store)
+    training = table.ids[np.isin(table.splits, ("pool", "train"))]
+    imported = set(training[label_matrix(store, training).labelled].tolist())
+    assert queued and imported
+    pool_ids = set(table.ids[selection.selectable_rows(store, pair_table(store))].tolist())
+    report = selection.run_selection(store, strategy="probcover", budget=3, actor=operator(store))
+    scored = np.sort(training)                                                    # the rows the strategy saw
+    covered = set(scored[seen["labelled"]].tolist())
+    assert covered == set(training.tolist()) - pool_ids and queued | imported <= covered
+    assert set(scored[seen["pool"]].tolist()) == pool_ids
+    assert seen["competence"] is not None and 0.0 <= seen["competence"] <= 1.0     # on the fixed validation pairs
+    with store.db.read() as s:
+        rnd = s.scalar(select(Round).where(Round.number == report.round_number))
+        assert all({"newly_covered", "delta", "ball_purity"} <= set(sel.explanation) for sel in rnd.selections)
 
 
 def test_select_with_a_model_refuses_budget_beyond_the_pool(store):
