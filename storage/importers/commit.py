@@ -1,8 +1,10 @@
 """Writing an import: external ids, the labels to add, and the one-transaction commit.
 
 ``commit`` writes pairs, ``import`` events of the ``system`` user, new labels and precomputed feature
-sets in one ``store.db.write()`` transaction. Feature files are written under temporary names and renamed
-only after the transaction commits, so a failed import leaves the workspace as it was.
+sets in one ``store.db.write()`` transaction. A feature set's new rows go, with its old ones, into new
+files under unique names that the transaction registers; the files it replaces are deleted only after
+the commit, and the new ones on any error. So a failed import leaves the workspace as it was, and a
+process killed at any point leaves the database naming complete files (at worst an unnamed file is left).
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from storage.errors import InputError
-from storage.features import PRECOMPUTED, FeatureSetInfo, feature_paths, temporary_name
+from storage.faults import crash_point
+from storage.features import (
+    PRECOMPUTED, FeatureSetInfo, ids_path, register_features, temporary_name, unique_feature_path,
+)
 from storage.importers.fields import default_id
 from storage.importers.rows import ImportReport, ParsedSource, SourceRow
 from storage.models import Event, FeatureSet, Pair, User
@@ -81,9 +86,10 @@ def assign_ids(rows: Sequence[SourceRow], shas: Sequence[str],
 
 def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], keep: list[bool], *,
            add_labels: bool) -> ImportReport:
-    """Write everything in one transaction; rename feature files only after it commits."""
+    """Write everything in one transaction; delete the feature files it replaced only after it commits."""
     rows = parsed.rows
-    renames: list[tuple[Path, Path]] = []
+    written: list[Path] = []
+    replaced: list[Path] = []
     try:
         with store.db.write() as session:
             added_labels = add_vocabulary(session, labels_to_add(
@@ -101,14 +107,16 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
                 features_dir = store.workspace.subdir("features")
                 for modality, matrix in parsed.features.items():
                     info = _write_features(session, features_dir, modality, matrix[new_index],
-                                           np.asarray(pair_ids, dtype=np.int64), renames, rows[0].path)
+                                           np.asarray(pair_ids, dtype=np.int64), written, replaced, rows[0].path)
                     infos.append(info)
+            crash_point("import.before_commit")
     except BaseException:
-        for tmp, _ in renames:
-            tmp.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
-    for tmp, final in renames:
-        os.replace(tmp, final)
+    crash_point("import.after_commit")
+    for path in replaced:
+        path.unlink(missing_ok=True)
     log.info("imported %d pairs (%d skipped, %d labelled)", len(pair_ids), skipped, len(labelled))
     return ImportReport(added=len(pair_ids), skipped=skipped, labels_added=added_labels, labelled=len(labelled),
                         features=infos)
@@ -157,10 +165,10 @@ def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
 
 
 def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarray, pair_ids: np.ndarray,
-                    renames: list[tuple[Path, Path]], source: str) -> FeatureSetInfo:
-    """Write (or extend) the ``precomputed`` feature set of ``modality`` under temporary names."""
+                    written: list[Path], replaced: list[Path], source: str) -> FeatureSetInfo:
+    """Write the ``precomputed`` feature set of ``modality``, its old rows and then the new ones, to new files
+    (listed in ``written``) and register them; the files they replace are added to ``replaced``."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)  # (n_new, D)
-    final, final_ids = feature_paths(features_dir, modality, PRECOMPUTED)
     row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality, FeatureSet.encoder == PRECOMPUTED))
     old_rows = 0
     if row is not None:
@@ -168,21 +176,24 @@ def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarr
             raise InputError(source, None, modality, f"has dim {matrix.shape[1]} but the workspace's precomputed "
                                                      f"{modality} features have dim {row.dim}")
         old_rows = row.rows
-    tmp, tmp_ids = temporary_name(final), temporary_name(final_ids)
-    renames += [(tmp, final), (tmp_ids, final_ids)]
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(old_rows + len(matrix), matrix.shape[1]))
-    out_ids = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int64, shape=(old_rows + len(matrix),))
-    if old_rows:
-        out[:old_rows] = np.load(row.path, mmap_mode="r")
-        out_ids[:old_rows] = np.load(feature_paths(Path(row.path).parent, modality, PRECOMPUTED)[1], mmap_mode="r")
-    out[old_rows:] = matrix
-    out_ids[old_rows:] = pair_ids
-    out.flush()
-    out_ids.flush()
-    del out, out_ids
-    if row is None:
-        row = FeatureSet(modality=modality, encoder=PRECOMPUTED, path=str(final), dim=matrix.shape[1], rows=0)
-        session.add(row)
-    row.path, row.rows = str(final), old_rows + len(matrix)
-    session.flush()
-    return FeatureSetInfo(modality, PRECOMPUTED, str(final), str(final_ids), row.dim, row.rows)
+    final = unique_feature_path(features_dir, modality, PRECOMPUTED)
+    final_ids = Path(ids_path(str(final)))
+    n = old_rows + len(matrix)
+    for target, dtype, shape, old, new in ((final, np.float32, (n, matrix.shape[1]), row and row.path, matrix),
+                                           (final_ids, np.int64, (n,), row and ids_path(row.path), pair_ids)):
+        tmp = temporary_name(target)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            if old_rows:
+                out[:old_rows] = np.load(old, mmap_mode="r")
+            out[old_rows:] = new
+            out.flush()
+            del out
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(target)
+    info, previous = register_features(session, modality, PRECOMPUTED, final, matrix.shape[1], n)
+    if previous:
+        replaced += [Path(previous), Path(ids_path(previous))]
+    return info

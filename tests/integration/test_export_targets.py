@@ -16,6 +16,7 @@ import pytest
 
 from storage.errors import InputError, one_line
 from storage.exporters import export_workspace
+from storage.features import list_features
 from storage.importers import import_source
 from storage.model_versions import add_model_version
 from storage.store import init_workspace
@@ -68,8 +69,8 @@ WORKSPACE_TARGETS = [
     ("the-database-shm", "pairlab.db-shm", "the workspace's database"),
     ("the-database-journal", "pairlab.db-journal", "the workspace's database"),
     ("the-configuration", "pairlab.toml", "the workspace's configuration"),
-    ("a-feature-file", "features/precomputed-image.npy", "the workspace's feature file"),
-    ("a-feature-ids-file", "features/precomputed-text.ids.npy", "the workspace's feature file"),
+    ("a-feature-file", "{image features}", "the workspace's feature file"),
+    ("a-feature-ids-file", "{text feature ids}", "the workspace's feature file"),
     ("a-new-file-in-features", "features/new.npz", "inside the workspace"),
     ("the-features-folder", "features", "inside the workspace"),
     ("a-model-checkpoint", "models/v1.pt", "the workspace's model checkpoint"),
@@ -84,7 +85,10 @@ WORKSPACE_TARGETS = [
 
 @pytest.mark.parametrize("kind, target, fragment", WORKSPACE_TARGETS, ids=[c[0] for c in WORKSPACE_TARGETS])
 def test_workspace_files_are_refused(store, workspace_state, kind, target, fragment):
-    _refused(store, workspace_state, store.root / target, fragment)
+    with store.db.read() as s:
+        features = {f.modality: f for f in list_features(s)}
+    named = {"{image features}": features["image"].path, "{text feature ids}": features["text"].ids_path}
+    _refused(store, workspace_state, store.root / named.get(target, target), fragment)
 
 
 def test_relative_target_from_inside_the_workspace(store, workspace_state, monkeypatch):
