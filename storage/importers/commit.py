@@ -94,7 +94,9 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
         with store.db.write() as session:
             added_labels = add_vocabulary(session, labels_to_add(
                 rows, parsed.vocabulary, label_names(session), add_labels=add_labels))
-            new_index, skipped = _split_existing(session, rows, shas, ids, keep)
+            new_index, skipped, earlier = _split_existing(session, rows, shas, ids, keep)
+            if earlier and parsed.features:
+                _check_features_unchanged(session, rows, ids, parsed.features, earlier)
             system_id = session.scalar(select(User.id).where(User.name == SYSTEM_USER))
             pair_ids = _insert_pairs(session, rows, shas, ids, new_index)
             labelled = [(pid, rows[i].labels) for pid, i in zip(pair_ids, new_index) if rows[i].labels is not None]
@@ -122,8 +124,9 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
                         features=infos)
 
 
-def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int]:
-    """Indices of rows to insert, and how many are skipped (in-source repeats and identical earlier imports).
+def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int, list[tuple[int, int]]]:
+    """Indices of rows to insert, how many are skipped (in-source repeats and identical earlier imports), and
+    ``(row index, pair id)`` of the rows identical to an earlier import.
 
     An id imported earlier with a different image, text, split or imported labels raises ``InputError``.
     """
@@ -141,10 +144,10 @@ def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int]:
                                            .order_by(Event.id)):
             imported[pid] = None if labels is None else tuple(sorted(labels))
         for pid, ext, sha, text, split in found:
-            existing[ext] = (sha, text, split, imported.get(pid))
-    new_index = []
+            existing[ext] = (pid, (sha, text, split, imported.get(pid)))
+    new_index, earlier = [], []
     for i in candidates:
-        before = existing.get(ids[i])
+        pid, before = existing.get(ids[i], (None, None))
         if before is None:
             new_index.append(i)
             continue
@@ -153,7 +156,41 @@ def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int]:
             row = rows[i]
             differs = next(name for name, a, b in zip(("image", "text", "split", "labels"), now, before) if a != b)
             raise row.error(row.id_field, f"id {ids[i]!r} was imported before with a different {differs}")
-    return new_index, len(rows) - len(new_index)
+        earlier.append((i, pid))
+    return new_index, len(rows) - len(new_index), earlier
+
+
+def _check_features_unchanged(session, rows, ids, features: Mapping[str, np.ndarray],
+                              earlier: list[tuple[int, int]]) -> None:
+    """A re-imported pair must bring the feature rows stored for it: features are not changed (or added) by
+    re-importing. ``earlier``: (row index, pair id) of the rows identical to an earlier import; compared
+    ``_DB_CHUNK`` rows at a time against the memory-mapped feature set."""
+    index = np.array([i for i, _ in earlier], dtype=np.int64)
+    pair_ids = np.array([pid for _, pid in earlier], dtype=np.int64)
+    for modality, matrix in features.items():
+        row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality,
+                                                      FeatureSet.encoder == PRECOMPUTED))
+        found, positions, stored = np.zeros(len(earlier), dtype=bool), np.zeros(len(earlier), dtype=np.int64), None
+        if row is not None and row.rows:
+            stored_ids, stored = np.load(ids_path(row.path)), np.load(row.path, mmap_mode="r")
+            order = np.argsort(stored_ids, kind="stable")
+            positions = order[np.minimum(np.searchsorted(stored_ids, pair_ids, sorter=order), len(order) - 1)]
+            found = stored_ids[positions] == pair_ids
+        for start in range(0, len(earlier), _DB_CHUNK):
+            part = slice(start, start + _DB_CHUNK)
+            same = found[part].copy()
+            if stored is not None and same.any():
+                rows_here = np.flatnonzero(same)
+                new = np.asarray(matrix[index[part][rows_here]], dtype=np.float32)
+                same[rows_here] = (np.asarray(stored[positions[part][rows_here]], dtype=np.float32) == new).all(axis=1)
+            bad = np.flatnonzero(~same)
+            if len(bad):
+                k = start + int(bad[0])
+                i, source_row = int(index[k]), rows[int(index[k])]
+                field = f"{modality}[{i}]" if source_row.line is None else f"{modality} features"
+                what = "with different" if found[k] else "without precomputed"
+                raise source_row.error(field, f"id {ids[i]!r} was imported before {what} {modality} features; "
+                                              "features cannot be changed by re-importing (import them under new ids)")
 
 
 def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
