@@ -29,7 +29,6 @@ from storage.model_versions import model_version_of_job
 from storage.models import Job, utcnow
 
 JOB_KINDS = ("encode", "train", "select", "export")
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED_STATUSES = ("done", "failed", "cancelled")
 
 

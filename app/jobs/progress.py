@@ -23,7 +23,8 @@ class JobProgress:
     final ``done == total`` call always go through). ``report`` returns True when the job's cancel was
     requested. Raises ``WorkerStopping`` once the worker is stopping, and ``JobCancelled`` once ``cancel``
     is set (by the worker's heartbeat) or a report answers True: a progress call is the handler's safe
-    point to stop.
+    point to stop. The final report (``fraction >= 1``) comes after the work is recorded, so it never
+    raises ``JobCancelled``.
     """
 
     def __init__(self, report: Callable[[float, str], bool | None], *, stop: threading.Event | None = None,
@@ -41,11 +42,12 @@ class JobProgress:
     def update(self, fraction: float, message: str, *, force: bool = False) -> None:
         if self._stop is not None and self._stop.is_set():
             raise WorkerStopping("the worker was stopped while the job ran")
-        if self._cancel.is_set():
+        finishing = fraction >= 1.0  # the work is complete (a round recorded, say): nothing left to cancel
+        if self._cancel.is_set() and not finishing:
             raise JobCancelled("cancelled on request")
         now = time.monotonic()
         if force or now - self._last >= self._min_interval:
             self._last = now
-            if self._report(fraction, message):
+            if self._report(fraction, message) and not finishing:
                 self._cancel.set()
                 raise JobCancelled("cancelled on request")

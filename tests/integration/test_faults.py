@@ -80,6 +80,15 @@ def queue(store, kind: str, params: dict) -> int:
         return enqueue(s, kind, params).id
 
 
+def with_settings(root: Path, service, **kwargs):
+    """``service(store, **kwargs)`` on the workspace at ``root`` opened with its validated settings, then closed."""
+    store = open_workspace(root)
+    try:
+        return service(store, **kwargs)
+    finally:
+        store.close()
+
+
 def registered_files(store) -> set[str]:
     with store.db.read() as s:
         files = {Path(p).name for f in list_features(s) for p in (f.path, f.ids_path)}
@@ -183,7 +192,7 @@ def trained_template(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained") / "ws"
     store = build_trainable(root, pool=8, test=4)
     try:
-        train_workspace(open_workspace(root))
+        with_settings(root, train_workspace)
     finally:
         store.close()
     return root
@@ -207,7 +216,7 @@ def assert_last_good_model(store, version: int = 1) -> None:
     """The latest version is ``version``, it loads, and ``evaluate`` on the test split works with it."""
     with store.db.read() as s:
         assert latest_model_version(s).version == version
-    metrics = evaluate_workspace(open_workspace(store.root))
+    metrics = with_settings(store.root, evaluate_workspace)
     assert metrics["model_version"] == version and metrics["pairs"] == 4 and 0.0 <= metrics["avg"] <= 1.0
 
 
@@ -260,8 +269,23 @@ def test_an_export_killed_leaves_no_file_at_its_target(trained, tmp_path, worksp
 # --------------------------------------------------------------------------- the worker
 
 
+@pytest.fixture()
+def trained_on_both(request, tmp_path, database_url):
+    """``trained`` on SQLite; on PostgreSQL the same workspace built afresh on a throw-away server."""
+    if database_url is None:
+        yield request.getfixturevalue("trained")
+        return
+    store = build_trainable(tmp_path / "ws", pool=8, test=4, database_url=database_url)
+    try:
+        with_settings(store.root, train_workspace)
+        yield store
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_training_leaves_no_job_running_after_a_restart(trained):
+def test_a_worker_killed_mid_training_leaves_no_job_running_after_a_restart(trained_on_both):
+    trained = trained_on_both
     set_table(trained.root, "train", LONG_TRAIN)
     job_id = queue(trained, "train", {"actor": "op"})
     worker = start_worker(trained.root)

@@ -14,6 +14,7 @@ from storage.jobs import (
 from storage.model_versions import add_model_version
 from storage.models import Job, utcnow
 from storage.store import init_workspace
+from tests.support.cli import assert_user_error, pairlab
 
 
 def test_running_worker_pids_are_the_distinct_pids_of_running_jobs(make_workspace):
@@ -84,7 +85,8 @@ def test_a_running_job_with_a_stale_heartbeat_is_failed_and_a_fresh_one_kept(tmp
     try:
         with store.db.write() as s:
             stale, fresh, never = (enqueue(s, kind, {}).id for kind in ("train", "export", "encode"))
-            claim_job(s), claim_job(s)
+            claim_job(s)
+            claim_job(s)
         _age(store, stale, 121)
         _age(store, fresh, 119)
         with store.db.write() as s:
@@ -152,3 +154,14 @@ def test_a_second_identical_job_is_not_queued_while_one_is_but_may_be_after_a_ca
     with store.db.write() as s:
         request_cancel(s, first.id)
         assert enqueue_once(s, "train", {"actor": "op", "warm_start": None}).id not in (first.id, other.id)
+
+
+def test_the_jobs_verbs(make_workspace):
+    store = make_workspace()
+    with store.db.write() as s:
+        job_id = enqueue(s, "export", {}).id
+    cancelled = pairlab("jobs", "cancel", store.root, job_id)
+    assert cancelled.returncode == 0 and f"job {job_id} (export) cancelled" in cancelled.stderr
+    assert pairlab("jobs", "list", store.root).stdout == f"{job_id}\texport\tcancelled\t0%\tcancelled before it started\n"
+    assert_user_error(pairlab("jobs", "cancel", store.root, job_id), f"job {job_id} (export) is already cancelled")
+    assert_user_error(pairlab("jobs", "cancel", store.root, 999), "job 999 does not exist")

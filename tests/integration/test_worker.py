@@ -21,7 +21,7 @@ from app.services import train
 from app.services.models import cached_model, current_model
 from storage.errors import PairlabError
 from storage.features import list_features
-from storage.jobs import enqueue, get_job, request_cancel
+from storage.jobs import claim_job, enqueue, get_job, report_progress, request_cancel
 from storage.model_versions import latest_model_version
 from storage.models import Job, ModelVersion, utcnow
 from tests.integration.workbench_fixtures import FAST_TRAIN, build_trainable, build_workspace, set_table
@@ -353,3 +353,21 @@ def test_cancel_stops_a_running_training_job_and_the_last_good_model_stays_curre
     assert sorted((trainable.root / "models").iterdir()) == checkpoints
     assert current_model(trainable).version == 1
     assert cached_model(current_model(trainable).path) is not None
+
+
+def test_a_cancel_that_comes_after_the_work_was_recorded_leaves_the_job_done(store):
+    """The request arrives while the round is being recorded: the final progress report does not cancel it."""
+    job_id = queue(store, "select", {"actor": "op", "strategy": "random", "budget": 2})
+
+    def report_with_a_late_cancel(fraction, message):
+        if fraction >= 1.0:  # "round N: ... queued": the round is committed
+            with store.db.write() as s:
+                request_cancel(s, job_id)
+        with store.db.write() as s:
+            return report_progress(s, job_id, fraction, message)
+
+    with store.db.write() as s:
+        job = claim_job(s)
+    result = JOB_HANDLERS["select"](store, {**job.params, "job_id": job_id},
+                                    JobProgress(report_with_a_late_cancel, min_interval=0.0))
+    assert result["selected"] == 2

@@ -50,12 +50,12 @@ def user(store: Store, name: str):
 FAST_TRAIN = {"epochs": 2, "min_epochs": 1, "min_steps_per_epoch": 2, "dim": 32, "hidden": 64}
 
 
-def build_trainable(root: Path, *, pool: int = 8, test: int = 0) -> Store:
+def build_trainable(root: Path, *, pool: int = 8, test: int = 0, database_url: str | None = None) -> Store:
     """A workspace that trains in seconds: ``pool`` labelled pool pairs and ``test`` labelled test pairs with
     real images, encoded; an operator ``op``; ``[train]`` set to ``FAST_TRAIN``."""
     from app.services.encode import encode_workspace
 
-    store = init_workspace(root, labels=LABELS)
+    store = init_workspace(root, labels=LABELS, database_url=database_url)
     manifest = root / "manifest.jsonl"
     images = sorted(SAMPLE_IMAGES.glob("*.jpg"))[:pool + test]
     manifest.write_text("".join(json.dumps({"id": f"p{i}", "image": str(img), "text": f"photo {i}",
