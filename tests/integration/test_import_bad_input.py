@@ -653,6 +653,17 @@ def test_accepted_wiki_with_crlf_lists_and_raw_features(store, tmp_path):
     assert import_source(store, folder, "wiki").added == 3
 
 
+def test_wiki_reimport_that_adds_raw_features_is_refused(store, tmp_path, workspace_state):
+    """Imported first without ``raw_features.mat``: features are not added to known pairs by re-importing."""
+    folder = _wiki(tmp_path / "wiki")
+    assert import_source(store, folder, "wiki").added == 3
+    savemat(folder / "raw_features.mat", {"I_tr": np.ones((2, 4)), "I_te": np.ones((1, 4)),
+                                          "T_tr": np.ones((2, 3)), "T_te": np.ones((1, 3))})
+    error = _fails(store, workspace_state, folder, 1, "image features", "wiki", path=folder / TRAIN)
+    assert error.message == ("id 'wiki:t1' was imported before without precomputed image features; features "
+                             "cannot be changed by re-importing (import them under new ids)")
+
+
 # --------------------------------------------------------------------------- features files
 
 
