@@ -1,7 +1,7 @@
 """A workspace: a directory with ``pairlab.toml``, the database, features, models and exports (DESIGN §2).
 
-``pairlab.toml`` is read here once per open. This module owns ``[database]``, ``[annotation]`` and
-``[import]``; the learner's tables (``LEARNER_TABLES``) are passed through as plain tables and turned
+``pairlab.toml`` is read here once per open. This module owns ``[database]``, ``[annotation]``,
+``[import]`` and ``[jobs]``; the learner's tables (``LEARNER_TABLES``) are passed through as plain tables and turned
 into the learner's frozen configs by ``app.services.settings`` (``storage`` never imports the
 learner). Any other table is refused. :func:`parse_table` is the one validator of a table against a
 frozen dataclass, shared by both layers.
@@ -24,7 +24,7 @@ from storage.errors import InputError, WorkspaceError
 
 CONFIG_NAME = "pairlab.toml"
 DATABASE_ENV = "PAIRLAB_DATABASE_URL"
-STORAGE_TABLES = ("database", "annotation", "import")
+STORAGE_TABLES = ("database", "annotation", "import", "jobs")
 LEARNER_TABLES = ("encoders", "train", "selection", "inference")  # parsed by app.services.settings
 
 
@@ -65,6 +65,25 @@ class ImportConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """How the worker shows it is alive (``storage.jobs``).
+
+    heartbeat_seconds: a running job's worker writes its heartbeat (and reads a cancel request) this often.
+    stale_after_seconds: a ``running`` job whose heartbeat is older than this is failed when a worker
+    starts or claims a job (its worker died); well above the heartbeat and the 30 s busy-retry bound.
+    """
+
+    heartbeat_seconds: float = 5.0
+    stale_after_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_seconds <= 0:
+            raise ValueError("heartbeat_seconds: must be > 0")
+        if self.stale_after_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds: must be at least 3 x heartbeat_seconds")
+
+
+@dataclass(frozen=True)
 class WorkspaceConfig:
     """The parsed ``pairlab.toml``.
 
@@ -74,6 +93,7 @@ class WorkspaceConfig:
     database_url: str = DatabaseConfig.url
     annotation: AnnotationConfig = AnnotationConfig()
     imports: ImportConfig = ImportConfig()
+    jobs: JobsConfig = JobsConfig()
     learner: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -191,6 +211,7 @@ def load_workspace(root: str | Path) -> Workspace:
         database_url=database.url,
         annotation=parse_table(AnnotationConfig, raw.get("annotation", {}), path=path, name="annotation"),
         imports=parse_table(ImportConfig, raw.get("import", {}), path=path, name="import"),
+        jobs=parse_table(JobsConfig, raw.get("jobs", {}), path=path, name="jobs"),
         learner={k: raw[k] for k in LEARNER_TABLES if k in raw},
     )
     return Workspace(root, config)
@@ -202,6 +223,7 @@ def write_config(root: Path, config: WorkspaceConfig) -> None:
         "database": {"url": config.database_url},
         "annotation": asdict(config.annotation),
         "import": asdict(config.imports),
+        "jobs": asdict(config.jobs),
     }
     doc.update({k: v for k, v in config.learner.items() if v})
     tmp = root / (CONFIG_NAME + ".tmp")

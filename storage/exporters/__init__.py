@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import InputError
+from storage.faults import crash_point
 from storage.exporters.documents import write_coco, write_label_studio
 from storage.exporters.manifest import neutralise, write_csv, write_jsonl
 from storage.exporters.npz import write_npz
@@ -67,6 +68,7 @@ def _atomic(out: Path) -> Iterator[Path]:
     tmp = temporary_name(out)
     try:
         yield tmp
+        crash_point("export.before_rename")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.annotations import CurrentLabel, current_labels
+from storage.faults import crash_point
 from storage.models import Pair, Round
 from storage.progress import CountProgress
 
@@ -42,6 +43,8 @@ class RowCounter:
 
     def tick(self) -> None:
         self.done += 1
+        if self.done == 1:
+            crash_point("export.streaming")
         if self.progress is not None:
             self.progress(self.done, self.total)
 

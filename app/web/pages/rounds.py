@@ -10,7 +10,7 @@ from app.web import runtime, state, widgets
 from learner.selection.strategies import STRATEGY_NAMES
 from storage import read_models
 from storage.errors import PairlabError
-from storage.jobs import recent_jobs
+from storage.jobs import get_job, recent_jobs
 from storage.model_versions import latest_version_number
 from storage.store import Store
 from storage.users import UserInfo
@@ -29,6 +29,7 @@ def render() -> None:
     job_id = st.session_state.get(state.ROUNDS_JOB)
     if job_id is not None:
         widgets.job_panel(store, job_id)
+        _cancel_button(store, user, job_id)
     st.subheader("Round history")
     history = runtime.read(read_models.round_history)
     if history:
@@ -88,6 +89,19 @@ def _launch(start) -> None:
         st.error(str(exc))
         return
     st.session_state[state.ROUNDS_JOB] = job.id
+    st.rerun()
+
+
+def _cancel_button(store: Store, user: UserInfo, job_id: int) -> None:
+    """Cancel the watched job while it is queued or running (a running one stops at its next progress report)."""
+    job = runtime.read(get_job, job_id)
+    if job.finished or job.cancel_requested or not st.button("Cancel job"):
+        return
+    try:
+        launch.cancel_job(store, user, job_id)
+    except PairlabError as exc:
+        st.error(str(exc))
+        return
     st.rerun()
 
 
