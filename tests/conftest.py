@@ -38,6 +38,11 @@ def wiki_dir() -> Path:
 
 
 @pytest.fixture()
+def fashion_dir() -> Path:
+    return _dataset("fashion")
+
+
+@pytest.fixture()
 def make_workspace(tmp_path) -> Callable[..., Store]:
     """``make_workspace(name="ws", labels=None)`` -> an initialised store, closed after the test."""
     stores: list[Store] = []
