@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from storage.annotations import last_undoable_event, record_event
-from storage.errors import ConflictError, NotFoundError, PairlabError
+from storage.errors import ConflictError, NotFoundError, PairlabError, StaleLeaseError
 from storage.models import EVENT_KINDS, SPLITS, Event, Pair, QueueItem, Round, Selection, User, utcnow
 
 
@@ -168,38 +168,75 @@ def _claim_view(session: Session, item: QueueItem) -> Claim:
                  explanation=dict(sel.explanation or {}), lease_expires_at=item.lease_expires_at)
 
 
-def submit(session: Session, user_id: int, queue_item_id: int, *, kind: str = "submit",
+def submit(session: Session, user_id: int, queue_item_id: int, *, pair_id: int | None = None, kind: str = "submit",
            labels: Sequence[str] | None = None, verdict: str | None = None, comment: str | None = None) -> Event:
-    """Record the annotator's event for a claimed slot and close the slot for them.
+    """Record the annotator's event for the slot they hold and close the slot for them.
 
-    The event is always kept, even when the lease expired and another annotator took the slot
-    meanwhile (nothing typed is lost); then that annotator's lease stays valid. ``kind`` is
-    ``submit``, ``skip`` or ``flag``; a skip hands the slot back to the queue for someone else.
+    pair_id: the pair the person was shown (checked against the slot when given). Raises
+    ``StaleLeaseError`` and writes nothing unless ``user_id`` holds a live lease on the slot (not done,
+    leased to them, not expired): an answer is never recorded for a slot, or a pair, the person no longer
+    holds. ``kind`` is ``submit``, ``skip`` or ``flag``; a skip hands the slot back to the queue.
     """
     if kind not in ("submit", "skip", "flag"):
         raise ValueError(f"kind {kind!r}; allowed: submit, skip, flag")
     _take_turn(session, user_id)
-    item = session.get(QueueItem, queue_item_id)
+    item = session.scalar(select(QueueItem).where(QueueItem.id == queue_item_id).with_for_update())
     if item is None:
         raise NotFoundError(f"queue item {queue_item_id} does not exist")
+    problem = lease_problem(item, user_id, pair_id, utcnow())
+    if problem is not None:
+        raise StaleLeaseError(problem)
     event = record_event(session, pair_id=item.pair_id, user_id=user_id, kind=kind,
                          labels=None if kind == "skip" else labels, verdict=verdict, comment=comment,
                          round_id=item.round_id)
-    if item.done_at is None and item.leased_by in (user_id, None):
-        if kind == "skip":
-            item.leased_by, item.lease_expires_at = None, None
-        else:
-            item.leased_by, item.done_by, item.done_at = user_id, user_id, utcnow()
+    if kind == "skip":
+        item.leased_by, item.lease_expires_at = None, None
+    else:
+        item.done_by, item.done_at = user_id, utcnow()
     session.flush()
     return event
 
 
+def lease_problem(item: QueueItem, user_id: int, pair_id: int | None, now: datetime) -> str | None:
+    """Why ``user_id`` may not answer slot ``item`` for ``pair_id`` now, or None when they hold its lease."""
+    if pair_id is not None and item.pair_id != pair_id:
+        return f"queue item {item.id} is not a slot of pair {pair_id}"
+    if item.done_at is not None:
+        who = "you" if item.done_by == user_id else "another annotator"
+        return f"this pair was already answered by {who} (in another tab?)"
+    if item.leased_by != user_id:
+        return "your lease on this pair expired and it went back to the queue" if item.leased_by is None \
+            else "your lease on this pair expired and another annotator took it"
+    if item.lease_expires_at is None or item.lease_expires_at < now:
+        return "your lease on this pair expired"
+    return None
+
+
+def renew_lease(session: Session, user_id: int, queue_item_id: int, *, lease_minutes: float) -> datetime | None:
+    """Extend a live lease of ``user_id`` on a slot (one UPDATE): the workbench's heartbeat while the
+    pair is on screen. Returns the new expiry, or None when the lease is no longer theirs (done,
+    expired or taken); an expired lease is never revived, since someone may have been handed the slot."""
+    now = utcnow()
+    expires = now + timedelta(minutes=lease_minutes)
+    renewed = session.execute(
+        update(QueueItem)
+        .where(QueueItem.id == queue_item_id, QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
+               QueueItem.lease_expires_at >= now)
+        .values(lease_expires_at=expires)
+        .execution_options(synchronize_session=False))
+    return expires if renewed.rowcount == 1 else None
+
+
 @dataclass(frozen=True)
 class Undone:
-    """What an undo retracted: the pair, and the kind of the retracted event (submit, skip or flag)."""
+    """What an undo retracted: the pair, the kind of the retracted event (submit, skip or flag) and its
+    answer (labels, verdict, comment), so the workbench can put it back on screen."""
 
     pair_id: int
     kind: str
+    labels: tuple[str, ...] | None = None
+    verdict: str | None = None
+    comment: str | None = None
 
 
 def undo_last(session: Session, user_id: int, *, lease_minutes: float) -> Undone | None:
@@ -210,7 +247,8 @@ def undo_last(session: Session, user_id: int, *, lease_minutes: float) -> Undone
         return None
     record_event(session, pair_id=target.pair_id, user_id=user_id, kind="undo", round_id=target.round_id,
                  undoes_id=target.id)
-    undone = Undone(target.pair_id, target.kind)
+    undone = Undone(target.pair_id, target.kind, None if target.labels is None else tuple(target.labels),
+                    target.verdict, target.comment)
     if target.round_id is None:
         return undone
     now = utcnow()

@@ -40,17 +40,28 @@ class AnnotationConfig:
     """Queue settings.
 
     overlap: how many distinct annotators label each selected pair (1 = no overlap).
-    lease_minutes: how long a claimed pair stays reserved before it returns to the queue.
+    lease_minutes: how long a claimed pair stays reserved before it returns to the queue; the open
+    Annotate screen renews it (heartbeat) every third of that, so only a closed tab lets it expire.
+    suggest_min_map: the model's labels are suggested on Annotate only once its validation mAP
+    (``metrics["validation"]["avg"]``) reaches this; above 1 turns suggestions off.
+    premark_probability: a suggestion is pre-marked only when the model's probability for it is at
+    least this (shown but not marked below; 1.0 never pre-marks).
     """
 
     overlap: int = 1
     lease_minutes: float = 30.0
+    suggest_min_map: float = 0.5
+    premark_probability: float = 0.9
 
     def __post_init__(self) -> None:
         if self.overlap < 1:
             raise ValueError("overlap: must be >= 1")
         if self.lease_minutes <= 0:
             raise ValueError("lease_minutes: must be > 0")
+        if self.suggest_min_map < 0:
+            raise ValueError("suggest_min_map: must be >= 0")
+        if not 0 < self.premark_probability <= 1:
+            raise ValueError("premark_probability: must be in (0, 1]")
 
 
 @dataclass(frozen=True)

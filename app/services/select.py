@@ -30,6 +30,7 @@ LABELLED_KINDS = ("import", "submit", "adjudicate")  # a pair that has labels is
 SUGGESTION_THRESHOLD = 0.5
 MAX_SUGGESTIONS = 5
 SUGGESTIONS_KEY = "suggested_labels"  # where a selection's explanation carries the model's predicted labels
+SUGGESTION_PROBABILITIES_KEY = "suggestion_probabilities"  # {label: probability} of its MAX_SUGGESTIONS likeliest
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
     joint = (outputs.probs_image + outputs.probs_text) / 2  # (n, C)
     for item, pos in zip(selection.explanation, selection.indices):
         item[SUGGESTIONS_KEY] = _suggestions(joint[pos], labels.vocabulary)
+        item[SUGGESTION_PROBABILITIES_KEY] = _likeliest(joint[pos], labels.vocabulary)
     return _Choice(rows[selection.indices], _scores(selection.explanation), selection.explanation, query.name,
                    {"encoders": choice.names(), **selection.params, "model_version": info.version}, info)
 
@@ -159,6 +161,12 @@ def _suggestions(probs: np.ndarray, vocabulary: Sequence[str]) -> list[str]:
     """The most probable labels (at most ``MAX_SUGGESTIONS``) whose probability passes the threshold."""
     top = np.argsort(-probs, kind="stable")[:MAX_SUGGESTIONS]
     return [vocabulary[j] for j in top if probs[j] >= SUGGESTION_THRESHOLD]
+
+
+def _likeliest(probs: np.ndarray, vocabulary: Sequence[str]) -> dict[str, float]:
+    """The ``MAX_SUGGESTIONS`` most probable labels with their probability (4 decimals), likeliest first."""
+    top = np.argsort(-probs, kind="stable")[:MAX_SUGGESTIONS]
+    return {vocabulary[j]: round(float(probs[j]), 4) for j in top}
 
 
 def _record_round(store: Store, strategy: str, table: PairColumns, choice: _Choice, params: dict[str, Any],

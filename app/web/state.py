@@ -11,13 +11,14 @@ FLASH = "pairlab.flash"  # (level, message) shown once after the next rerun
 LOGIN_NAME = "login.name"
 LOGIN_PASSWORD = "login.password"
 
-# Annotate (the ones marked per item are prefixes for ``item_key``)
-ANN_SUGGEST = "annotate.suggest"  # toggle: pre-mark the model's suggested labels
-ANN_SELECTED = "annotate.selected"  # per item: list of label names currently marked
-ANN_FILTER = "annotate.filter"  # per item: label search box
-ANN_PILLS = "annotate.pills"  # per item and filter: the pills widget
-ANN_VERDICT = "annotate.verdict"  # per item
-ANN_COMMENT = "annotate.comment"  # per item
+# Annotate: the screen is held in session state, so a rerun without an action touches no database row
+ANN_ACTIVE = "annotate.active"  # True once the person asked to annotate (visiting the page claims nothing)
+ANN_CLAIM = "annotate.claim"  # storage.queue.Claim on screen, or None when the queue was empty
+ANN_ANSWER = "annotate.answer"  # app.web.annotator.Answer the widget starts from (pre-marks, a refused or undone answer)
+ANN_SUGGESTIONS = "annotate.suggestions"  # app.services.annotate.Suggestion list of the claim on screen
+ANN_REVISION = "annotate.revision"  # int, bumped whenever the widget must start over (see screen_token)
+ANN_RENEWED_AT = "annotate.renewed_at"  # time.monotonic() of the last claim or lease renewal
+ANN_WIDGET = "annotate.widget"  # key of the annotation widget (its "action" trigger)
 
 # Review
 REVIEW_PAIR = "review.pair"
