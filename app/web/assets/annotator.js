@@ -15,7 +15,7 @@ const TEMPLATE = `
   <div class="pl-row pl-verdict" role="group" aria-label="Does the caption match the image?">
     <span class="pl-caption">Caption matches the image?</span>
   </div>
-  <input class="pl-comment" type="text" aria-label="Comment (optional)" placeholder="Comment (optional)" autocomplete="off">
+  <input class="pl-comment" type="text" aria-label="Comment (optional)" placeholder="Comment (optional, c)" autocomplete="off">
   <div class="pl-row pl-actions">
     <button type="button" class="pl-action pl-primary" data-kind="submit" aria-label="Submit">Submit <kbd>Enter</kbd></button>
     <button type="button" class="pl-action" data-kind="skip" aria-label="Skip">Skip <kbd>s</kbd></button>
@@ -31,7 +31,8 @@ const TEMPLATE = `
   <div class="pl-help">Keys (outside text fields): <kbd>1</kbd>–<kbd>9</kbd>, <kbd>0</kbd> toggle the numbered labels ·
     <kbd>m</kbd> match · <kbd>n</kbd> mismatch · <kbd>u</kbd> unsure · <kbd>Enter</kbd> or <kbd>Alt+A</kbd> submit ·
     <kbd>s</kbd> skip · <kbd>f</kbd> flag · <kbd>Ctrl+Z</kbd> or <kbd>Alt+U</kbd> undo · <kbd>/</kbd> find a label ·
-    <kbd>Esc</kbd> leaves a text field</div>
+    <kbd>c</kbd> comment · in a text field <kbd>Enter</kbd> submits (in the filter: toggles the first match),
+    <kbd>Esc</kbd> leaves it</div>
 </div>`;
 
 function build(root) {
@@ -250,6 +251,9 @@ function onKey(ui, event) {
     handled();
     ui.filter.focus();
     ui.filter.select();
+  } else if (key === "c") {
+    handled();
+    ui.comment.focus();
   }
 }
 

@@ -31,7 +31,8 @@ def render() -> None:
     user = runtime.require_page("annotate")
     store = runtime.get_store()
     st.title("Annotate")
-    runtime.show_flash()
+    with st.container():  # always one element, so a message never shifts the widget (which would remount it)
+        runtime.show_flash()
     _progress(user)
     if not st.session_state.get(state.ANN_ACTIVE):
         st.info("Start annotating to take the next pair of your queue; opening this page reserves nothing.")
