@@ -11,8 +11,8 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from storage.models import Event, Pair, QueueItem, utcnow
-from tests.e2e.conftest import CHROMIUM_ARGS, save_screenshot, serving, sign_in, require_chromium
-from tests.integration.workbench_fixtures import build_workspace, user
+from tests.e2e.conftest import require_chromium, save_screenshot, serving, sign_in
+from tests.integration.workbench_fixtures import BOLD, XSS, build_workspace, user
 
 pytestmark = pytest.mark.browser
 
@@ -76,6 +76,9 @@ def test_keyboard_and_mouse_answers_are_stored_exactly_and_undo_brings_one_back(
     base_url, store = annotating
     sign_in(page, base_url, "ann")
     start(page)
+    # The caption is shown literally: no script ran, no Markdown bold was rendered.
+    caption = page.get_by_test_id("stText").filter(has_text=XSS).first
+    assert BOLD in caption.inner_text() and page.locator("strong", has_text="bold").count() == 0
     expected = []
 
     # Five pairs with the keyboard only: digits, a verdict letter, the comment, Enter.
