@@ -122,8 +122,7 @@ def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim
     """
     _take_turn(session, user_id)
     now = utcnow()
-    held = session.scalar(select(QueueItem).where(QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
-                                                  QueueItem.lease_expires_at >= now).order_by(QueueItem.priority))
+    held = session.scalar(_live_lease_of(user_id, now))
     if held is None:
         mine = aliased(QueueItem)
         seen_by_me = select(mine.id).where(mine.pair_id == QueueItem.pair_id, mine.id != QueueItem.id,
@@ -144,6 +143,18 @@ def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim
     held.lease_expires_at = now + timedelta(minutes=lease_minutes)
     session.flush()
     return _claim_view(session, held)
+
+
+def _live_lease_of(user_id: int, now: datetime):
+    return (select(QueueItem).where(QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
+                                    QueueItem.lease_expires_at >= now).order_by(QueueItem.priority).limit(1))
+
+
+def held_claim(session: Session, user_id: int) -> Claim | None:
+    """The live lease ``user_id`` holds (the one ``claim_next`` would hand back), read without writing:
+    how a reloaded Annotate page finds the pair it was showing."""
+    held = session.scalar(_live_lease_of(user_id, utcnow()))
+    return None if held is None else _claim_view(session, held)
 
 
 def _take_turn(session: Session, user_id: int) -> None:

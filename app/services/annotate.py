@@ -9,7 +9,8 @@ from app.services.select import SUGGESTION_PROBABILITIES_KEY, SUGGESTIONS_KEY
 from app.services.settings import settings
 from storage.annotations import record_event
 from storage.model_versions import latest_model_version
-from storage.queue import Claim, Undone, claim_next, renew_lease, submit, undo_last
+from storage.models import utcnow
+from storage.queue import Claim, Undone, claim_next, held_claim, renew_lease, submit, undo_last
 from storage.store import Store
 from storage.users import UserInfo, require
 
@@ -33,9 +34,22 @@ def claim(store: Store, user: UserInfo) -> Claim | None:
         return claim_next(s, user.id, lease_minutes=settings(store).annotation.lease_minutes)
 
 
+def held(store: Store, user: UserInfo) -> Claim | None:
+    """The pair this user already holds a live lease on (e.g. before a reload), read only; None if none."""
+    require(user, "annotate")
+    with store.db.read() as s:
+        return held_claim(s, user.id)
+
+
 def heartbeat_seconds(store: Store) -> float:
     """How often an open Annotate screen renews its lease: a third of the lease period."""
     return settings(store).annotation.lease_minutes * 60 / HEARTBEATS_PER_LEASE
+
+
+def lease_age_seconds(store: Store, current: Claim) -> float:
+    """Seconds since the lease of ``current`` was last granted or renewed (from its expiry)."""
+    left = (current.lease_expires_at - utcnow()).total_seconds()
+    return settings(store).annotation.lease_minutes * 60 - left
 
 
 def heartbeat(store: Store, user: UserInfo, queue_item_id: int) -> datetime | None:

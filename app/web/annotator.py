@@ -33,11 +33,13 @@ _mount = st.components.v2.component(
 
 @dataclass(frozen=True)
 class Answer:
-    """What a person marked for one pair."""
+    """What a person marked for one pair. fresh: only the defaults (pre-marks), which an unsent draft
+    the browser kept for this pair (``sessionStorage``, e.g. across a reload) replaces."""
 
     labels: tuple[str, ...] = ()
     verdict: str | None = DEFAULT_VERDICT
     comment: str = ""
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ def annotator(*, key: str, claim: Claim, revision: int, vocabulary: Sequence[str
         "pair_id": claim.pair_id,
         "labels": list(vocabulary),
         "suggestions": [asdict(s) for s in suggestions],
-        "answer": {"labels": list(answer.labels), "verdict": answer.verdict, "comment": answer.comment},
+        "answer": {"labels": list(answer.labels), "verdict": answer.verdict, "comment": answer.comment,
+                   "fresh": answer.fresh},
     })
 
 

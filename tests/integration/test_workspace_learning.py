@@ -59,6 +59,10 @@ def test_demo_build_encodes_trains_and_selects_a_first_ascmr_round(store):
         assert {"informativeness", "density", "cluster", "rank", "score", "match_probability",
                 "disagreement", "entropy_image", "entropy_text"} <= set(why)
         assert "index" not in why and len(why["suggested_labels"]) <= selection.MAX_SUGGESTIONS
+        likeliest = why[selection.SUGGESTION_PROBABILITIES_KEY]  # shown on Annotate with each probability
+        assert len(likeliest) == selection.MAX_SUGGESTIONS and all(0.0 <= p <= 1.0 for p in likeliest.values())
+        assert list(likeliest.values()) == sorted(likeliest.values(), reverse=True)
+        assert set(why["suggested_labels"]) <= set(likeliest)
 
 
 def test_evaluate_reports_both_directions_on_the_test_split(store):

@@ -8,6 +8,7 @@
 const DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
 const VERDICT_KEYS = { m: "match", n: "mismatch", u: "unsure" };
 const PENDING_TIMEOUT_MS = 15000; // give the controls back if the server never answers
+const DRAFT_PREFIX = "pairlab.draft."; // sessionStorage: the unsent answer of the slot on screen (survives a reload)
 const instances = new WeakMap(); // parentElement -> widget state
 
 const TEMPLATE = `
@@ -66,6 +67,7 @@ function build(root) {
   ui.pills.addEventListener("click", onPill);
   ui.suggestionBox.addEventListener("click", onPill);
   ui.filter.addEventListener("input", () => renderPills(ui));
+  ui.comment.addEventListener("input", () => saveDraft(ui));
   el.querySelector(".pl-actions").addEventListener("click", (event) => {
     const button = event.target.closest("button[data-kind]");
     if (button) act(ui, button.dataset.kind);
@@ -79,12 +81,41 @@ function kbd(text) {
   return k;
 }
 
+function draftKey(ui) {
+  return DRAFT_PREFIX + ui.data.queue_item_id;
+}
+
+function readDraft(ui) {
+  try {
+    for (let i = sessionStorage.length - 1; i >= 0; i--) { // drafts of other slots are done with
+      const key = sessionStorage.key(i);
+      if (key.startsWith(DRAFT_PREFIX) && key !== draftKey(ui)) sessionStorage.removeItem(key);
+    }
+    const draft = JSON.parse(sessionStorage.getItem(draftKey(ui)) || "null");
+    return draft && Array.isArray(draft.labels) && typeof draft.comment === "string" ? draft : null;
+  } catch (error) {
+    return null; // storage disabled or a draft from elsewhere: start from the server's answer
+  }
+}
+
+function saveDraft(ui) {
+  try {
+    sessionStorage.setItem(draftKey(ui), JSON.stringify(
+      { labels: [...ui.selected], verdict: ui.verdict, comment: ui.comment.value }));
+  } catch (error) {
+    // storage disabled: the answer still lives on screen until it is sent
+  }
+}
+
 function reset(ui, data) {
   ui.token = data.token;
   ui.data = data;
-  ui.selected = new Set(data.answer.labels || []);
-  ui.verdict = data.answer.verdict;
-  ui.comment.value = data.answer.comment || "";
+  const draft = readDraft(ui);
+  const answer = data.answer.fresh && draft ? draft : data.answer; // an unsent draft beats the pre-marks
+  const known = new Set(data.labels);
+  ui.selected = new Set((answer.labels || []).filter((name) => known.has(name)));
+  ui.verdict = answer.verdict;
+  ui.comment.value = answer.comment || "";
   ui.filter.value = "";
   clearPending(ui);
   ui.status.textContent = "";
@@ -160,6 +191,7 @@ function renderMarked(ui) {
 function toggle(ui, label) {
   if (ui.pending) return;
   if (ui.selected.has(label)) ui.selected.delete(label); else ui.selected.add(label);
+  saveDraft(ui);
   for (const button of ui.el.querySelectorAll("button[data-label]")) {
     if (button.dataset.label === label) paintPill(ui, button);
   }
@@ -169,6 +201,7 @@ function toggle(ui, label) {
 function setVerdict(ui, verdict) {
   if (ui.pending) return;
   ui.verdict = verdict;
+  saveDraft(ui);
   renderVerdict(ui);
 }
 

@@ -1,7 +1,7 @@
 """Annotate: label the next pair of this annotator's queue (DESIGN §7) in the client-side widget.
 
 Visiting the page claims nothing: "Start annotating" claims a pair, and after that only an action
-(submit, skip, flag, undo) claims the next one. The pair on screen is held in session state, so a
+(submit, skip, flag, undo) claims the next one; a reloaded page shows again the pair its person holds. The pair on screen is held in session state, so a
 rerun without an action reads but never writes; a heartbeat fragment renews the lease while the page
 is open. An answer for a lease the person no longer holds is refused by the store and kept on screen.
 """
@@ -35,10 +35,13 @@ def render() -> None:
         runtime.show_flash()
     _progress(user)
     if not st.session_state.get(state.ANN_ACTIVE):
-        st.info("Start annotating to take the next pair of your queue; opening this page reserves nothing.")
-        st.button("Start annotating", type="primary", icon=":material/play_arrow:", on_click=_take_next,
-                  args=(store, user))
-        return
+        resumed = actions.held(store, user)  # a pair this person holds already (the page was reloaded): read only
+        if resumed is None:
+            st.info("Start annotating to take the next pair of your queue; opening this page reserves nothing.")
+            st.button("Start annotating", type="primary", icon=":material/play_arrow:", on_click=_take_next,
+                      args=(store, user))
+            return
+        _put_on_screen(store, resumed, None, renewed_at=time.monotonic() - actions.lease_age_seconds(store, resumed))
     current: Claim | None = st.session_state.get(state.ANN_CLAIM)
     if current is None:
         st.info("No pairs are waiting for you. An operator can launch a new round.")
@@ -73,23 +76,30 @@ def _progress(user: UserInfo) -> None:
 
 
 def _take_next(store: Store, user: UserInfo, restore: tuple[int, Answer] | None = None) -> Claim | None:
-    """Claim (or get back) the user's pair and put it on screen, starting from ``restore`` = (pair id,
-    answer) when that is the pair handed out, else from the pre-marked suggestions."""
+    """Claim (or get back) the user's pair and put it on screen (see ``_put_on_screen``)."""
     st.session_state[state.ANN_ACTIVE] = True
     try:
         current = actions.claim(store, user)
     except PairlabError as exc:  # e.g. the database stayed busy: one line, and the next action tries again
         runtime.flash(str(exc), "error")
         return st.session_state.get(state.ANN_CLAIM)
+    _put_on_screen(store, current, restore, renewed_at=time.monotonic())
+    return current
+
+
+def _put_on_screen(store: Store, current: Claim | None, restore: tuple[int, Answer] | None, *,
+                   renewed_at: float) -> None:
+    """Hold ``current`` in session state and have the widget start over from ``restore`` = (pair id,
+    answer) when that is this pair (a refused or undone answer), else from the pre-marked suggestions
+    (which the browser replaces with its own unsent draft of this pair, if it kept one)."""
     suggestions = actions.suggestions(store, current, runtime.read(label_names)) if current else []
     if restore is not None and current is not None and restore[0] == current.pair_id:
         answer = restore[1]
     else:
-        answer = Answer(labels=tuple(s.label for s in suggestions if s.premarked))
-    st.session_state.update({state.ANN_CLAIM: current, state.ANN_SUGGESTIONS: suggestions, state.ANN_ANSWER: answer,
-                             state.ANN_REVISION: st.session_state.get(state.ANN_REVISION, 0) + 1,
-                             state.ANN_RENEWED_AT: time.monotonic()})
-    return current
+        answer = Answer(labels=tuple(s.label for s in suggestions if s.premarked), fresh=True)
+    st.session_state.update({state.ANN_ACTIVE: True, state.ANN_CLAIM: current, state.ANN_SUGGESTIONS: suggestions,
+                             state.ANN_ANSWER: answer, state.ANN_REVISION: st.session_state.get(state.ANN_REVISION, 0) + 1,
+                             state.ANN_RENEWED_AT: renewed_at})
 
 
 def _on_action(store: Store, user: UserInfo) -> None:
