@@ -280,9 +280,9 @@ def test_suggestions_wait_for_a_good_enough_model_and_are_pre_marked_only_when_l
     old = replace(held, explanation={"suggested_labels": ["pizza", "zebra"]})
     assert actions.suggestions(store, old, vocabulary) == [Suggestion("pizza", None, False)]
 
-    at = page("annotate", user(store, "ann"))
-    button(at, "Start annotating").click().run()
+    at = page("annotate", user(store, "ann"))  # ann holds the first pair: the page shows it again
     assert not at.exception
+    assert at.session_state[state.ANN_CLAIM].queue_item_id == held.queue_item_id
     assert at.session_state[state.ANN_ANSWER].labels == ("dog",)  # what the widget starts from
 
 
