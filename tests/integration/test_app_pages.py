@@ -234,6 +234,10 @@ def test_annotate_claims_only_when_asked_and_a_rerun_writes_nothing(store, name)
         at.run()
     assert not at.exception and writes == []
     assert at.session_state[state.ANN_CLAIM].queue_item_id == claim.queue_item_id
+    with counting_writes() as writes:  # a new session of the same person (a reload) shows that pair again
+        again = page("annotate", user(store, name))
+    assert not again.exception and writes == []
+    assert again.session_state[state.ANN_CLAIM].queue_item_id == claim.queue_item_id
 
 
 def test_the_heartbeat_renews_the_lease_once_its_period_has_passed(store):
