@@ -9,7 +9,7 @@ round) with ``pairlab serve`` and measures, as one annotator:
 - label toggle: a click on a label pill until the pill shows it is marked and a frame is painted,
   timed inside the page (``performance.now``), so no Playwright round trip is counted;
 - submit -> next image: Enter (Alt+A for the baseline) until the next pair's caption is shown and
-  its image is decoded;
+  its image is decoded (and, for the widget, until it has the new pair and takes keys: submit_ready);
 - page switch: a sidebar click, Annotate -> Explore and back, until the page's heading (and on
   Annotate the widget) is shown.
 
@@ -66,7 +66,10 @@ BASELINE_TOGGLE_JS = """async (label) => {
   const wanted = !marked();
   const t0 = performance.now();
   button.click();
-  while (marked() !== wanted) await new Promise(r => requestAnimationFrame(r));
+  while (marked() !== wanted) {
+    if (performance.now() - t0 > 10000) return null; // the click landed on a pill being redrawn: a miss
+    await new Promise(r => requestAnimationFrame(r));
+  }
   return performance.now() - t0;
 }"""
 
@@ -74,6 +77,15 @@ NEXT_IMAGE_JS = """(previous) => {
   const caption = [...document.querySelectorAll('[data-testid="stText"]')].map(t => t.innerText).find(t => /^Photo \\d+:/.test(t));
   const img = document.querySelector('[data-testid="stImage"] img, [data-testid="stImageContainer"] img');
   return caption !== undefined && caption !== previous && img !== null && img.complete && img.naturalWidth > 0;
+}"""
+
+
+WIDGET_READY_JS = """() => {
+  for (const host of [document, ...[...document.querySelectorAll('*')].filter(e => e.shadowRoot).map(e => e.shadowRoot)]) {
+    const root = host.querySelector('[data-testid="plAnnotator"]');
+    if (root) return !root.classList.contains('pl-busy');
+  }
+  return false;
 }"""
 
 
@@ -143,18 +155,26 @@ def measure(browser, url: str, *, widget: bool, pairs: int, toggles: int, switch
     page.get_by_test_id("stText").filter(has_text=CAPTION).first.wait_for()
     page.wait_for_timeout(500)
     names = ["person", "dog", "cat", "car", "pizza", "umbrella", "toothbrush", "zebra"]
-    toggle_ms = []
+    toggle_ms, misses = [], 0
     for i in range(toggles):
         value = page.evaluate(TOGGLE_JS if widget else BASELINE_TOGGLE_JS, names[i % len(names)])
-        if value is not None:
+        if value is None:
+            misses += 1
+        else:
             toggle_ms.append(value)
-    submit_ms = []
+        page.wait_for_timeout(100 if widget else 400)  # let a server-side redraw settle before the next click
+    if misses:
+        print(f"{'widget' if widget else 'baseline'}: {misses} of {toggles} toggles not seen", file=sys.stderr)
+    submit_ms, ready_ms = [], []
     for _ in range(pairs - 1):
         shown = caption(page)
         started = time.perf_counter()
         page.keyboard.press("Enter" if widget else "Alt+A")
         page.wait_for_function(NEXT_IMAGE_JS, arg=shown, polling="raf")
         submit_ms.append((time.perf_counter() - started) * 1000)
+        if widget:  # the widget has the new pair and takes keys again
+            page.wait_for_function(WIDGET_READY_JS, polling="raf")
+            ready_ms.append((time.perf_counter() - started) * 1000)
         page.wait_for_timeout(200)  # a person looks at the pair before the next key
     switch_ms = []
     for _ in range(switches):
@@ -167,7 +187,8 @@ def measure(browser, url: str, *, widget: bool, pairs: int, toggles: int, switch
             switch_ms.append((time.perf_counter() - started) * 1000)
             page.wait_for_timeout(200)
     context.close()
-    return {"toggle": toggle_ms, "submit_next": submit_ms, "page_switch": switch_ms}
+    figures = {"toggle": toggle_ms, "submit_next": submit_ms, "page_switch": switch_ms}
+    return figures | ({"submit_ready": ready_ms} if widget else {})
 
 
 def summary(values: list[float]) -> str:
@@ -206,7 +227,7 @@ def main() -> None:
         for metric, values in figures.items():
             print(f"{name:8s} {metric:12s} {summary(values)}")
     if "baseline" in results:
-        for metric in results["widget"]:
+        for metric in results["baseline"]:
             new, old = results["widget"][metric], results["baseline"][metric]
             if new and old:
                 print(f"ratio    {metric:12s} baseline / widget = {statistics.median(old) / statistics.median(new):.1f}x")

@@ -50,7 +50,7 @@ def render() -> None:
             st.button("Undo last", shortcut=SHORTCUT_UNDO, icon=":material/undo:", on_click=_undo, args=(store, user))
         return
     picture, form = st.columns([3, 2], gap="large")
-    with picture:
+    with picture:  # drawn before the widget: keys never reach a pair whose image is not on screen yet
         st.text(current.text)
         widgets.pair_image(current.image_path, key=state.item_key("annotate.zoom", current.queue_item_id))
         with st.expander("Why selected", expanded=False):
