@@ -119,8 +119,12 @@ function reset(ui, data) {
   ui.filter.value = "";
   clearPending(ui);
   ui.status.textContent = "";
-  const active = ui.root.activeElement;
-  if (active && ui.el.contains(active)) active.blur(); // hotkeys work at once on the new pair
+  const active = ui.root.activeElement; // hotkeys (Enter included) work at once on the new screen:
+  if (active && ui.el.contains(active)) active.blur(); // not held by our last pressed button,
+  const outside = document.activeElement; // nor by a link or button the person clicked to get here
+  if (outside instanceof HTMLElement && outside !== document.body && !isTextField(outside) && !outside.shadowRoot) {
+    outside.blur();
+  }
   renderVerdict(ui);
   renderSuggestions(ui);
   renderPills(ui);
