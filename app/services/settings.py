@@ -1,7 +1,7 @@
 """The workspace's one configuration object, :class:`Settings`: ``pairlab.toml`` parsed and validated once.
 
 ``storage.workspace`` reads the file, refuses unknown tables and parses the tables it owns
-(``[database]``, ``[annotation]``, ``[import]``). Here the learner's tables become the learner's
+(``[database]``, ``[annotation]``, ``[import]``, ``[auth]``, ``[export]``). Here the learner's tables become the learner's
 frozen configs through the same validator (``storage.workspace.parse_table``): ``[encoders]`` ->
 :class:`EncoderSettings`, ``[train]`` -> ``TrainConfig`` (``warm_start`` included),
 ``[selection.<strategy>]`` -> that strategy's config, ``[inference]`` -> ``InferenceConfig``.
@@ -25,7 +25,7 @@ from learner.training import TrainConfig
 from storage.errors import InputError
 from storage.features import PRECOMPUTED, list_features
 from storage.store import Store, open_store
-from storage.workspace import AnnotationConfig, ImportConfig, Workspace, parse_table
+from storage.workspace import AnnotationConfig, AuthConfig, ExportConfig, ImportConfig, Workspace, parse_table
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class Settings:
     database_url: str
     annotation: AnnotationConfig
     imports: ImportConfig
+    auth: AuthConfig = AuthConfig()
+    export: ExportConfig = ExportConfig()
     encoders: EncoderSettings = EncoderSettings()
     train: TrainConfig = TrainConfig()
     selection: Mapping[str, Any] = field(default_factory=dict)
@@ -106,6 +108,8 @@ def parse_settings(workspace: Workspace) -> Settings:
         database_url=workspace.config.database_url,
         annotation=workspace.config.annotation,
         imports=workspace.config.imports,
+        auth=workspace.config.auth,
+        export=workspace.config.export,
         encoders=parse_table(EncoderSettings, tables.get("encoders", {}), path=path, name="encoders"),
         train=parse_table(TrainConfig, tables.get("train", {}), path=path, name="train"),
         selection=configs,

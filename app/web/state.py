@@ -7,6 +7,8 @@ from __future__ import annotations
 # Sign-in
 USER = "pairlab.user"  # storage.users.UserInfo of the signed-in user
 SESSION_STARTED = "pairlab.session_started"  # naive UTC datetime of sign-in, for "this session" throughput
+SESSION_TOKEN = "pairlab.session_token"  # the signed session token (storage.sessions), also in the browser cookie
+SESSION_EXPIRES = "pairlab.session_expires"  # naive UTC datetime the session ends
 FLASH = "pairlab.flash"  # (level, message) shown once after the next rerun
 LOGIN_NAME = "login.name"
 LOGIN_PASSWORD = "login.password"
