@@ -32,12 +32,22 @@ LOGIN = PageSpec("Sign in", "login", login.render, "", ":material/login:")
 
 
 LANDING = {"annotator": "annotate", "reviewer": "review", "operator": "rounds", "system": "rounds"}
+HOME = "home"  # the url_path of the default page, which Streamlit serves at "/" (and never at its own path)
 
 
 def landing_page(user: UserInfo | None) -> str:
-    """The ``url_path`` a user starts on: annotators Annotate, reviewers Review, operators Rounds
+    """The ``url_path`` of the page a user starts on: annotators Annotate, reviewers Review, operators Rounds
     (so nobody who did not come to label holds a lease by visiting the landing page)."""
     return "login" if user is None else LANDING[user.role]
+
+
+def home(user: UserInfo | None) -> PageSpec:
+    """The default page, served at "/": the user's landing page under a path of its own, unlisted.
+
+    Streamlit serves the default page only at "/", so were the landing page itself the default, a deep
+    link to it (``/rounds`` for an operator) would say "Page not found"."""
+    spec = LOGIN if user is None else next(p for p in PAGES if p.url_path == landing_page(user))
+    return replace(spec, url_path=HOME, visible=False)
 
 
 def pages_for(user: UserInfo | None) -> list[PageSpec]:
@@ -53,9 +63,9 @@ def refuse() -> None:
 
 
 def routes(user: UserInfo | None) -> list[PageSpec]:
-    """What the router registers: signed out, the sign-in form at every page's URL (and no menu), so a deep
-    link such as ``/rounds`` survives signing in instead of "Page not found"; signed in, the user's pages,
-    and at the URL of every other page a refusal that the menu does not list."""
+    """What the router registers besides ``home``: signed out, the sign-in form at every page's URL (and
+    no menu), so a deep link such as ``/rounds`` survives signing in instead of "Page not found"; signed
+    in, the user's pages, and at the URL of every other page a refusal that the menu does not list."""
     if user is None:
         return [LOGIN, *(replace(p, render=LOGIN.render) for p in PAGES)]
     allowed = pages_for(user)
