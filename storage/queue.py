@@ -116,7 +116,7 @@ def _free_slot(now: datetime):
                 or_(QueueItem.leased_by.is_(None), QueueItem.lease_expires_at < now))
 
 
-def _in_open_round():
+def in_open_round():
     """The slot belongs to a round that is not closed."""
     return QueueItem.round_id.not_in(select(Round.id).where(Round.closed_at.is_not(None)))
 
@@ -137,7 +137,7 @@ def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim
     _take_turn(session, user_id)
     now = utcnow()
     held = session.scalar(select(QueueItem).where(QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
-                                                  QueueItem.lease_expires_at >= now, _in_open_round())
+                                                  QueueItem.lease_expires_at >= now, in_open_round())
                           .order_by(QueueItem.priority))
     if held is None:
         mine = aliased(QueueItem)
@@ -149,7 +149,7 @@ def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim
                                                Event.user_id == user_id, Event.kind == "skip").exists()
         query = (select(QueueItem)
                  .where(_free_slot(now), or_(QueueItem.assignee_id.is_(None), QueueItem.assignee_id == user_id),
-                        _in_open_round(), ~seen_by_me, ~skipped_by_me)
+                        in_open_round(), ~seen_by_me, ~skipped_by_me)
                  .order_by(_round_priority().desc(), QueueItem.priority, QueueItem.slot)
                  .limit(1))
         held = session.scalar(query.with_for_update(skip_locked=True))  # SQLite: no clause, the writer is alone
@@ -253,7 +253,7 @@ class QueueStats:
 def queue_stats(session: Session, user_id: int | None = None) -> QueueStats:
     """Counts over the slots of open rounds, or over those a user may take."""
     now = utcnow()
-    base = select(func.count(QueueItem.id)).where(_in_open_round())
+    base = select(func.count(QueueItem.id)).where(in_open_round())
     if user_id is not None:
         base = base.where(or_(QueueItem.assignee_id.is_(None), QueueItem.assignee_id == user_id))
     done = session.scalar(base.where(QueueItem.done_at.is_not(None)))

@@ -35,6 +35,7 @@ ROUNDS_OVERLAP = "rounds.overlap"
 ROUNDS_SEED = "rounds.seed"
 ROUNDS_JOB = "rounds.job_id"  # the job this session launched last and is watching
 ROUNDS_WARM_START = "rounds.warm_start"
+ROUNDS_CONTROL = "rounds.control"  # the round whose priority is set or that is closed
 
 # Export
 EXPORT_FORMAT = "export.format"

@@ -1,0 +1,40 @@
+"""The Rounds page's round controls and progress, and the Export page's earlier downloads, through AppTest on a
+real SQLite workspace with real images."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.services.select import run_selection
+from storage.models import QueueItem, Round
+from storage.queue import claim_next, submit
+from tests.integration.test_app_pages import button, page, store  # noqa: F401 - the store fixture
+from tests.integration.workbench_fixtures import user
+from app.web import state
+
+
+def test_rounds_page_orders_and_closes_rounds_and_shows_progress(store):
+    run_selection(store, strategy="random", budget=2, actor=user(store, "op"))  # round 2 beside round 1
+    ann = user(store, "ann")
+    with store.db.write() as s:
+        claim = claim_next(s, ann.id, lease_minutes=30)
+        submit(s, ann.id, claim.queue_item_id, labels=["cat"], verdict="match")
+        claim_next(s, ann.id, lease_minutes=30)  # a lease the close releases
+    at = page("rounds", user(store, "op"))
+    assert not at.exception
+    people, rounds = at.dataframe[1].value, at.dataframe[2].value
+    assert list(people["annotator"]) == ["ann"] and list(people["done / assigned"]) == ["1 / 2"]
+    assert list(rounds["round"]) == ["round 2", "round 1"] and list(rounds["done / assigned"]) == ["1 / 2", "0 / 4"]
+
+    at.selectbox(key=state.ROUNDS_CONTROL).set_value(1).run()
+    at.number_input[-1].set_value(9)
+    button(at, "Set priority").click().run()
+    assert not at.exception and "Round 1 now has priority 9." in [m.value for m in at.success]
+    at.selectbox(key=state.ROUNDS_CONTROL).set_value(2).run()
+    button(at, "Close round").click().run()
+    assert not at.exception and "Round 2 closed; 1 lease(s) released." in [m.value for m in at.success]
+    with store.db.read() as s:
+        assert dict(s.execute(select(Round.number, Round.priority)).all()) == {1: 9, 2: 2}
+        assert s.scalar(select(Round.closed_at).where(Round.number == 2)) is not None
+        assert s.scalars(select(QueueItem.id).where(QueueItem.leased_by.is_not(None), QueueItem.done_at.is_(None))).all() == []
+    assert list(at.dataframe[2].value["round"]) == ["round 2 (closed)", "round 1"]
+    assert at.selectbox(key=state.ROUNDS_CONTROL).options == ["round 1 (priority 9)"]  # a closed round is not offered again
