@@ -40,6 +40,7 @@ ROUNDS_CONTROL = "rounds.control"  # the round whose priority is set or that is 
 # Export
 EXPORT_FORMAT = "export.format"
 EXPORT_JOB = "export.job_id"
+EXPORT_EARLIER = "export.earlier"  # per job: the download button of an earlier export
 
 # Explore
 EXPLORE_LABELS = "explore.labels"

@@ -2,14 +2,18 @@
 real SQLite workspace with real images."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import select
 
+from app.jobs import launch as jobs
+from app.jobs.worker import run_worker
 from app.services.select import run_selection
+from app.web import state
 from storage.models import QueueItem, Round
 from storage.queue import claim_next, submit
 from tests.integration.test_app_pages import button, page, store  # noqa: F401 - the store fixture
 from tests.integration.workbench_fixtures import user
-from app.web import state
 
 
 def test_rounds_page_orders_and_closes_rounds_and_shows_progress(store):
@@ -38,3 +42,24 @@ def test_rounds_page_orders_and_closes_rounds_and_shows_progress(store):
         assert s.scalars(select(QueueItem.id).where(QueueItem.leased_by.is_not(None), QueueItem.done_at.is_(None))).all() == []
     assert list(at.dataframe[2].value["round"]) == ["round 2 (closed)", "round 1"]
     assert at.selectbox(key=state.ROUNDS_CONTROL).options == ["round 1 (priority 9)"]  # a closed round is not offered again
+
+
+def test_export_page_offers_earlier_exports_without_reading_them_on_a_rerun(store, monkeypatch):
+    op = user(store, "op")
+    for fmt in ("coco", "label-studio"):
+        jobs.launch_export(store, op, fmt=fmt)
+        assert run_worker(store.root, once=True) == 1
+    files = sorted(p.name for p in (store.root / "exports").iterdir())
+    assert [name.split(".", 1)[1] for name in files] == ["coco.json", "label-studio.json"]  # distinct names
+    reads = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real(self))
+    at = page("export", op)
+    assert not at.exception
+    assert sorted(b.label for b in at.download_button) == [f"Download {name}" for name in files]
+    at.run()
+    assert not at.exception and reads == []  # read only when a download is clicked
+    (store.root / "exports" / files[0]).unlink()
+    at.run()
+    assert [b.label for b in at.download_button] == [f"Download {files[1]}"]
+    assert "The file is no longer in the workspace." in [c.value for c in at.caption]
