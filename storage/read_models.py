@@ -357,7 +357,8 @@ def annotator_progress_table(session: Session) -> list[Progress]:
 
 def round_progress_table(session: Session) -> list[Progress]:
     """One row per round, newest first (``name`` is "round N", with "(closed)" once closed)."""
-    slots = select(QueueItem.round_id, func.count(QueueItem.id), func.count(QueueItem.done_at)).group_by(QueueItem.round_id)
+    slots = (select(QueueItem.round_id, func.count(QueueItem.id), func.count(QueueItem.done_at))
+             .group_by(QueueItem.round_id))
     counts = {rid: (total, finished) for rid, total, finished in session.execute(slots)}
     done = {rid: finished for rid, (_, finished) in counts.items()}
     assigned = {rid: total for rid, (total, _) in counts.items()}

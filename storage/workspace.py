@@ -1,9 +1,9 @@
 """A workspace: a directory with ``pairlab.toml``, the database, features, models and exports (DESIGN §2).
 
-``pairlab.toml`` is read here once per open. This module owns ``[database]``, ``[annotation]`` and
-``[import]``, ``[auth]`` and ``[export]``; the learner's tables (``LEARNER_TABLES``) are passed through as plain tables and turned
-into the learner's frozen configs by ``app.services.settings`` (``storage`` never imports the
-learner). Any other table is refused. :func:`parse_table` is the one validator of a table against a
+``pairlab.toml`` is read here once per open. This module owns ``[database]``, ``[annotation]``,
+``[import]``, ``[auth]`` and ``[export]``; the learner's tables (``LEARNER_TABLES``) are passed through
+as plain tables and turned into the learner's frozen configs by ``app.services.settings`` (``storage``
+never imports the learner). Any other table is refused. :func:`parse_table` is the one validator of a table against a
 frozen dataclass, shared by both layers.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The workspace's one configuration object, :class:`Settings`: ``pairlab.toml`` parsed and validated once.
 
 ``storage.workspace`` reads the file, refuses unknown tables and parses the tables it owns
-(``[database]``, ``[annotation]``, ``[import]``, ``[auth]``, ``[export]``). Here the learner's tables become the learner's
-frozen configs through the same validator (``storage.workspace.parse_table``): ``[encoders]`` ->
+(``[database]``, ``[annotation]``, ``[import]``, ``[auth]``, ``[export]``). Here the learner's tables
+become the learner's frozen configs through the same validator (``storage.workspace.parse_table``): ``[encoders]`` ->
 :class:`EncoderSettings`, ``[train]`` -> ``TrainConfig`` (``warm_start`` included),
 ``[selection.<strategy>]`` -> that strategy's config, ``[inference]`` -> ``InferenceConfig``.
 Every error names the file, the table and the key. :func:`open_workspace` opens a store and

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from app.jobs import launch as jobs
 from app.jobs.worker import run_worker
 from app.services.select import run_selection
 from app.web import state
+from app.web.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
 from storage.models import QueueItem, Round
 from storage.queue import claim_next, submit
-from tests.integration.test_app_pages import button, page, store  # noqa: F401 - the store fixture
-from tests.integration.workbench_fixtures import user
+from tests.integration.test_app_pages import button, page
+from tests.integration.workbench_fixtures import build_workspace, user
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    store = build_workspace(tmp_path / "ws")
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    monkeypatch.delenv(AUTO_LOGIN_ENV, raising=False)
+    yield store
+    store.close()
 
 
 def test_rounds_page_orders_and_closes_rounds_and_shows_progress(store):
@@ -27,7 +38,8 @@ def test_rounds_page_orders_and_closes_rounds_and_shows_progress(store):
     assert not at.exception
     people, rounds = at.dataframe[1].value, at.dataframe[2].value
     assert list(people["annotator"]) == ["ann"] and list(people["done / assigned"]) == ["1 / 2"]
-    assert list(rounds["round"]) == ["round 2", "round 1"] and list(rounds["done / assigned"]) == ["1 / 2", "0 / 4"]
+    assert list(rounds["round"]) == ["round 2", "round 1"]
+    assert list(rounds["done / assigned"]) == ["1 / 2", "0 / 4"]
 
     at.selectbox(key=state.ROUNDS_CONTROL).set_value(1).run()
     at.number_input[-1].set_value(9)
@@ -39,9 +51,11 @@ def test_rounds_page_orders_and_closes_rounds_and_shows_progress(store):
     with store.db.read() as s:
         assert dict(s.execute(select(Round.number, Round.priority)).all()) == {1: 9, 2: 2}
         assert s.scalar(select(Round.closed_at).where(Round.number == 2)) is not None
-        assert s.scalars(select(QueueItem.id).where(QueueItem.leased_by.is_not(None), QueueItem.done_at.is_(None))).all() == []
+        open_leases = select(QueueItem.id).where(QueueItem.leased_by.is_not(None), QueueItem.done_at.is_(None))
+        assert s.scalars(open_leases).all() == []
     assert list(at.dataframe[2].value["round"]) == ["round 2 (closed)", "round 1"]
-    assert at.selectbox(key=state.ROUNDS_CONTROL).options == ["round 1 (priority 9)"]  # a closed round is not offered again
+    # a closed round is not offered again
+    assert at.selectbox(key=state.ROUNDS_CONTROL).options == ["round 1 (priority 9)"]
 
 
 def test_export_page_offers_earlier_exports_without_reading_them_on_a_rerun(store, monkeypatch):
