@@ -1,4 +1,4 @@
-"""Sign-in sessions and throttling (``storage.sessions``, ``app.services.users``) on a real SQLite workspace."""
+"""Sign-in sessions and throttling (``storage.sessions``, ``app.services.users``) on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from app.services import users as service
 from storage.models import LoginAttempt, UserSession
 from storage.sessions import SECRET_FILE, create_session, resolve_session, revoke_session, session_secret
-from storage.store import open_store
+from storage.store import init_workspace, open_store
 from storage.users import add_user
 from storage.workspace import AuthConfig, load_workspace, write_config
 
@@ -20,12 +20,13 @@ PASSWORD = "correct-horse-7"
 
 
 @pytest.fixture()
-def store(make_workspace):
-    store = make_workspace()
+def store(tmp_path, database_url):
+    store = init_workspace(tmp_path / "ws", database_url=database_url)
     with store.db.write() as s:
         add_user(s, "ann", "annotator", PASSWORD)
         add_user(s, "op", "operator", PASSWORD)
-    return store
+    yield store
+    store.close()
 
 
 def throttled_store(store, **auth):
