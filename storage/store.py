@@ -37,10 +37,11 @@ class Store:
 
 
 def open_store(root: str | Path) -> Store:
-    """Open an existing workspace; raise ``WorkspaceError`` if it is missing or of another schema."""
+    """Open an existing workspace, upgrading an older schema; raise ``WorkspaceError`` if it is missing or of
+    a newer schema."""
     workspace = load_workspace(root)
     db = Database(workspace.database_url)
-    db.check_schema()
+    db.upgrade_schema()
     return Store(workspace, db)
 
 
