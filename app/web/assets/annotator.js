@@ -258,7 +258,10 @@ function onKey(ui, event) {
     }
     return;
   }
-  if (!ours && target instanceof Element && target.closest("button, a, [role=button]") && (event.key === "Enter" || event.key === " ")) {
+  if (!ours && target instanceof Element && target.closest('[data-testid="stSidebarNav"]')) {
+    target.blur(); // the page link just clicked to get here keeps the focus: keys are for the widget
+  } else if (!ours && target instanceof Element && target.closest("button, a, [role=button]")
+      && (event.key === "Enter" || event.key === " ")) {
     return; // another control of the page has the focus: leave its Enter and Space alone
   }
   if ((event.ctrlKey || event.metaKey) && !event.altKey && !event.shiftKey && event.key.toLowerCase() === "z") {
