@@ -1,9 +1,10 @@
 """Annotate: label the next pair of this annotator's queue (DESIGN §7) in the client-side widget.
 
 Visiting the page claims nothing: "Start annotating" claims a pair, and after that only an action
-(submit, skip, flag, undo) claims the next one; a reloaded page shows again the pair its person holds. The pair on screen is held in session state, so a
-rerun without an action reads but never writes; a heartbeat fragment renews the lease while the page
-is open. An answer for a lease the person no longer holds is refused by the store and kept on screen.
+(submit, skip, flag, undo) claims the next one; a reloaded page shows again the pair its person
+holds. The pair on screen is held in session state, so a rerun without an action reads but never
+writes; a heartbeat fragment renews the lease while the page is open. An answer for a lease the
+person no longer holds is refused by the store and kept on screen.
 """
 from __future__ import annotations
 
