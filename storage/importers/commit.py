@@ -1,8 +1,9 @@
 """Writing an import: external ids, the labels to add, and the one-transaction commit.
 
-``commit`` writes pairs, ``import`` events of the ``system`` user, new labels and precomputed feature
-sets in one ``store.db.write()`` transaction. Feature files are written under temporary names and renamed
-only after the transaction commits, so a failed import leaves the workspace as it was.
+``commit`` writes pairs, ``import`` events of the ``system`` user (and the labelled pairs' materialised
+state), new labels and precomputed feature sets in one ``store.db.write()`` transaction. Feature files
+are written under temporary names and renamed only after the transaction commits, so a failed import
+leaves the workspace as it was.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from storage.features import PRECOMPUTED, FeatureSetInfo, feature_paths, tempora
 from storage.importers.fields import default_id
 from storage.importers.rows import ImportReport, ParsedSource, SourceRow
 from storage.models import Event, FeatureSet, Pair, User
+from storage.pair_state import refresh_pair_states
 from storage.store import SYSTEM_USER, Store
 from storage.vocabulary import add_labels as add_vocabulary, label_names
 
@@ -96,6 +98,7 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
                 session.execute(insert(Event), [
                     {"pair_id": pid, "user_id": system_id, "kind": "import", "labels": sorted(labels)}
                     for pid, labels in labelled])
+                refresh_pair_states(session, [pid for pid, _ in labelled])
             infos = []
             if pair_ids and parsed.features:
                 features_dir = store.workspace.subdir("features")
