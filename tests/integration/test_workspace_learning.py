@@ -80,6 +80,20 @@ def test_streamed_ascmr_scoring_chooses_what_the_in_memory_path_chooses(store):
         [e["suggested_labels"] for e in in_memory.explanation]
 
 
+def test_text_search_reuses_the_embeddings_and_reads_only_candidate_digests(store, monkeypatch):
+    """Per query: no reload of the embeddings file, no read of every pair's sha256."""
+    retrieval.images_for_text(store, "a giraffe", k=3)
+    before = retrieval._load_embeddings.cache_info()
+    asked = []
+    real = retrieval.image_digests
+    monkeypatch.setattr(retrieval, "image_digests", lambda s, ids=None: asked.append(ids) or real(s, ids))
+    hits = retrieval.images_for_text(store, "a dog on a couch", k=3)
+    after = retrieval._load_embeddings.cache_info()
+    assert (after.misses, after.hits) == (before.misses, before.hits + 1)
+    assert len(hits) == 3 and asked and all(ids is not None and len(ids) <= 24 for ids in asked)
+    assert len(pair_table(store).ids) > 24
+
+
 def test_evaluate_reports_both_directions_on_the_test_split(store):
     metrics = train.evaluate_workspace(store, split="test")
     assert metrics["model_version"] == 1 and metrics["pairs"] > 10
