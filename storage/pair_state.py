@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from storage.annotations import CurrentLabel, derive_label, latest_submits, pair_events
-from storage.models import Event, PairState, PairStateLabel
+from storage.models import Event, Pair, PairState, PairStateLabel
 
 CHUNK = 500  # pair ids per statement (well below SQLite's bound-parameter limit)
 
@@ -35,7 +35,13 @@ def _row(label: CurrentLabel, votes: list[list]) -> dict:
 
 
 def _write(session: Session, pair_ids: list[int]) -> int:
-    """Replace the rows of ``pair_ids`` with the state derived from their events; how many rows were written."""
+    """Replace the rows of ``pair_ids`` with the state derived from their events; how many rows were written.
+
+    The pairs' rows are locked first (PostgreSQL: ``FOR NO KEY UPDATE``, in id order; SQLite's writer is
+    alone anyway), so two transactions adding events to one pair refresh its state one after the other,
+    the second reading the first's committed event, and neither overwrites the other with a stale state.
+    """
+    session.execute(select(Pair.id).where(Pair.id.in_(pair_ids)).order_by(Pair.id).with_for_update(key_share=True))
     session.execute(delete(PairStateLabel).where(PairStateLabel.pair_id.in_(pair_ids)))
     session.execute(delete(PairState).where(PairState.pair_id.in_(pair_ids)))
     rows, labels = [], []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 
 import pytest
 from sqlalchemy import delete, select, text
@@ -168,3 +170,38 @@ def test_rebuild_restores_a_damaged_state(make_workspace):
         assert rebuild_pair_states(s) == 1
     with store.db.read() as s:
         assert _materialised(s) == _derived(s) and browse_pairs(s, labels=["cat"])[1] == 1
+
+
+def test_two_transactions_adding_events_to_one_pair_leave_the_state_of_both(tmp_path, database_url):
+    """The second transaction waits for the first (PostgreSQL: on the pair's row lock) and then derives
+    the state from both events, instead of failing on the state's key or keeping a stale state."""
+    store = init_workspace(tmp_path / "ws", labels=["cat", "dog"], database_url=database_url)
+    try:
+        with store.db.write() as s:
+            ann, bob = add_user(s, "ann", "annotator").id, add_user(s, "bob", "annotator").id
+            pair = Pair(external_id="p", image_path="/i/p.png", image_sha256="a" * 64, text="t")
+            s.add(pair)
+            s.flush()
+            pid = pair.id
+        errors = []
+
+        def second():
+            try:
+                with store.db.write() as s:
+                    record_event(s, pair_id=pid, user_id=bob, kind="submit", labels=["dog"])
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        worker = threading.Thread(target=second)
+        with store.db.write() as s:
+            record_event(s, pair_id=pid, user_id=ann, kind="submit", labels=["cat"])
+            worker.start()
+            time.sleep(0.5)  # the second transaction has added its event and waits for this one
+        worker.join(timeout=60)
+        assert errors == []
+        with store.db.read() as s:
+            assert _materialised(s) == _derived(s)
+            state = pair_states(s, [pid])[pid]
+        assert state.status == "conflict" and set(state.annotators) == {"ann", "bob"}
+    finally:
+        store.close()
