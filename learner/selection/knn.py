@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
+from sklearn import config_context
 from sklearn.metrics import pairwise_distances_argmin, pairwise_distances_argmin_min
 from sklearn.neighbors import NearestNeighbors
 
 FAISS_MIN_ROWS = 50_000  # below this scikit-learn is as fast and needs no extra package
 HAVE_FAISS = importlib.util.find_spec("faiss") is not None
 _QUERY_CHUNK = 65_536  # query rows per faiss search call: bounds the (chunk, k) results and the normalised copy
+_SKLEARN_MIB = 128  # scikit-learn's chunked distance blocks (its default of 1024 MiB doubled select's peak RSS)
 
 
 def use_faiss(n_rows: int) -> bool:
@@ -54,8 +56,9 @@ def cosine_neighbours(ref: np.ndarray, queries: np.ndarray, k: int, *,
     if use_faiss(len(queries) if pass_rows is None else pass_rows):
         sims, ids = _flat_search("IndexFlatIP", ref, queries, k, unit=True)
         return 1.0 - sims.astype(np.float64), ids
-    nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="cosine").fit(ref)
-    dist, ids = nn.kneighbors(queries)
+    with config_context(working_memory=_SKLEARN_MIB):
+        nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="cosine").fit(ref)
+        dist, ids = nn.kneighbors(queries)
     return dist, ids.astype(np.int64)
 
 
@@ -64,7 +67,8 @@ def nearest_cosine(queries: np.ndarray, ref: np.ndarray, *, pass_rows: int | Non
     if use_faiss(len(queries) if pass_rows is None else pass_rows):
         sims, _ = _flat_search("IndexFlatIP", ref, queries, 1, unit=True)
         return 1.0 - sims[:, 0].astype(np.float64)
-    _, dist = pairwise_distances_argmin_min(queries, ref, metric="cosine")
+    with config_context(working_memory=_SKLEARN_MIB):
+        _, dist = pairwise_distances_argmin_min(queries, ref, metric="cosine")
     return dist
 
 
@@ -72,4 +76,5 @@ def nearest_centre(x: np.ndarray, centres: np.ndarray, *, pass_rows: int | None 
     """Index (n,) int64 of the Euclidean-nearest centre (K, d) of each row of x (n, d)."""
     if use_faiss(len(x) if pass_rows is None else pass_rows):
         return _flat_search("IndexFlatL2", centres, x, 1, unit=False)[1][:, 0]
-    return pairwise_distances_argmin(x, centres).astype(np.int64)
+    with config_context(working_memory=_SKLEARN_MIB):
+        return pairwise_distances_argmin(x, centres).astype(np.int64)
