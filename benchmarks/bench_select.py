@@ -43,8 +43,9 @@ from learner.selection.scoring import fused_means  # noqa: E402
 CHUNK = 65536
 
 
-def pipeline_figure(n: int, folder: Path, seed: int) -> float:
-    """Build a workspace of n pairs, train one epoch, time ``pairlab select``; its wall seconds."""
+def pipeline_figure(n: int, folder: Path, seed: int, workspace: str | None) -> float:
+    """Build a workspace of n pairs (or reuse ``workspace``, e.g. one kept by ``bench_scale.py --keep``),
+    train one epoch, time ``pairlab select``; its wall seconds."""
     import json
 
     from sqlalchemy import select
@@ -53,14 +54,16 @@ def pipeline_figure(n: int, folder: Path, seed: int) -> float:
     from storage.models import Round
     from storage.store import open_store
 
-    ws, source = folder / "ws", folder / "pool.npz"
-    synthetic_pool(source, n, image_dim=256, text_dim=128, classes=20, groups=200, labelled=0.01, test=0.02,
-                   seed=seed)
-    for name, argv in (("init", ["init", str(ws)]), ("import", ["import", str(ws), str(source), "--format", "features"]),
-                       ("train --epochs 1", ["train", str(ws), "--epochs", "1"])):
-        if run_step(name, argv)["rc"] != 0:
-            raise SystemExit(f"pairlab {name} failed")
-    source.unlink()
+    ws, source = Path(workspace) if workspace else folder / "ws", folder / "pool.npz"
+    if workspace is None:
+        synthetic_pool(source, n, image_dim=256, text_dim=128, classes=20, groups=200, labelled=0.01, test=0.02,
+                       seed=seed)
+        for name, argv in (("init", ["init", str(ws)]),
+                           ("import", ["import", str(ws), str(source), "--format", "features"]),
+                           ("train --epochs 1", ["train", str(ws), "--epochs", "1"])):
+            if run_step(name, argv)["rc"] != 0:
+                raise SystemExit(f"pairlab {name} failed")
+        source.unlink()
     budget = max(1, round(0.01 * n * 0.97))
     row = run_step(f"pairlab select ascmr --budget {budget}",
                    ["select", str(ws), "--strategy", "ascmr", "--budget", str(budget)])
@@ -113,12 +116,14 @@ def main() -> None:
     parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
                         help="skip the 'pairlab select' figure (workspace, training, select)")
     parser.add_argument("--folder", help="where the pipeline workspace goes (default: a temporary folder)")
+    parser.add_argument("--workspace", help="time 'pairlab select' on this existing workspace (with a model) "
+                                            "instead of building one")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="  [log] %(message)s")
     t_pipeline = None
     if args.pipeline:
         with tempfile.TemporaryDirectory(dir=args.folder, prefix="bench-select-") as folder:
-            t_pipeline = pipeline_figure(args.n, Path(folder), args.seed)
+            t_pipeline = pipeline_figure(args.n, Path(folder), args.seed, args.workspace)
     logging.getLogger("learner.selection").setLevel(logging.DEBUG)
 
     t0 = time.perf_counter()

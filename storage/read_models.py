@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.agreement import LabelAgreement, label_alphas, nominal_alpha
@@ -210,26 +210,31 @@ def browse_pairs(session: Session, *, labels: Sequence[str] = (), statuses: Sequ
                  limit: int = 200, offset: int = 0) -> tuple[list[PairRow], int]:
     """Pairs matching every filter given (any of ``labels``; any of ``statuses``), ``limit`` of them by id
     from ``offset``, and how many matched in all. Filters, count and page run in SQL on the materialised
-    state (``storage.pair_state``); a pair without events is ``unlabelled``."""
-    status = func.coalesce(PairState.status, "unlabelled")
-    query = select(Pair.id).outerjoin(PairState, PairState.pair_id == Pair.id)
+    state (``storage.pair_state``), joined only when a filter needs it; a pair without events is
+    ``unlabelled``."""
+    query = select(Pair.id)
     if split:
         query = query.where(Pair.split == split)
     if statuses:
-        query = query.where(status.in_(list(statuses)))
+        if "unlabelled" in statuses:
+            query = query.outerjoin(PairState, PairState.pair_id == Pair.id).where(
+                or_(PairState.pair_id.is_(None), PairState.status.in_(list(statuses))))
+        else:
+            query = query.join(PairState, PairState.pair_id == Pair.id).where(PairState.status.in_(list(statuses)))
     if labels:
-        query = query.where(select(PairStateLabel.pair_id).where(PairStateLabel.pair_id == Pair.id,
-                                                                 PairStateLabel.label.in_(list(labels))).exists())
+        query = query.where(Pair.id.in_(select(PairStateLabel.pair_id).where(PairStateLabel.label.in_(list(labels)))))
     if round_number is not None:
-        query = query.where(select(QueueItem.id).join(Round, Round.id == QueueItem.round_id)
-                            .where(QueueItem.pair_id == Pair.id, Round.number == round_number).exists())
+        query = query.where(Pair.id.in_(select(QueueItem.pair_id).join(Round, Round.id == QueueItem.round_id)
+                                        .where(Round.number == round_number)))
     total = session.scalar(select(func.count()).select_from(query.subquery()))
-    page = query.with_only_columns(Pair.id, Pair.external_id, Pair.text, Pair.image_path, Pair.split,
-                                   PairState.labels, status, PairState.verdict)
-    rows = session.execute(page.order_by(Pair.id).limit(limit).offset(offset)).all()
+    page = list(session.scalars(query.order_by(Pair.id).limit(limit).offset(offset)))
+    rows = session.execute(select(Pair.id, Pair.external_id, Pair.text, Pair.image_path, Pair.split, PairState.labels,
+                                  func.coalesce(PairState.status, "unlabelled"), PairState.verdict)
+                           .outerjoin(PairState, PairState.pair_id == Pair.id)
+                           .where(Pair.id.in_(page)).order_by(Pair.id)).all()
     in_rounds: dict[int, list[int]] = {}
     for pid, number in session.execute(select(QueueItem.pair_id, Round.number).join(Round, Round.id == QueueItem.round_id)
-                                       .where(QueueItem.pair_id.in_([r[0] for r in rows])).distinct()):
+                                       .where(QueueItem.pair_id.in_(page)).distinct()):
         in_rounds.setdefault(pid, []).append(number)
     return [PairRow(pid, ext, text, image, pair_split, None if current is None else tuple(current), state, verdict,
                     tuple(sorted(in_rounds.get(pid, ())))) for pid, ext, text, image, pair_split, current, state, verdict
