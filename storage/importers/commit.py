@@ -19,7 +19,7 @@ from storage.errors import InputError
 from storage.features import PRECOMPUTED, FeatureSetInfo, feature_paths, temporary_name
 from storage.importers.fields import default_id
 from storage.importers.rows import ImportReport, ParsedSource, SourceRow
-from storage.models import Event, FeatureSet, Pair, User
+from storage.models import Event, FeatureSet, Pair, User, utcnow
 from storage.pair_state import refresh_pair_states
 from storage.store import SYSTEM_USER, Store
 from storage.vocabulary import add_labels as add_vocabulary, label_names
@@ -152,11 +152,21 @@ def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int]:
 
 
 def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
+    """Insert the new pairs with one executemany and read their ids back by external id, in row order.
+
+    (``INSERT ... RETURNING`` in parameter order ran one statement per row on SQLite: 25 s of a
+    100k-pair import.)"""
     if not new_index:
         return []
-    values = [{"external_id": ids[i], "image_path": rows[i].image_ref,
-               "image_sha256": shas[i], "text": rows[i].text, "split": rows[i].split} for i in new_index]
-    return list(session.scalars(insert(Pair).returning(Pair.id, sort_by_parameter_order=True), values))
+    now = utcnow()
+    session.execute(insert(Pair.__table__), [{"external_id": ids[i], "image_path": rows[i].image_ref, "image_sha256": shas[i],
+                                    "text": rows[i].text, "split": rows[i].split, "created_at": now}
+                                   for i in new_index])
+    by_external: dict[str, int] = {}
+    for start in range(0, len(new_index), _DB_CHUNK):
+        chunk = [ids[i] for i in new_index[start:start + _DB_CHUNK]]
+        by_external.update(session.execute(select(Pair.external_id, Pair.id).where(Pair.external_id.in_(chunk))).all())
+    return [by_external[ids[i]] for i in new_index]
 
 
 def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarray, pair_ids: np.ndarray,
