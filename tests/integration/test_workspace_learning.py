@@ -92,6 +92,10 @@ def test_text_search_reuses_the_embeddings_and_reads_only_candidate_digests(stor
     assert (after.misses, after.hits) == (before.misses, before.hits + 1)
     assert len(hits) == 3 and asked and all(ids is not None and len(ids) <= 24 for ids in asked)
     assert len(pair_table(store).ids) > 24
+    first = retrieval.texts_for_pair(store, hits[0].pair_id, k=4)
+    computed = retrieval._texts_for_image.cache_info().misses
+    assert retrieval.texts_for_pair(store, hits[0].pair_id, k=4) == first  # a rerun with the same pair
+    assert retrieval._texts_for_image.cache_info().misses == computed
 
 
 def test_evaluate_reports_both_directions_on_the_test_split(store):
