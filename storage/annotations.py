@@ -3,9 +3,11 @@
 Rules for the current label of a pair (DESIGN §2):
 - undone events are ignored (an ``undo`` event retracts the event it names);
 - the latest ``adjudicate`` event, if any, is final;
-- otherwise each annotator's latest ``submit`` (or ``import``) counts once; with one annotator that
-  is the label, with several a label is in when a strict majority chose it, and a tie on any label
-  or on the caption verdict marks the pair for review.
+- otherwise each annotator's latest ``submit`` counts once; with one annotator that is the label, with
+  several a label is in when a strict majority chose it, and a tie on any label or on the caption
+  verdict marks the pair for review;
+- labels given at import count only while no person has submitted the pair: the import (the
+  ``system`` user) is never one of the voters, so it never disagrees with a human.
 """
 from __future__ import annotations
 
@@ -84,6 +86,8 @@ def derive_label(pair_id: int, events: Sequence[EventRow], comments: Sequence[st
     for e in live:
         if e.kind in LABELLING_KINDS:
             latest[e.user] = e
+    if any(e.kind == "submit" for e in latest.values()):  # people have labelled it: the import is no vote
+        latest = {user: e for user, e in latest.items() if e.kind == "submit"}
     if not latest:
         return CurrentLabel(labels=None, status="unlabelled", verdict=None, annotators=(),
                             agreement=None, **common)

@@ -12,6 +12,11 @@ retried, before the caller's block has run, so the block runs once and need not 
 holds the lock nothing in it can meet a busy database (under WAL, readers never block a writer). Blocks
 must be short, since every other writer waits for them. PostgreSQL has no busy state: a transaction
 waits on the rows it locks.
+
+Schema changes: ``meta.schema_version`` says which schema a database has. Opening a workspace
+(``Database.upgrade_schema``) runs the ``storage.migrations.MIGRATIONS`` from its version up to ``SCHEMA_VERSION`` in one
+write transaction, so a workspace made by an older pairlab opens, and a failed upgrade changes nothing.
+A database newer than this code is refused.
 """
 from __future__ import annotations
 
@@ -20,14 +25,15 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from storage.errors import DatabaseBusyError, WorkspaceError
+from storage.migrations import MIGRATIONS
 from storage.models import SCHEMA_VERSION, Base, Meta
 
 BUSY_TIMEOUT_MS = 1_000  # SQLite's own wait for a lock, per attempt (every statement, reads included)
@@ -100,15 +106,34 @@ class Database:
             if s.get(Meta, "schema_version") is None:
                 s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
 
-    def check_schema(self) -> None:
-        """Raise ``WorkspaceError`` unless the database carries this code's schema version."""
+    def upgrade_schema(self) -> None:
+        """Check the database is a pairlab one and bring it to ``SCHEMA_VERSION`` (see the module docstring).
+
+        Raises ``WorkspaceError`` for a database that is not pairlab's or is newer than this code.
+        """
+        version = self._schema_version()
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION or version not in MIGRATIONS:
+            raise WorkspaceError(f"{self.url}: schema version {version}, this pairlab needs {SCHEMA_VERSION}")
+        with self.write() as s:  # re-read under the write lock: another process may have upgraded meanwhile
+            row = s.scalar(select(Meta).where(Meta.key == "schema_version").with_for_update())
+            version = int(row.value)
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](s.connection())
+                log.warning("%s: upgraded the schema from version %d to %d", self.url, version, version + 1)
+                version += 1
+            row.value = str(version)
+
+    def _schema_version(self) -> int:
         try:
             with self.read() as s:
                 row = s.scalar(select(Meta.value).where(Meta.key == "schema_version"))
         except Exception as exc:  # noqa: BLE001 - any driver error means "not our database"
             raise WorkspaceError(f"{self.url}: cannot read the pairlab schema ({exc.__class__.__name__})") from exc
-        if row is None or int(row) != SCHEMA_VERSION:
+        if row is None or not row.isdigit():
             raise WorkspaceError(f"{self.url}: schema version {row}, this pairlab needs {SCHEMA_VERSION}")
+        return int(row)
 
     def dispose(self) -> None:
         self.engine.dispose()

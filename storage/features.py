@@ -89,6 +89,12 @@ def temporary_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
+def unique_feature_path(features_dir: Path, modality: str, encoder: str) -> Path:
+    """A new ``<encoder>-<modality>-<8 hex>.npy`` in the features folder: a registered row's files never change."""
+    stem_path, _ = feature_paths(features_dir, modality, encoder)
+    return stem_path.with_name(f"{stem_path.stem}-{uuid.uuid4().hex[:8]}.npy")
+
+
 def write_feature_files(features_dir: Path, modality: str, encoder: str, matrix: np.ndarray,
                         pair_ids: np.ndarray) -> tuple[Path, Path]:
     """Write ``matrix`` (N, D) and ``pair_ids`` (N,) under new, unique names (temp file, then rename).
@@ -98,8 +104,7 @@ def write_feature_files(features_dir: Path, modality: str, encoder: str, matrix:
     """
     if matrix.ndim != 2 or len(matrix) != len(pair_ids):
         raise ValueError(f"matrix {matrix.shape} and pair_ids {pair_ids.shape} do not match")
-    stem_path, _ = feature_paths(features_dir, modality, encoder)
-    final = stem_path.with_name(f"{stem_path.stem}-{uuid.uuid4().hex[:8]}.npy")
+    final = unique_feature_path(features_dir, modality, encoder)
     for data, target in ((np.ascontiguousarray(matrix, dtype=np.float32), final),
                          (np.asarray(pair_ids, dtype=np.int64), Path(ids_path(str(final))))):
         tmp = temporary_name(target)

@@ -1,58 +1,59 @@
-"""Upgrading an older workspace database to this code's ``SCHEMA_VERSION``, one step at a time.
+"""Schema steps: ``MIGRATIONS[v]`` turns a database of schema version ``v`` into ``v + 1``.
 
-``MIGRATIONS[v]`` turns schema ``v`` into ``v + 1`` inside the caller's write transaction;
-``upgrade_schema`` runs the missing steps in one transaction when a workspace is opened (DDL is
-transactional on SQLite and PostgreSQL, so a failed step leaves the database at its old version).
-A database newer than the code, or not a pairlab database, is left to ``Database.check_schema``.
+``storage.db.Database.upgrade_schema`` runs the missing steps in one write transaction when a workspace
+opens (DDL is transactional on SQLite and PostgreSQL, so a failed step leaves the database as it was).
+Each step takes the transaction's connection. To change the schema: change ``storage.models``, bump
+``SCHEMA_VERSION`` and add the step from the previous version here, with a test in
+``tests/integration/test_schema.py`` that a database of the previous version opens.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.orm import Session
 
-from storage.db import Database
-from storage.models import SCHEMA_VERSION, Meta, PairState, PairStateLabel
+from storage.models import Job, LoginAttempt, PairState, PairStateLabel, Round, UserSession
 from storage.pair_state import rebuild_pair_states
 
-log = logging.getLogger(__name__)
+
+def _jobs_heartbeat_and_cancel(conn: Connection) -> None:
+    """1 -> 2: ``jobs.heartbeat_at`` and ``jobs.cancel_requested_at``; ``jobs.status`` widened to 16
+    characters for ``cancelled`` (SQLite does not enforce lengths)."""
+    for name in ("heartbeat_at", "cancel_requested_at"):
+        column_type = Job.__table__.c[name].type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {column_type}"))
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("ALTER TABLE jobs ALTER COLUMN status TYPE VARCHAR(16)"))
 
 
-def _add_pair_states(session: Session) -> None:
-    """1 -> 2: the materialised per-pair state, filled from the event log."""
+def _sessions_and_round_order(conn: Connection) -> None:
+    """2 -> 3: the ``user_sessions`` and ``login_attempts`` tables; ``rounds.priority`` (each round's number,
+    so the newest round still comes first) and ``rounds.closed_at`` (NULL: every existing round stays open).
+    Idempotent."""
+    for table in (UserSession.__table__, LoginAttempt.__table__):
+        table.create(conn, checkfirst=True)
+    present = {column["name"] for column in inspect(conn).get_columns("rounds")}
+    if "priority" not in present:
+        conn.execute(text("ALTER TABLE rounds ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"))
+        conn.execute(text("UPDATE rounds SET priority = number"))
+    if "closed_at" not in present:
+        kind = Round.__table__.c.closed_at.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE rounds ADD COLUMN closed_at {kind}"))
+
+
+def _pair_states(conn: Connection) -> None:
+    """3 -> 4: the materialised per-pair state (``pair_states``, ``pair_state_labels``), filled from the
+    event log (``storage.pair_state.rebuild_pair_states``). Idempotent."""
     for table in (PairState.__table__, PairStateLabel.__table__):
-        table.create(session.connection(), checkfirst=True)
-    rebuild_pair_states(session)
+        table.create(conn, checkfirst=True)
+    with Session(bind=conn) as session:  # joins the upgrade's transaction; commits nothing itself
+        rebuild_pair_states(session)
+        session.flush()
 
 
-MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_pair_states}
-
-
-def _version(session: Session) -> int | None:
-    value = session.scalar(select(Meta.value).where(Meta.key == "schema_version"))
-    return None if value is None else int(value)
-
-
-def upgrade_schema(db: Database) -> list[int]:
-    """Apply the steps from the stored version up to ``SCHEMA_VERSION``; the versions reached (empty if none)."""
-    try:
-        with db.read() as s:
-            stored = _version(s)
-    except Exception:  # noqa: BLE001 - not a pairlab database: check_schema names the problem
-        return []
-    if stored is None or stored >= SCHEMA_VERSION or stored not in MIGRATIONS:
-        return []
-    reached = []
-    with db.write() as s:
-        meta = s.scalar(select(Meta).where(Meta.key == "schema_version").with_for_update())
-        version = int(meta.value)  # again under the write lock: another process may have upgraded meanwhile
-        while version < SCHEMA_VERSION and version in MIGRATIONS:
-            MIGRATIONS[version](s)
-            version += 1
-            reached.append(version)
-        meta.value = str(version)
-    if reached:
-        log.info("%s: upgraded the schema from version %d to %d", db.url, stored, reached[-1])
-    return reached
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _jobs_heartbeat_and_cancel,
+    2: _sessions_and_round_order,
+    3: _pair_states,
+}

@@ -14,7 +14,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2  # 2: pair_states, pair_state_labels (storage.db.MIGRATIONS)
+SCHEMA_VERSION = 4  # storage.migrations.MIGRATIONS upgrades older databases when a workspace opens
 
 SPLITS = ("pool", "train", "val", "test")
 ROLES = ("annotator", "reviewer", "operator", "system")
@@ -81,7 +81,12 @@ class Pair(Base):
 
 
 class Round(Base):
-    """One selection round: the strategy, its settings and the model version it scored with."""
+    """One selection round: the strategy, its settings and the model version it scored with.
+
+    priority: claims take slots of the highest-priority open round first (``storage.queue``); a new round
+    gets its number, so the newest comes first until an operator says otherwise. closed_at: set when an
+    operator closes the round; its slots are never claimed again.
+    """
 
     __tablename__ = "rounds"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -92,6 +97,8 @@ class Round(Base):
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     selections: Mapped[list[Selection]] = relationship(back_populates="round", order_by="Selection.rank")
 
@@ -229,12 +236,15 @@ class ModelVersion(Base):
 
 
 class Job(Base):
-    """Background work (encode, train, select, export) run by ``pairlab worker``."""
+    """Background work (encode, train, select, export) run by ``pairlab worker``.
+
+    status: queued -> running -> done | failed | cancelled (``storage.jobs``).
+    """
 
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(8), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column()
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -244,6 +254,37 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the running worker's last sign of life
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.kind}, {self.status}, {self.progress:.0%})"
+
+
+class UserSession(Base):
+    """A signed-in browser session (``storage.sessions``): the token's public id, never the token itself.
+
+    A session counts while ``revoked_at`` is unset and ``expires_at`` is in the future.
+    """
+
+    __tablename__ = "user_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class LoginAttempt(Base):
+    """One sign-in attempt, for throttling per user name and per address (``storage.sessions``)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_name", "name", "created_at"),
+                      Index("ix_login_attempts_address", "address", "created_at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    address: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)

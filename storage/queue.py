@@ -7,6 +7,10 @@ locked with ``FOR UPDATE SKIP LOCKED``, so different annotators' claims pass eac
 claimant's own ``users`` row is locked first (``FOR NO KEY UPDATE``), so one person's claims, submissions
 and undos (several browser tabs) take turns and never see a slot of the same pair as free twice. A
 lease that expires returns its slot to the queue.
+
+Claims take the open round of highest ``Round.priority`` first (a new round gets its number, so the newest
+comes first; ``set_round_priority`` changes it), then pairs by rank. ``close_round`` ends a round: its
+leases are released and its slots are never claimed again.
 """
 from __future__ import annotations
 
@@ -91,7 +95,7 @@ def create_round(session: Session, *, strategy: str, selected: Sequence[Selected
 def _insert_round(session, strategy, selected, params, overlap, assignees, model_version_id, created_by) -> Round:
     number = (session.scalar(select(func.max(Round.number))) or 0) + 1
     rnd = Round(number=number, strategy=strategy, budget=len(selected), params=dict(params, overlap=overlap),
-                model_version_id=model_version_id, created_by=created_by)
+                model_version_id=model_version_id, created_by=created_by, priority=number)
     session.add(rnd)
     session.flush()
     if not selected:
@@ -113,6 +117,16 @@ def _free_slot(now: datetime):
                 or_(QueueItem.leased_by.is_(None), QueueItem.lease_expires_at < now))
 
 
+def in_open_round():
+    """The slot belongs to a round that is not closed."""
+    return QueueItem.round_id.not_in(select(Round.id).where(Round.closed_at.is_not(None)))
+
+
+def _round_priority():
+    """The priority of the slot's round (a correlated subquery, so a claim locks only ``queue_items`` rows)."""
+    return select(Round.priority).where(Round.id == QueueItem.round_id).scalar_subquery()
+
+
 def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim | None:
     """Lease the next free slot to ``user_id`` (or return the lease it already holds).
 
@@ -124,7 +138,8 @@ def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim
     _take_turn(session, user_id)
     now = utcnow()
     held = session.scalar(select(QueueItem).where(QueueItem.leased_by == user_id, QueueItem.done_at.is_(None),
-                                                  QueueItem.lease_expires_at >= now).order_by(QueueItem.priority))
+                                                  QueueItem.lease_expires_at >= now, in_open_round())
+                          .order_by(QueueItem.priority))
     if held is None:
         mine = aliased(QueueItem)
         seen_by_me = select(mine.id).where(mine.pair_id == QueueItem.pair_id, mine.id != QueueItem.id,
@@ -135,8 +150,8 @@ def claim_next(session: Session, user_id: int, *, lease_minutes: float) -> Claim
                                                Event.user_id == user_id, Event.kind == "skip").exists()
         query = (select(QueueItem)
                  .where(_free_slot(now), or_(QueueItem.assignee_id.is_(None), QueueItem.assignee_id == user_id),
-                        ~seen_by_me, ~skipped_by_me)
-                 .order_by(QueueItem.priority, QueueItem.slot)
+                        in_open_round(), ~seen_by_me, ~skipped_by_me)
+                 .order_by(_round_priority().desc(), QueueItem.priority, QueueItem.slot)
                  .limit(1))
         held = session.scalar(query.with_for_update(skip_locked=True))  # SQLite: no clause, the writer is alone
         if held is None:
@@ -237,9 +252,9 @@ class QueueStats:
 
 
 def queue_stats(session: Session, user_id: int | None = None) -> QueueStats:
-    """Counts over all slots, or over the slots a user may take."""
+    """Counts over the slots of open rounds, or over those a user may take."""
     now = utcnow()
-    base = select(func.count(QueueItem.id))
+    base = select(func.count(QueueItem.id)).where(in_open_round())
     if user_id is not None:
         base = base.where(or_(QueueItem.assignee_id.is_(None), QueueItem.assignee_id == user_id))
     done = session.scalar(base.where(QueueItem.done_at.is_not(None)))
@@ -247,3 +262,31 @@ def queue_stats(session: Session, user_id: int | None = None) -> QueueStats:
                                        QueueItem.lease_expires_at >= now))
     total = session.scalar(base)
     return QueueStats(open_slots=total - done - leased, leased_slots=leased, done_slots=done)
+
+
+def _round(session: Session, number: int) -> Round:
+    found = session.scalar(select(Round).where(Round.number == number))
+    if found is None:
+        raise NotFoundError(f"round {number} does not exist")
+    return found
+
+
+def set_round_priority(session: Session, number: int, priority: int) -> None:
+    """Claims take slots of rounds with a higher ``priority`` first (a new round's priority is its number)."""
+    _round(session, number).priority = int(priority)
+    session.flush()
+
+
+def close_round(session: Session, number: int) -> int:
+    """Close round ``number``: its open leases are released and none of its slots is claimed again.
+    Returns how many leases were released; closing a closed round changes nothing."""
+    rnd = _round(session, number)
+    if rnd.closed_at is not None:
+        return 0
+    rnd.closed_at = utcnow()
+    released = session.execute(update(QueueItem)
+                               .where(QueueItem.round_id == rnd.id, QueueItem.done_at.is_(None),
+                                      QueueItem.leased_by.is_not(None))
+                               .values(leased_by=None, lease_expires_at=None))
+    session.flush()
+    return released.rowcount

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from storage.agreement import LabelAgreement, label_alphas, nominal_alpha
 from storage.annotations import CurrentLabel
 from storage.models import Event, ModelVersion, Pair, PairState, PairStateLabel, QueueItem, Round, User, utcnow
-from storage.pair_state import STATE_COLUMNS, to_current_label
-from storage.queue import queue_stats
+from storage.pair_state import STATE_COLUMNS, pair_states, to_current_label
+from storage.queue import in_open_round, queue_stats
 from storage.users import PERMISSIONS, UserInfo, list_users
 from storage.vocabulary import label_names
 
@@ -130,7 +130,8 @@ def agreement_summary(session: Session) -> AgreementSummary:
 # --- rounds ------------------------------------------------------------------------------------
 
 def round_history(session: Session) -> list[dict[str, Any]]:
-    """One row per round, newest first: strategy, budget, overlap, slots (done) and who created it."""
+    """One row per round, newest first: strategy, budget, overlap, slots (done), who created it, its claim
+    priority and whether it is closed."""
     done = dict(session.execute(select(QueueItem.round_id, func.count(QueueItem.id))
                                 .where(QueueItem.done_at.is_not(None)).group_by(QueueItem.round_id)).all())
     slots = dict(session.execute(select(QueueItem.round_id, func.count(QueueItem.id))
@@ -140,7 +141,8 @@ def round_history(session: Session) -> list[dict[str, Any]]:
     return [{"round": r.number, "strategy": r.strategy, "budget": r.budget,
              "overlap": (r.params or {}).get("overlap", 1), "slots done": done.get(r.id, 0),
              "slots": slots.get(r.id, 0), "model version": r.model_version_id, "by": name or "",
-             "created (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M")} for r, name in rows]
+             "created (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M"), "priority": r.priority,
+             "closed": r.closed_at is not None} for r, name in rows]
 
 
 def learning_curve(session: Session) -> list[dict[str, Any]]:
@@ -239,3 +241,133 @@ def browse_pairs(session: Session, *, labels: Sequence[str] = (), statuses: Sequ
     return [PairRow(pid, ext, text, image, pair_split, None if current is None else tuple(current), state, verdict,
                     tuple(sorted(in_rounds.get(pid, ())))) for pid, ext, text, image, pair_split, current, state, verdict
             in rows], total
+
+
+# --- progress (Rounds, and the annotator's own on Annotate) ------------------------------------
+
+PAUSE_SECONDS = 600.0  # a gap between two of a person's answers longer than this is a break, not work on a pair
+AGREEMENT_WINDOW = 2000  # agreement with the consensus is measured over the latest this-many submissions
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One annotator's or one round's progress.
+
+    done / assigned: queue slots done, and slots that are theirs (done, leased, or assigned and still open;
+    for a round: all of its slots). seconds_per_pair: mean gap between consecutive answers of a person
+    (submit, skip, flag), gaps over ``PAUSE_SECONDS`` left out as breaks; None without such a gap.
+    agreement: share of their ``compared`` latest live submissions (among the latest ``AGREEMENT_WINDOW``)
+    whose label set equals the pair's consensus, counting only pairs with two or more annotators or an
+    adjudication; None when nothing compares.
+    """
+
+    name: str
+    done: int
+    assigned: int
+    seconds_per_pair: float | None
+    agreement: float | None
+    compared: int
+
+
+def _seconds_between(session: Session, later, earlier):
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+    return func.extract("epoch", later - earlier)
+
+
+def _pace(session: Session, by: str, user_id: int | None = None) -> dict[int, float]:
+    """Mean seconds per answer by ``user_id`` or ``round_id`` (gaps between a person's consecutive answers,
+    breaks left out), aggregated in SQL with a window function."""
+    answers = select(Event.user_id, Event.round_id, Event.created_at.label("at"),
+                     func.lag(Event.created_at).over(partition_by=Event.user_id,
+                                                     order_by=(Event.created_at, Event.id)).label("previous"))
+    answers = answers.where(Event.kind.in_(ANNOTATION_KINDS))
+    if user_id is not None:
+        answers = answers.where(Event.user_id == user_id)
+    sub = answers.subquery()
+    gap = _seconds_between(session, sub.c.at, sub.c.previous)
+    key = sub.c[by]
+    rows = session.execute(select(key, func.avg(gap)).where(sub.c.previous.is_not(None), key.is_not(None),
+                                                            gap <= PAUSE_SECONDS).group_by(key))
+    return {k: float(v) for k, v in rows if v is not None}
+
+
+def _agreement(session: Session, by: str, user_id: int | None = None) -> dict[int, tuple[int, int]]:
+    """(matches, compared) by ``user_id`` or ``round_id`` over the latest ``AGREEMENT_WINDOW`` submissions
+    (bounded: the consensus is derived for those pairs only)."""
+    query = select(Event.id, Event.pair_id, Event.user_id, Event.round_id, Event.labels).where(Event.kind == "submit")
+    if user_id is not None:
+        query = query.where(Event.user_id == user_id)
+    rows = session.execute(query.order_by(Event.id.desc()).limit(AGREEMENT_WINDOW)).all()
+    if not rows:
+        return {}
+    undone = set(session.scalars(select(Event.undoes_id).where(Event.undoes_id.in_([r.id for r in rows]))))
+    consensus = pair_states(session, {r.pair_id for r in rows})
+    seen: set[tuple[int, int]] = set()
+    counts: dict[int, list[int]] = {}
+    for r in rows:  # newest first: the first of each (person, pair) is their latest
+        if r.id in undone or (r.user_id, r.pair_id) in seen:
+            continue
+        seen.add((r.user_id, r.pair_id))
+        current = consensus.get(r.pair_id)
+        key = getattr(r, by)
+        if current is None or key is None or (current.status != "adjudicated" and len(current.annotators) < 2):
+            continue
+        tally = counts.setdefault(key, [0, 0])
+        tally[0] += set(r.labels or ()) == set(current.labels or ())
+        tally[1] += 1
+    return {k: (m, n) for k, (m, n) in counts.items()}
+
+
+def _slots_by_person(session: Session, user_id: int | None = None) -> tuple[dict[int, int], dict[int, int]]:
+    """(done, assigned) slot counts per person: done by them; theirs = done, leased now, or assigned and open."""
+    now = utcnow()
+
+    def grouped(column, *conditions) -> dict[int, int]:
+        query = select(column, func.count(QueueItem.id)).where(column.is_not(None), *conditions)
+        if user_id is not None:
+            query = query.where(column == user_id)
+        return dict(session.execute(query.group_by(column)).all())
+
+    done = grouped(QueueItem.done_by)
+    waiting = grouped(QueueItem.assignee_id, QueueItem.done_at.is_(None), in_open_round())
+    leased = grouped(QueueItem.leased_by, QueueItem.done_at.is_(None), QueueItem.assignee_id.is_(None),
+                     QueueItem.lease_expires_at >= now, in_open_round())
+    people = set(done) | set(waiting) | set(leased)
+    return done, {p: done.get(p, 0) + waiting.get(p, 0) + leased.get(p, 0) for p in people}
+
+
+def _progress(name: str, key: int, done: dict, assigned: dict, pace: dict, agreement: dict) -> Progress:
+    matches, compared = agreement.get(key, (0, 0))
+    return Progress(name, done.get(key, 0), assigned.get(key, 0), pace.get(key),
+                    matches / compared if compared else None, compared)
+
+
+def annotator_progress_table(session: Session) -> list[Progress]:
+    """One row per person who may annotate and has slots or answers, by name."""
+    done, assigned = _slots_by_person(session)
+    pace, agreement = _pace(session, "user_id"), _agreement(session, "user_id")
+    active = set(assigned) | set(pace) | set(agreement)
+    return [_progress(u.name, u.id, done, assigned, pace, agreement)
+            for u in list_users(session) if u.role in PERMISSIONS["annotate"] and u.id in active]
+
+
+def round_progress_table(session: Session) -> list[Progress]:
+    """One row per round, newest first (``name`` is "round N", with "(closed)" once closed)."""
+    slots = (select(QueueItem.round_id, func.count(QueueItem.id), func.count(QueueItem.done_at))
+             .group_by(QueueItem.round_id))
+    counts = {rid: (total, finished) for rid, total, finished in session.execute(slots)}
+    done = {rid: finished for rid, (_, finished) in counts.items()}
+    assigned = {rid: total for rid, (total, _) in counts.items()}
+    pace, agreement = _pace(session, "round_id"), _agreement(session, "round_id")
+    rounds = session.execute(select(Round.id, Round.number, Round.closed_at).order_by(Round.number.desc()))
+    return [_progress(f"round {number}" + (" (closed)" if closed else ""), rid, done, assigned, pace, agreement)
+            for rid, number, closed in rounds]
+
+
+def own_progress(session: Session, user: UserInfo) -> Progress:
+    """``user``'s own progress (the compact figure for the Annotate page): the same measures as a row of
+    ``annotator_progress_table``, read for that user only."""
+    done, assigned = _slots_by_person(session, user.id)
+    return _progress(user.name, user.id, done, assigned, _pace(session, "user_id", user.id),
+                     _agreement(session, "user_id", user.id))

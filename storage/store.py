@@ -10,7 +10,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage.db import Database
 from storage.errors import InputError, WorkspaceError
-from storage.migrations import upgrade_schema
 from storage.models import User
 from storage.vocabulary import add_labels, clean_label
 from storage.workspace import CONFIG_NAME, Workspace, WorkspaceConfig, load_workspace, write_config
@@ -38,12 +37,11 @@ class Store:
 
 
 def open_store(root: str | Path) -> Store:
-    """Open an existing workspace, upgrading an older schema (``storage.migrations``); raise
-    ``WorkspaceError`` if it is missing or of another schema."""
+    """Open an existing workspace, upgrading an older schema; raise ``WorkspaceError`` if it is missing or of
+    a newer schema."""
     workspace = load_workspace(root)
     db = Database(workspace.database_url)
-    upgrade_schema(db)
-    db.check_schema()
+    db.upgrade_schema()
     return Store(workspace, db)
 
 

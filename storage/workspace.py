@@ -1,9 +1,9 @@
 """A workspace: a directory with ``pairlab.toml``, the database, features, models and exports (DESIGN §2).
 
-``pairlab.toml`` is read here once per open. This module owns ``[database]``, ``[annotation]`` and
-``[import]``; the learner's tables (``LEARNER_TABLES``) are passed through as plain tables and turned
-into the learner's frozen configs by ``app.services.settings`` (``storage`` never imports the
-learner). Any other table is refused. :func:`parse_table` is the one validator of a table against a
+``pairlab.toml`` is read here once per open. This module owns ``[database]``, ``[annotation]``,
+``[import]``, ``[jobs]``, ``[auth]`` and ``[export]``; the learner's tables (``LEARNER_TABLES``) are passed through
+as plain tables and turned into the learner's frozen configs by ``app.services.settings`` (``storage``
+never imports the learner). Any other table is refused. :func:`parse_table` is the one validator of a table against a
 frozen dataclass, shared by both layers.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from storage.errors import InputError, WorkspaceError
 
 CONFIG_NAME = "pairlab.toml"
 DATABASE_ENV = "PAIRLAB_DATABASE_URL"
-STORAGE_TABLES = ("database", "annotation", "import")
+STORAGE_TABLES = ("database", "annotation", "import", "jobs", "auth", "export")
 LEARNER_TABLES = ("encoders", "train", "selection", "inference")  # parsed by app.services.settings
 
 
@@ -65,6 +65,67 @@ class ImportConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """How the worker shows it is alive (``storage.jobs``).
+
+    heartbeat_seconds: a running job's worker writes its heartbeat (and reads a cancel request) this often.
+    stale_after_seconds: a ``running`` job whose heartbeat is older than this is failed when a worker
+    starts or claims a job (its worker died); well above the heartbeat and the 30 s busy-retry bound.
+    """
+
+    heartbeat_seconds: float = 5.0
+    stale_after_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_seconds <= 0:
+            raise ValueError("heartbeat_seconds: must be > 0")
+        if self.stale_after_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds: must be at least 3 x heartbeat_seconds")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Sign-in sessions and throttling (``storage.sessions``).
+
+    session_hours: how long a sign-in lasts (a reload, a new tab or a deep link keeps it meanwhile).
+    max_failures_per_user / max_failures_per_address: failed sign-ins within ``throttle_minutes`` after
+    which further attempts for that user name, or from that address, are refused until the window passes.
+    """
+
+    session_hours: float = 12.0
+    max_failures_per_user: int = 5
+    max_failures_per_address: int = 20
+    throttle_minutes: float = 15.0
+
+    def __post_init__(self) -> None:
+        for name in ("session_hours", "throttle_minutes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0")
+        for name in ("max_failures_per_user", "max_failures_per_address"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Where exported image references point (Label Studio export; DESIGN §7 Export).
+
+    image_root: write each image path relative to this folder (images outside it fail the export).
+    image_url: a prefix put before that relative path (URL-quoted), e.g. Label Studio's local-files
+    ``/data/local-files/?d=``; needs ``image_root``. Both unset: absolute paths.
+    """
+
+    image_root: str | None = None
+    image_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_url is not None and self.image_root is None:
+            raise ValueError("image_url: needs image_root (the folder the URL paths are relative to)")
+        if self.image_root is not None and not os.path.isabs(self.image_root):
+            raise ValueError(f"image_root: must be an absolute path, got {self.image_root!r}")
+
+
+@dataclass(frozen=True)
 class WorkspaceConfig:
     """The parsed ``pairlab.toml``.
 
@@ -74,6 +135,9 @@ class WorkspaceConfig:
     database_url: str = DatabaseConfig.url
     annotation: AnnotationConfig = AnnotationConfig()
     imports: ImportConfig = ImportConfig()
+    jobs: JobsConfig = JobsConfig()
+    auth: AuthConfig = AuthConfig()
+    export: ExportConfig = ExportConfig()
     learner: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -191,6 +255,9 @@ def load_workspace(root: str | Path) -> Workspace:
         database_url=database.url,
         annotation=parse_table(AnnotationConfig, raw.get("annotation", {}), path=path, name="annotation"),
         imports=parse_table(ImportConfig, raw.get("import", {}), path=path, name="import"),
+        jobs=parse_table(JobsConfig, raw.get("jobs", {}), path=path, name="jobs"),
+        auth=parse_table(AuthConfig, raw.get("auth", {}), path=path, name="auth"),
+        export=parse_table(ExportConfig, raw.get("export", {}), path=path, name="export"),
         learner={k: raw[k] for k in LEARNER_TABLES if k in raw},
     )
     return Workspace(root, config)
@@ -202,7 +269,12 @@ def write_config(root: Path, config: WorkspaceConfig) -> None:
         "database": {"url": config.database_url},
         "annotation": asdict(config.annotation),
         "import": asdict(config.imports),
+        "jobs": asdict(config.jobs),
+        "auth": asdict(config.auth),
     }
+    export = {k: v for k, v in asdict(config.export).items() if v is not None}
+    if export:
+        doc["export"] = export
     doc.update({k: v for k, v in config.learner.items() if v})
     tmp = root / (CONFIG_NAME + ".tmp")
     tmp.write_text("# pairlab workspace configuration\n" + tomli_w.dumps(doc), encoding="utf-8")

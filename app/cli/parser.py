@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from app.cli.verbs import (
-    cmd_demo, cmd_encode, cmd_evaluate, cmd_export, cmd_import, cmd_init, cmd_rebuild_state, cmd_select, cmd_serve,
-    cmd_simulate, cmd_train, cmd_user_add, cmd_worker,
+    cmd_demo, cmd_encode, cmd_evaluate, cmd_export, cmd_import, cmd_init, cmd_jobs_cancel, cmd_jobs_list,
+    cmd_rebuild_state, cmd_select, cmd_serve, cmd_simulate, cmd_train, cmd_user_add, cmd_worker,
 )
 from storage.errors import PairlabError, one_line
 from storage.exporters import EXPORT_FORMATS
@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("worker", cmd_worker, "run background jobs")
     p.add_argument("workspace")
+
+    p = verb("jobs", None, "list and cancel background jobs")
+    job_verbs = p.add_subparsers(dest="jobs_verb", required=True, metavar="ACTION")
+    p = job_verbs.add_parser("list", parents=[common], help="print the latest jobs, newest first")
+    p.set_defaults(handler=cmd_jobs_list)
+    p.add_argument("workspace")
+    p.add_argument("--limit", type=int, default=20)
+    p = job_verbs.add_parser("cancel", parents=[common],
+                             help="cancel a queued job, or stop a running one at its next progress report")
+    p.set_defaults(handler=cmd_jobs_cancel)
+    p.add_argument("workspace")
+    p.add_argument("job", type=int)
 
     p = verb("demo", cmd_demo, "build the sample workspace and serve it on 127.0.0.1, signed in as its operator")
     p.add_argument("--port", type=int, default=8501)

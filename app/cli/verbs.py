@@ -2,7 +2,7 @@
 
 Errors a user can cause are raised as ``storage.errors.PairlabError``; ``app.cli.parser.main``
 prints them as one line. Each verb imports what it needs inside, so light verbs start fast: the
-storage-only verbs (``init``, ``import``, ``export``, ``rebuild-state``, ``user add``) open the workspace with
+storage-only verbs (``init``, ``import``, ``export``, ``user add``, ``jobs``, ``rebuild-state``) open the workspace with
 ``storage.store.open_store``, which checks the table names and the storage tables of
 ``pairlab.toml`` in 0.4 s; every verb that runs the learner opens it with
 ``app.services.settings.open_workspace``, which validates the whole file (3.7 s with torch).
@@ -210,6 +210,39 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     with store.db.write() as s:
         user = add_user(s, args.name, args.role, password)
     log.info("added %s (%s)", user.name, user.role)
+    return 0
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from storage.jobs import recent_jobs
+    from storage.store import open_store
+
+    store = open_store(args.workspace)
+    try:
+        with store.db.read() as s:
+            jobs = recent_jobs(s, max(args.limit, 1))
+    finally:
+        store.close()
+    for job in jobs:
+        print(f"{job.id}\t{job.kind}\t{job.status}{' (cancel requested)' if job.cancel_requested else ''}\t"
+              f"{job.progress:.0%}\t{job.message}")
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    from storage.jobs import request_cancel
+    from storage.store import open_store
+
+    store = open_store(args.workspace)
+    try:
+        with store.db.write() as s:
+            job = request_cancel(s, args.job)
+    finally:
+        store.close()
+    if job.status == "cancelled":
+        log.info("job %d (%s) cancelled", job.id, job.kind)
+    else:
+        log.info("job %d (%s) is running: its worker stops it at its next progress report", job.id, job.kind)
     return 0
 
 

@@ -7,7 +7,7 @@ from app.services.select import check_selection_request
 from app.services.settings import settings
 from storage.errors import PairlabError
 from storage.exporters import EXPORT_FORMATS, EXPORT_SUFFIX
-from storage.jobs import JobView, enqueue, enqueue_once
+from storage.jobs import JobView, enqueue, enqueue_once, request_cancel
 from storage.models import utcnow
 from storage.store import Store
 from storage.users import UserInfo, require
@@ -50,3 +50,10 @@ def launch_export(store: Store, actor: UserInfo, *, fmt: str) -> JobView:
     name = f"pairlab-{utcnow():%Y%m%d-%H%M%S-%f}{EXPORT_SUFFIX[fmt]}"
     with store.db.write() as s:
         return enqueue(s, "export", {"actor": actor.name, "format": fmt, "file": name}, created_by=actor.id)
+
+
+def cancel_job(store: Store, actor: UserInfo, job_id: int) -> JobView:
+    """Cancel a queued job now, or ask its worker to stop a running one (``storage.jobs.request_cancel``)."""
+    require(actor, "operate")
+    with store.db.write() as s:
+        return request_cancel(s, job_id)

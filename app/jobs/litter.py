@@ -5,14 +5,18 @@ A process killed mid-write leaves, inside the workspace:
 
 * ``models/model-*.pt`` without a ``model_versions`` row: killed between writing the checkpoint and
   committing its row (``app.services.train``);
+* ``features/<encoder>-<modality>-<8 hex>.npy`` (and its ``.ids.npy``) that no feature set names: written
+  by an import or encode killed before its commit, or replaced by one killed after it but before it
+  deleted the old files (``storage.importers.commit``, ``app.services.encode``); and
+  ``features/.NAME.<8 hex>.tmp``, a feature file killed while being written;
 * ``exports/.partial-*/``: an export job's staging folder (``app.jobs.handlers``);
 * ``exports/.NAME.<8 hex>.tmp`` and ``exports/.npz-parts-*/``: the temporary file and the npz parts
   folder an export writes beside its target (``storage.exporters``), from ``pairlab export`` into the
   workspace's ``exports/``.
 
 Only workers make ``.partial-*`` folders and the worker lock admits one, so those are removed whatever
-their age. Checkpoints and export temporaries can also belong to a ``pairlab train`` or ``pairlab
-export`` running beside the worker right now, so they are removed only once nothing in them changed
+their age. Checkpoints, feature files and export temporaries can also belong to a ``pairlab train``,
+``import``, ``encode`` or ``export`` running beside the worker right now, so they are removed only once nothing in them changed
 for ``MIN_AGE_SECONDS``. Nothing outside the workspace is touched: symbolic links are never followed,
 and a ``models`` or ``exports`` folder that resolves outside the workspace is left alone.
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from app.jobs.handlers import STAGING_PREFIX
 from app.services.train import CHECKPOINT_NAME
+from storage.features import ids_path, list_features
 from storage.model_versions import checkpoint_paths
 from storage.store import Store
 
@@ -39,7 +44,7 @@ MIN_AGE_SECONDS = 600.0  # longer than any pause between two writes of a running
 @dataclass(frozen=True)
 class LitterKind:
     """Entries of ``folder`` whose name matches ``pattern``, unchanged for ``min_age`` seconds; with
-    ``unless_recorded``, only those no model version names."""
+    ``unless_recorded``, only those no model version or feature set names."""
 
     folder: str
     pattern: re.Pattern[str]
@@ -54,6 +59,9 @@ KINDS = (
     LitterKind("exports", re.compile(r"\.npz-parts-.+"), MIN_AGE_SECONDS, "an unfinished npz export's parts"),
     LitterKind("models", CHECKPOINT_NAME, MIN_AGE_SECONDS, "a checkpoint without a model version",
                unless_recorded=True),
+    LitterKind("features", re.compile(r"[^.].*-(image|text)-[0-9a-f]{8}(\.ids)?\.npy"), MIN_AGE_SECONDS,
+               "a feature file no feature set names", unless_recorded=True),
+    LitterKind("features", re.compile(r"\..+\.[0-9a-f]{8}\.tmp"), MIN_AGE_SECONDS, "an unfinished feature file"),
 )
 
 
@@ -62,6 +70,7 @@ def remove_litter(store: Store) -> list[Path]:
     root = store.root.resolve()
     with store.db.read() as s:
         recorded = {Path(p).name for p in checkpoint_paths(s)}  # by name: the workspace may have moved
+        recorded |= {Path(p).name for f in list_features(s) for p in (f.path, ids_path(f.path))}
     removed = []
     for kind in KINDS:
         for entry in _entries(root, kind.folder):

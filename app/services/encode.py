@@ -20,6 +20,7 @@ from learner.encoders import encode_images, encode_texts, get_encoder
 from learner.encoders.tfidf import TfidfEncoder
 from storage.errors import PairlabError
 from storage.store import Store
+from storage.faults import crash_point
 from storage.features import PRECOMPUTED, ids_path, register_features, write_feature_files
 from storage.workspace import write_config
 
@@ -61,6 +62,7 @@ def remember_encoders(store: Store, *, image: str | None, text: str | None) -> S
 def _store_features(store: Store, modality: str, encoder: str, matrix: np.ndarray, ids: np.ndarray) -> dict:
     """Write the files outside the transaction, register them inside it, then drop the replaced files."""
     path, row_ids = write_feature_files(store.workspace.subdir("features"), modality, encoder, matrix, ids)
+    crash_point("encode.before_register")
     try:
         with store.db.write() as s:
             info, replaced = register_features(s, modality, encoder, path, matrix.shape[1], len(matrix))

@@ -19,6 +19,7 @@ from learner.inference import evaluate_model
 from learner.model import CrossModalModel
 from learner.training import train_model
 from storage.errors import PairlabError
+from storage.faults import crash_point
 from storage.model_versions import ModelVersionInfo, add_model_version
 from storage.models import utcnow
 from storage.pairs import PairColumns
@@ -53,6 +54,7 @@ def _save_version(store: Store, result, *, choice: EncoderChoice, vocabulary: li
     orphan checkpoint, which the worker removes at start-up: ``app.jobs.litter``)."""
     path = store.workspace.subdir("models") / f"model-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.pt"
     save_checkpoint(result.model, path, {"vocabulary": vocabulary, "encoders": choice.names()})
+    crash_point("train.before_version")
     try:
         with store.db.write() as s:
             version = add_model_version(

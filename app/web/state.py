@@ -7,6 +7,8 @@ from __future__ import annotations
 # Sign-in
 USER = "pairlab.user"  # storage.users.UserInfo of the signed-in user
 SESSION_STARTED = "pairlab.session_started"  # naive UTC datetime of sign-in, for "this session" throughput
+SESSION_TOKEN = "pairlab.session_token"  # the signed session token (storage.sessions), also in the browser cookie
+SESSION_EXPIRES = "pairlab.session_expires"  # naive UTC datetime the session ends
 FLASH = "pairlab.flash"  # (level, message) shown once after the next rerun
 LOGIN_NAME = "login.name"
 LOGIN_PASSWORD = "login.password"
@@ -33,10 +35,12 @@ ROUNDS_OVERLAP = "rounds.overlap"
 ROUNDS_SEED = "rounds.seed"
 ROUNDS_JOB = "rounds.job_id"  # the job this session launched last and is watching
 ROUNDS_WARM_START = "rounds.warm_start"
+ROUNDS_CONTROL = "rounds.control"  # the round whose priority is set or that is closed
 
 # Export
 EXPORT_FORMAT = "export.format"
 EXPORT_JOB = "export.job_id"
+EXPORT_EARLIER = "export.earlier"  # per job: the download button of an earlier export
 
 # Explore
 EXPLORE_LABELS = "explore.labels"

@@ -91,6 +91,9 @@ def job_status(job: JobView) -> None:
         st.text(job.message)
     elif job.status == "done":
         st.success(f"Job {job.id} ({job.kind}) finished.")
+    elif job.status == "cancelled":
+        st.warning(f"Job {job.id} ({job.kind}) cancelled.")
+        st.text(job.message)
     else:
         st.progress(job.progress, text=f"Job {job.id} ({job.kind}) {job.status}: {job.progress:.0%}")
         st.text(job.message)

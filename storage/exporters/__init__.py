@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.exporters.documents import write_coco, write_label_studio
+from storage.exporters.documents import image_references, write_coco, write_label_studio
 from storage.exporters.manifest import neutralise, write_csv, write_jsonl
 from storage.exporters.npz import write_npz
 from storage.exporters.rows import RowCounter
 from storage.exporters.targets import check_export_target
+from storage.faults import crash_point
 from storage.features import temporary_name
 from storage.progress import CountProgress
 from storage.store import Store
@@ -31,7 +32,9 @@ from storage.store import Store
 __all__ = ["EXPORT_FORMATS", "EXPORT_SUFFIX", "ExportReport", "export_workspace", "neutralise"]
 
 EXPORT_FORMATS = ("jsonl", "csv", "coco", "label-studio", "npz")
-EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".json", "label-studio": ".json", "npz": ".npz"}
+# distinct per format, so default file names never collide (coco and label-studio are both JSON)
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".coco.json", "label-studio": ".label-studio.json",
+                 "npz": ".npz"}
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +54,9 @@ def export_workspace(store: Store, fmt: str, out: Path, *, progress: CountProgre
         raise InputError(str(out), None, "format",
                          f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
     out = check_export_target(store, out)
-    writers = {"jsonl": write_jsonl, "csv": write_csv, "coco": write_coco, "label-studio": write_label_studio}
+    images = image_references(store.workspace.config.export)
+    writers = {"jsonl": write_jsonl, "csv": write_csv, "coco": write_coco,
+               "label-studio": lambda s, fh, counter: write_label_studio(s, fh, counter, images)}
     with store.db.read() as session, _atomic(out) as tmp:
         if fmt == "npz":
             rows = write_npz(session, tmp, progress, image_encoder, text_encoder)
@@ -67,6 +72,7 @@ def _atomic(out: Path) -> Iterator[Path]:
     tmp = temporary_name(out)
     try:
         yield tmp
+        crash_point("export.before_rename")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

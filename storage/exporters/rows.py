@@ -1,5 +1,5 @@
 """Reading pairs for an export: each pair with its current label, streamed in batches, and the
-manifest record (DESIGN §2) plus annotation state that the text and JSON formats share."""
+manifest record (DESIGN §2) plus annotation state (comments included) that the text and JSON formats share."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.annotations import CurrentLabel
+from storage.faults import crash_point
 from storage.models import Pair, Round
 from storage.pair_state import pair_states
 from storage.progress import CountProgress
@@ -43,6 +44,8 @@ class RowCounter:
 
     def tick(self) -> None:
         self.done += 1
+        if self.done == 1:
+            crash_point("export.streaming")
         if self.progress is not None:
             self.progress(self.done, self.total)
 
@@ -82,5 +85,6 @@ def manifest_record(row: ExportRow, rounds: dict[int, int]) -> dict:
         agreement=state.agreement if state else None,
         status=state.status if state else "unlabelled",
         verdict=state.verdict if state else None,
+        comments=list(state.comments) if state else [],
     )
     return record

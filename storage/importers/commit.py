@@ -1,9 +1,10 @@
 """Writing an import: external ids, the labels to add, and the one-transaction commit.
 
 ``commit`` writes pairs, ``import`` events of the ``system`` user (and the labelled pairs' materialised
-state), new labels and precomputed feature sets in one ``store.db.write()`` transaction. Feature files
-are written under temporary names and renamed only after the transaction commits, so a failed import
-leaves the workspace as it was.
+state), new labels and precomputed feature sets in one ``store.db.write()`` transaction. A feature set's
+new rows go, with its old ones, into new files under unique names that the transaction registers; the
+files it replaces are deleted only after the commit, and the new ones on any error. So a failed import leaves the workspace as it was, and a
+process killed at any point leaves the database naming complete files (at worst an unnamed file is left).
 """
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from storage.errors import InputError
-from storage.features import PRECOMPUTED, FeatureSetInfo, feature_paths, temporary_name
+from storage.faults import crash_point
+from storage.features import (
+    PRECOMPUTED, FeatureSetInfo, ids_path, register_features, temporary_name, unique_feature_path,
+)
 from storage.importers.fields import default_id
 from storage.importers.rows import ImportReport, ParsedSource, SourceRow
 from storage.models import Event, FeatureSet, Pair, User, utcnow
@@ -83,14 +87,17 @@ def assign_ids(rows: Sequence[SourceRow], shas: Sequence[str],
 
 def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], keep: list[bool], *,
            add_labels: bool) -> ImportReport:
-    """Write everything in one transaction; rename feature files only after it commits."""
+    """Write everything in one transaction; delete the feature files it replaced only after it commits."""
     rows = parsed.rows
-    renames: list[tuple[Path, Path]] = []
+    written: list[Path] = []
+    replaced: list[Path] = []
     try:
         with store.db.write() as session:
             added_labels = add_vocabulary(session, labels_to_add(
                 rows, parsed.vocabulary, label_names(session), add_labels=add_labels))
-            new_index, skipped = _split_existing(session, rows, shas, ids, keep)
+            new_index, skipped, earlier = _split_existing(session, rows, shas, ids, keep)
+            if earlier and parsed.features:
+                _check_features_unchanged(session, rows, ids, parsed.features, earlier)
             system_id = session.scalar(select(User.id).where(User.name == SYSTEM_USER))
             pair_ids = _insert_pairs(session, rows, shas, ids, new_index)
             labelled = [(pid, rows[i].labels) for pid, i in zip(pair_ids, new_index) if rows[i].labels is not None]
@@ -104,21 +111,24 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
                 features_dir = store.workspace.subdir("features")
                 for modality, matrix in parsed.features.items():
                     info = _write_features(session, features_dir, modality, matrix[new_index],
-                                           np.asarray(pair_ids, dtype=np.int64), renames, rows[0].path)
+                                           np.asarray(pair_ids, dtype=np.int64), written, replaced, rows[0].path)
                     infos.append(info)
+            crash_point("import.before_commit")
     except BaseException:
-        for tmp, _ in renames:
-            tmp.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
-    for tmp, final in renames:
-        os.replace(tmp, final)
+    crash_point("import.after_commit")
+    for path in replaced:
+        path.unlink(missing_ok=True)
     log.info("imported %d pairs (%d skipped, %d labelled)", len(pair_ids), skipped, len(labelled))
     return ImportReport(added=len(pair_ids), skipped=skipped, labels_added=added_labels, labelled=len(labelled),
                         features=infos)
 
 
-def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int]:
-    """Indices of rows to insert, and how many are skipped (in-source repeats and identical earlier imports).
+def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int, list[tuple[int, int]]]:
+    """Indices of rows to insert, how many are skipped (in-source repeats and identical earlier imports), and
+    ``(row index, pair id)`` of the rows identical to an earlier import.
 
     An id imported earlier with a different image, text, split or imported labels raises ``InputError``.
     """
@@ -136,10 +146,10 @@ def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int]:
                                            .order_by(Event.id)):
             imported[pid] = None if labels is None else tuple(sorted(labels))
         for pid, ext, sha, text, split in found:
-            existing[ext] = (sha, text, split, imported.get(pid))
-    new_index = []
+            existing[ext] = (pid, (sha, text, split, imported.get(pid)))
+    new_index, earlier = [], []
     for i in candidates:
-        before = existing.get(ids[i])
+        pid, before = existing.get(ids[i], (None, None))
         if before is None:
             new_index.append(i)
             continue
@@ -148,7 +158,41 @@ def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int]:
             row = rows[i]
             differs = next(name for name, a, b in zip(("image", "text", "split", "labels"), now, before) if a != b)
             raise row.error(row.id_field, f"id {ids[i]!r} was imported before with a different {differs}")
-    return new_index, len(rows) - len(new_index)
+        earlier.append((i, pid))
+    return new_index, len(rows) - len(new_index), earlier
+
+
+def _check_features_unchanged(session, rows, ids, features: Mapping[str, np.ndarray],
+                              earlier: list[tuple[int, int]]) -> None:
+    """A re-imported pair must bring the feature rows stored for it: features are not changed (or added) by
+    re-importing. ``earlier``: (row index, pair id) of the rows identical to an earlier import; compared
+    ``_DB_CHUNK`` rows at a time against the memory-mapped feature set."""
+    index = np.array([i for i, _ in earlier], dtype=np.int64)
+    pair_ids = np.array([pid for _, pid in earlier], dtype=np.int64)
+    for modality, matrix in features.items():
+        row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality,
+                                                      FeatureSet.encoder == PRECOMPUTED))
+        found, positions, stored = np.zeros(len(earlier), dtype=bool), np.zeros(len(earlier), dtype=np.int64), None
+        if row is not None and row.rows:
+            stored_ids, stored = np.load(ids_path(row.path)), np.load(row.path, mmap_mode="r")
+            order = np.argsort(stored_ids, kind="stable")
+            positions = order[np.minimum(np.searchsorted(stored_ids, pair_ids, sorter=order), len(order) - 1)]
+            found = stored_ids[positions] == pair_ids
+        for start in range(0, len(earlier), _DB_CHUNK):
+            part = slice(start, start + _DB_CHUNK)
+            same = found[part].copy()
+            if stored is not None and same.any():
+                rows_here = np.flatnonzero(same)
+                new = np.asarray(matrix[index[part][rows_here]], dtype=np.float32)
+                same[rows_here] = (np.asarray(stored[positions[part][rows_here]], dtype=np.float32) == new).all(axis=1)
+            bad = np.flatnonzero(~same)
+            if len(bad):
+                k = start + int(bad[0])
+                i, source_row = int(index[k]), rows[int(index[k])]
+                field = f"{modality}[{i}]" if source_row.line is None else f"{modality} features"
+                what = "with different" if found[k] else "without precomputed"
+                raise source_row.error(field, f"id {ids[i]!r} was imported before {what} {modality} features; "
+                                              "features cannot be changed by re-importing (import them under new ids)")
 
 
 def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
@@ -170,10 +214,10 @@ def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
 
 
 def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarray, pair_ids: np.ndarray,
-                    renames: list[tuple[Path, Path]], source: str) -> FeatureSetInfo:
-    """Write (or extend) the ``precomputed`` feature set of ``modality`` under temporary names."""
+                    written: list[Path], replaced: list[Path], source: str) -> FeatureSetInfo:
+    """Write the ``precomputed`` feature set of ``modality``, its old rows and then the new ones, to new files
+    (listed in ``written``) and register them; the files they replace are added to ``replaced``."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)  # (n_new, D)
-    final, final_ids = feature_paths(features_dir, modality, PRECOMPUTED)
     row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality, FeatureSet.encoder == PRECOMPUTED))
     old_rows = 0
     if row is not None:
@@ -181,21 +225,24 @@ def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarr
             raise InputError(source, None, modality, f"has dim {matrix.shape[1]} but the workspace's precomputed "
                                                      f"{modality} features have dim {row.dim}")
         old_rows = row.rows
-    tmp, tmp_ids = temporary_name(final), temporary_name(final_ids)
-    renames += [(tmp, final), (tmp_ids, final_ids)]
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(old_rows + len(matrix), matrix.shape[1]))
-    out_ids = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int64, shape=(old_rows + len(matrix),))
-    if old_rows:
-        out[:old_rows] = np.load(row.path, mmap_mode="r")
-        out_ids[:old_rows] = np.load(feature_paths(Path(row.path).parent, modality, PRECOMPUTED)[1], mmap_mode="r")
-    out[old_rows:] = matrix
-    out_ids[old_rows:] = pair_ids
-    out.flush()
-    out_ids.flush()
-    del out, out_ids
-    if row is None:
-        row = FeatureSet(modality=modality, encoder=PRECOMPUTED, path=str(final), dim=matrix.shape[1], rows=0)
-        session.add(row)
-    row.path, row.rows = str(final), old_rows + len(matrix)
-    session.flush()
-    return FeatureSetInfo(modality, PRECOMPUTED, str(final), str(final_ids), row.dim, row.rows)
+    final = unique_feature_path(features_dir, modality, PRECOMPUTED)
+    final_ids = Path(ids_path(str(final)))
+    n = old_rows + len(matrix)
+    for target, dtype, shape, old, new in ((final, np.float32, (n, matrix.shape[1]), row and row.path, matrix),
+                                           (final_ids, np.int64, (n,), row and ids_path(row.path), pair_ids)):
+        tmp = temporary_name(target)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            if old_rows:
+                out[:old_rows] = np.load(old, mmap_mode="r")
+            out[old_rows:] = new
+            out.flush()
+            del out
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(target)
+    info, previous = register_features(session, modality, PRECOMPUTED, final, matrix.shape[1], n)
+    if previous:
+        replaced += [Path(previous), Path(ids_path(previous))]
+    return info

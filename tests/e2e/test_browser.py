@@ -99,7 +99,7 @@ def test_annotator_cannot_open_operator_pages(served, page):
     assert page.get_by_role("button", name="Launch round").count() == 0
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("heading", name="Annotate").wait_for()  # /rounds is not one of an annotator's pages
+    page.get_by_text("You do not have access to this page.").wait_for()  # /rounds is not an annotator's page
     nav = page.get_by_test_id("stSidebarNav")
     assert nav.get_by_role("link", name="Annotate").count() == 1
     for name in ("Rounds", "Export", "Users", "Review"):

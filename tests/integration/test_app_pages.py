@@ -130,6 +130,22 @@ def test_a_double_click_on_retrain_or_encode_queues_one_job(store):
         assert sorted(j.kind for j in recent_jobs(s)) == ["encode", "train", "train"]
 
 
+def test_rounds_cancels_the_job_it_watches(store):
+    op = user(store, "op")
+    job = jobs.launch_training(store, op)
+    at = page("rounds", op)
+    at.session_state[state.ROUNDS_JOB] = job.id
+    at.run()
+    button(at, "Cancel job").click().run()
+    assert not at.exception
+    with store.db.read() as s:
+        assert get_job(s, job.id).status == "cancelled"
+    assert "Cancel job" not in [b.label for b in at.button]
+    assert at.warning[0].value == f"Job {job.id} (train) cancelled."
+    with pytest.raises(PermissionDenied):
+        jobs.cancel_job(store, user(store, "ann"), job.id)
+
+
 @pytest.mark.parametrize("name", ["rounds", "export", "users", "review"])
 def test_operator_pages_refuse_an_annotator_even_when_reached(store, name):
     at = page(name, user(store, "ann"))

@@ -15,6 +15,7 @@ from storage.exporters import export_workspace, neutralise
 from storage.importers import import_source
 from storage.importers.manifest import unneutralise
 from storage.models import Pair, User
+from tests.support.workspace import feature_files
 
 TEXTS = ["=HYPERLINK(\"http://evil\")", "-2+3 is a sum", "@SUM(A1:A2)", "'=already quoted", "a plain caption",
          "+ a plus", "\ttabbed start"]
@@ -167,6 +168,6 @@ def test_npz_export_round_trips_through_the_features_importer(wiki_dir, make_wor
         assert npz["image"].shape == (2866, 128) and npz["labels"].sum(axis=1).tolist() == [1.0] * 2866
         splits = dict(s.execute(select(Pair.external_id, Pair.split)).all())
         assert [splits[i] for i in npz["ids"]] == npz["split"].tolist()
-    original = np.load(store.root / "features" / "precomputed-text.npy")
-    copied = np.load(fresh.root / "features" / "precomputed-text.npy")
+    original = np.load(feature_files(store)["text"][0])
+    copied = np.load(feature_files(fresh)["text"][0])
     assert np.array_equal(original, copied)

@@ -3,6 +3,8 @@
 Each refused target is one ``InputError`` (field ``out``) that names it, the workspace is unchanged
 (every table, the pairs, every file, and, in process, the bytes of the SQLite files), and no temporary
 file is left behind. Two kinds go through the ``pairlab export`` CLI (exit code 2, one line, no traceback).
+Every kind runs on a SQLite file and on a throw-away PostgreSQL server (``any_store``), except those whose
+target is SQLite's database files (``store``).
 """
 from __future__ import annotations
 
@@ -13,22 +15,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from sqlalchemy import create_engine
 
 from storage.errors import InputError, one_line
 from storage.exporters import export_workspace
+from storage.features import list_features
 from storage.importers import import_source
 from storage.model_versions import add_model_version
+from storage.models import Base
 from storage.store import init_workspace
 from tests.support.cli import assert_user_error, pairlab
+from tests.support.postgres import database_url
 from tests.support.workspace import DATABASE_FILES
 
 
-@pytest.fixture()
-def store(make_workspace, make_image, tmp_path):
-    """A workspace with pairs, precomputed features, a model checkpoint, a cache file and an export."""
-    store = make_workspace(labels=["cat", "dog"])
-    data = tmp_path / "data"
-    make_image(data / "images" / "a.jpg")
+@pytest.fixture(scope="module")
+def postgres():
+    """The URL of one throw-away PostgreSQL server's database for the whole module (``any_store`` empties it)."""
+    with database_url("postgresql") as url:
+        yield url
+
+
+def _filled(store):
+    """``store`` with pairs, precomputed features, a model checkpoint, a cache file and an export."""
+    data = store.root.parent / "data"
+    (data / "images").mkdir(parents=True)
+    Image.new("RGB", (16, 12), (200, 30, 30)).save(data / "images" / "a.jpg")
     (data / "m.jsonl").write_text(json.dumps({"id": "p1", "image": "images/a.jpg", "text": "a red square",
                                               "labels": ["cat"]}) + "\n", encoding="utf-8")
     import_source(store, data / "m.jsonl", "manifest")
@@ -41,6 +54,28 @@ def store(make_workspace, make_image, tmp_path):
     (store.workspace.subdir("cache") / "image-abc.npy").write_bytes(b"cached")
     export_workspace(store, "jsonl", store.workspace.subdir("exports") / "earlier.jsonl")
     return store
+
+
+@pytest.fixture()
+def store(tmp_path):
+    """A filled workspace on its own SQLite file (for the targets that are SQLite's database files)."""
+    store = _filled(init_workspace(tmp_path / "ws", labels=["cat", "dog"]))
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    """A filled workspace on a SQLite file, or on the module's PostgreSQL database emptied first."""
+    url = None
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres")
+        engine = create_engine(url)
+        Base.metadata.drop_all(engine)
+        engine.dispose()
+    store = _filled(init_workspace(tmp_path / "ws", labels=["cat", "dog"], database_url=url))
+    yield store
+    store.close()
 
 
 def _database_bytes(root: Path) -> dict[str, str]:
@@ -68,8 +103,8 @@ WORKSPACE_TARGETS = [
     ("the-database-shm", "pairlab.db-shm", "the workspace's database"),
     ("the-database-journal", "pairlab.db-journal", "the workspace's database"),
     ("the-configuration", "pairlab.toml", "the workspace's configuration"),
-    ("a-feature-file", "features/precomputed-image.npy", "the workspace's feature file"),
-    ("a-feature-ids-file", "features/precomputed-text.ids.npy", "the workspace's feature file"),
+    ("a-feature-file", "{image features}", "the workspace's feature file"),
+    ("a-feature-ids-file", "{text feature ids}", "the workspace's feature file"),
     ("a-new-file-in-features", "features/new.npz", "inside the workspace"),
     ("the-features-folder", "features", "inside the workspace"),
     ("a-model-checkpoint", "models/v1.pt", "the workspace's model checkpoint"),
@@ -83,13 +118,20 @@ WORKSPACE_TARGETS = [
 
 
 @pytest.mark.parametrize("kind, target, fragment", WORKSPACE_TARGETS, ids=[c[0] for c in WORKSPACE_TARGETS])
-def test_workspace_files_are_refused(store, workspace_state, kind, target, fragment):
-    _refused(store, workspace_state, store.root / target, fragment)
+def test_workspace_files_are_refused(any_store, workspace_state, kind, target, fragment):
+    """On PostgreSQL the ``pairlab.db*`` names are no database, but still inside the workspace."""
+    store = any_store
+    with store.db.read() as s:
+        features = {f.modality: f for f in list_features(s)}
+    named = {"{image features}": features["image"].path, "{text feature ids}": features["text"].ids_path}
+    if not store.db.is_sqlite and fragment == "the workspace's database":
+        fragment = "inside the workspace"
+    _refused(store, workspace_state, store.root / named.get(target, target), fragment)
 
 
-def test_relative_target_from_inside_the_workspace(store, workspace_state, monkeypatch):
-    monkeypatch.chdir(store.root)
-    _refused(store, workspace_state, Path("pairlab.db"), "the workspace's database")
+def test_relative_target_from_inside_the_workspace(any_store, workspace_state, monkeypatch):
+    monkeypatch.chdir(any_store.root)
+    _refused(any_store, workspace_state, Path("pairlab.toml"), "the workspace's configuration")
 
 
 def test_symlink_to_the_database(store, workspace_state, tmp_path):
@@ -98,13 +140,15 @@ def test_symlink_to_the_database(store, workspace_state, tmp_path):
     _refused(store, workspace_state, link, "the workspace's database")
 
 
-def test_hard_link_to_a_checkpoint(store, workspace_state, tmp_path):
+def test_hard_link_to_a_checkpoint(any_store, workspace_state, tmp_path):
+    store = any_store
     link = tmp_path / "copy.pt"
     os.link(store.root / "models" / "v1.pt", link)
     _refused(store, workspace_state, link, "hard link to the workspace's model checkpoint")
 
 
-def test_checkpoint_registered_outside_the_workspace(store, workspace_state, tmp_path):
+def test_checkpoint_registered_outside_the_workspace(any_store, workspace_state, tmp_path):
+    store = any_store
     outside = tmp_path / "shared-models" / "v2.pt"
     outside.parent.mkdir()
     outside.write_bytes(b"weights")
@@ -153,7 +197,8 @@ OUTSIDE_TARGETS = [
 
 
 @pytest.mark.parametrize("kind, make, fragment", OUTSIDE_TARGETS, ids=[c[0] for c in OUTSIDE_TARGETS])
-def test_bad_targets_are_refused(store, workspace_state, tmp_path, kind, make, fragment):
+def test_bad_targets_are_refused(any_store, workspace_state, tmp_path, kind, make, fragment):
+    store = any_store
     target = make(tmp_path)
     before = sorted(tmp_path.iterdir())
     _refused(store, workspace_state, target, fragment)
@@ -164,9 +209,10 @@ def test_npz_to_the_database_is_refused(store, workspace_state):
     _refused(store, workspace_state, store.root / "pairlab.db", "the workspace's database", fmt="npz")
 
 
-def test_accepted_targets(store, tmp_path):
+def test_accepted_targets(any_store, tmp_path):
     """Under WS/exports (a new file, an earlier export, the workbench job's hidden staging folder) and
     outside the workspace (a new file, an existing file) an export is written."""
+    store = any_store
     staging = store.root / "exports" / ".partial-x"
     staging.mkdir()
     existing = tmp_path / "existing.jsonl"
@@ -190,5 +236,5 @@ def test_cli_export_onto_the_database(store, workspace_state):
     assert "the workspace's database" in _cli_refused(store, workspace_state, store.root / "pairlab.db")
 
 
-def test_cli_export_onto_a_folder(store, workspace_state, tmp_path):
-    assert "an existing folder" in _cli_refused(store, workspace_state, tmp_path)
+def test_cli_export_onto_a_folder(any_store, workspace_state, tmp_path):
+    assert "an existing folder" in _cli_refused(any_store, workspace_state, tmp_path)

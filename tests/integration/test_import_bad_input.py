@@ -27,7 +27,7 @@ from storage.importers import import_source
 from storage.models import Event, FeatureSet, Pair
 from storage.store import init_workspace, open_store
 from tests.support.cli import assert_user_error, pairlab
-from tests.support.postgres import database_url
+from tests.support.postgres import DatabaseSnapshot, database_url
 
 
 def _two_images(folder: Path) -> Path:
@@ -44,12 +44,21 @@ def data(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory) -> Path:
-    """A workspace that already holds a first import (pairs, events, labels, precomputed features),
-    built once per module; each test gets its own copy (``store``)."""
-    folder = tmp_path_factory.mktemp("seeded")
+def postgres():
+    """The URL of one throw-away PostgreSQL server's database for the whole module (``store`` resets it)."""
+    with database_url("postgresql") as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def seeded(request, tmp_path_factory) -> tuple[Path, DatabaseSnapshot | None]:
+    """A workspace that already holds a first import (pairs, events, labels, precomputed features), on a
+    SQLite file or on the module's PostgreSQL server, built once per module and database; each test gets
+    its own copy (``store``). Returns the workspace and, on PostgreSQL, the snapshot of its database."""
+    folder = tmp_path_factory.mktemp(f"seeded-{request.param}")
     data = _two_images(folder / "data")
-    store = init_workspace(folder / "ws", labels=["cat", "dog"])
+    url = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    store = init_workspace(folder / "ws", labels=["cat", "dog"], database_url=url)
     try:
         first = data / "first.jsonl"
         _jsonl(first, [{"id": "p1", "image": "images/a.jpg", "text": "a red square", "labels": ["cat"]},
@@ -58,16 +67,21 @@ def seeded(tmp_path_factory) -> Path:
         features = data / "first.npz"
         np.savez(features, image=np.ones((2, 4)), text=np.ones((2, 3)), ids=np.array(["f1", "f2"]))
         import_source(store, features, "features")
+        snapshot = DatabaseSnapshot(store.db.engine) if url else None
     finally:
         store.close()
-    return folder / "ws"
+    return folder / "ws", snapshot
 
 
 @pytest.fixture()
 def store(seeded, tmp_path):
-    """A copy of the ``seeded`` workspace, its feature sets pointing at the copy's files."""
-    root = shutil.copytree(seeded, tmp_path / "ws")
+    """A copy of the ``seeded`` workspace (on PostgreSQL: the one database, reset to the seeded rows), its
+    feature sets pointing at the copy's files."""
+    seeded_root, snapshot = seeded
+    root = shutil.copytree(seeded_root, tmp_path / "ws")
     store = open_store(root)
+    if snapshot is not None:
+        snapshot.restore(store.db.engine)
     with store.db.write() as s:
         for feature_set in s.scalars(select(FeatureSet)):
             feature_set.path = str(root / "features" / Path(feature_set.path).name)
@@ -639,6 +653,17 @@ def test_accepted_wiki_with_crlf_lists_and_raw_features(store, tmp_path):
     assert import_source(store, folder, "wiki").added == 3
 
 
+def test_wiki_reimport_that_adds_raw_features_is_refused(store, tmp_path, workspace_state):
+    """Imported first without ``raw_features.mat``: features are not added to known pairs by re-importing."""
+    folder = _wiki(tmp_path / "wiki")
+    assert import_source(store, folder, "wiki").added == 3
+    savemat(folder / "raw_features.mat", {"I_tr": np.ones((2, 4)), "I_te": np.ones((1, 4)),
+                                          "T_tr": np.ones((2, 3)), "T_te": np.ones((1, 3))})
+    error = _fails(store, workspace_state, folder, 1, "image features", "wiki", path=folder / TRAIN)
+    assert error.message == ("id 'wiki:t1' was imported before without precomputed image features; features "
+                             "cannot be changed by re-importing (import them under new ids)")
+
+
 # --------------------------------------------------------------------------- features files
 
 
@@ -675,6 +700,13 @@ FEATURES_REFUSED = [
     ("bad-split", {"split": np.array(["train", "holdout"])}, "split[1]", "not a split"),
     ("one-id-two-contents", {"ids": np.array(["g1", "g1"]), "image": np.eye(2, 4)}, "ids[1]", "duplicate id"),
     ("pickled-object-array", {"texts": np.array(["a", None], dtype=object)}, "source", "cannot read"),
+    # the seeded workspace holds f1 and f2 with all-ones features (see ``seeded``)
+    ("reimport-with-other-image-features", {"ids": np.array(["f1", "f2"]), "image": np.ones((2, 4)) * [[1], [2]],
+                                            "text": np.ones((2, 3))}, "image[1]", "imported before with different "
+                                                                                  "image features"),
+    ("reimport-with-other-text-features", {"ids": np.array(["g1", "f2"]), "text": np.zeros((2, 3)) + [[0], [1e-6]],
+                                           "image": np.ones((2, 4))}, "text[1]", "features cannot be changed by "
+                                                                                 "re-importing"),
 ]
 
 
@@ -704,6 +736,12 @@ def test_features_file_refused(store, data, workspace_state, kind, name, content
     source = data / name
     source.write_bytes(content(source))
     assert fragment in _fails(store, workspace_state, source, None, field, "features").message
+
+
+def test_accepted_reimport_with_the_same_features_is_skipped(store, data):
+    report = import_source(store, _npz(data / "again.npz", ids=np.array(["f1", "n1"]), image=np.ones((2, 4)),
+                                       text=np.ones((2, 3))), "features")
+    assert (report.added, report.skipped) == (1, 1)
 
 
 def test_features_mat_with_nan(store, data, workspace_state):

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from storage.importers import import_source
 from storage.models import FeatureSet, Pair
 from storage.vocabulary import label_names
+from tests.support.workspace import feature_files
 
 
 def test_real_wiki_lists_and_features_import_once(wiki_dir, make_workspace, workspace_state):
@@ -22,7 +23,7 @@ def test_real_wiki_lists_and_features_import_once(wiki_dir, make_workspace, work
         pair_ids = list(s.scalars(select(Pair.id).order_by(Pair.id)))
     assert splits == {"train": 2173, "test": 693}
     assert sets == {"image": ("precomputed", 128, 2866), "text": ("precomputed", 10, 2866)}
-    ids = np.load(store.root / "features" / "precomputed-image.ids.npy")
+    ids = np.load(feature_files(store)["image"][1])
     assert ids.dtype == np.int64 and ids.tolist() == pair_ids
     before = workspace_state(store)
 
@@ -69,5 +70,5 @@ def test_features_npz_and_mat_with_label_names(tmp_path, make_workspace):
         with store.db.read() as s:
             rows = s.execute(select(Pair.external_id, Pair.text, Pair.split).order_by(Pair.id)).all()
         assert rows == [("x", "one", "train"), ("y", "two", "test"), ("z", "three", "val")]
-        matrix = np.load(store.root / "features" / "precomputed-image.npy")
+        matrix = np.load(feature_files(store)["image"][0])
         assert np.array_equal(matrix, np.eye(3, 4, dtype=np.float32))

@@ -87,3 +87,26 @@ def test_nothing_outside_the_workspace_is_removed(make_workspace, tmp_path, link
     assert names(outside) == [".partial-mine", ".report.jsonl.0a1b2c3d.tmp"]
     if linked == "entry":
         assert names(exports) == [".partial-link"]
+
+
+def test_feature_files_no_feature_set_names_are_removed_and_registered_ones_kept(make_workspace, caplog):
+    from storage.features import register_features
+
+    store = make_workspace()
+    features = store.root / "features"
+    registered = make(features / "precomputed-image-0123abcd.npy", mtime=OLD)
+    make(features / "precomputed-image-0123abcd.ids.npy", mtime=OLD)
+    orphans = [make(features / "precomputed-image-deadbeef.npy", mtime=OLD),  # an import killed before its commit
+               make(features / "precomputed-image-deadbeef.ids.npy", mtime=OLD),
+               make(features / "tfidf-text-feedf00d.npy", mtime=OLD),  # replaced, then killed before the delete
+               make(features / ".precomputed-text-1234abcd.npy.0a1b2c3d.tmp", mtime=OLD)]  # killed mid-write
+    make(features / "efficientnet-lite0-image-00aa11bb.npy")  # just written: maybe an encode about to register it
+    make(features / "precomputed-text.npy", mtime=OLD)  # the fixed name older workspaces use
+    with store.db.write() as s:
+        register_features(s, "image", "precomputed", registered, 4, 2)
+    with caplog.at_level(logging.INFO, logger="app.jobs.litter"):
+        run_worker(store.root, once=True)
+    assert names(features) == ["efficientnet-lite0-image-00aa11bb.npy", "precomputed-image-0123abcd.ids.npy",
+                               "precomputed-image-0123abcd.npy", "precomputed-text.npy"]
+    assert f"removed {orphans[0]} (a feature file no feature set names)" in caplog.messages
+    assert f"removed {orphans[3]} (an unfinished feature file)" in caplog.messages

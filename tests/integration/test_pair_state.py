@@ -3,7 +3,7 @@
 A seeded random sequence of imports, rounds, queue submits/skips/flags, direct submits, undos and
 adjudications runs on a real SQLite file and a real PostgreSQL server; after each step the table, its
 label rows, the review queue and the agreement votes are compared with a replay of the event log, and
-``rebuild-state`` reproduces the table. An old (schema 1) workspace gets the table when opened.
+``rebuild-state`` reproduces the table. An older (schema 3) workspace gets the table when opened.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, text
 from app.cli import main
 from storage.annotations import current_labels, latest_submits, pair_events, record_event
 from storage.importers import import_source
-from storage.models import Meta, Pair, PairState, PairStateLabel, Selection
+from storage.models import SCHEMA_VERSION, Meta, Pair, PairState, PairStateLabel, Selection
 from storage.pair_state import pair_states, rebuild_pair_states
 from storage.queue import SelectedPair, claim_next, create_round, submit, undo_last
 from storage.read_models import agreement_summary, browse_pairs, label_distribution, review_queue
@@ -130,7 +130,7 @@ def test_materialised_state_equals_the_event_log_after_random_actions(tmp_path, 
         store.close()
 
 
-def test_schema_1_workspace_gets_the_state_when_opened(tmp_path, make_workspace):
+def test_a_schema_3_workspace_gets_the_state_when_opened(tmp_path, make_workspace):
     store = make_workspace(labels=["cat", "dog"])
     with store.db.write() as s:
         ann = add_user(s, "ann", "annotator").id
@@ -143,12 +143,12 @@ def test_schema_1_workspace_gets_the_state_when_opened(tmp_path, make_workspace)
     with store.db.write() as s:  # what a workspace written before the table existed looks like
         s.execute(text("DROP TABLE pair_state_labels"))
         s.execute(text("DROP TABLE pair_states"))
-        s.get(Meta, "schema_version").value = "1"
+        s.get(Meta, "schema_version").value = "3"
     store.close()
     reopened = open_store(store.root)
     try:
         with reopened.db.read() as s:
-            assert s.get(Meta, "schema_version").value == "2"
+            assert s.get(Meta, "schema_version").value == str(SCHEMA_VERSION)
             assert _materialised(s) == _derived(s)
             rows, total = browse_pairs(s, labels=["dog"])
         assert total == 1 and rows[0].external_id == "p0" and rows[0].status == "labelled"

@@ -108,7 +108,8 @@ def test_round_history_curve_distribution_and_activity(ws):
         numbers = round_numbers(s)
     created = history[0].pop("created (UTC)")
     assert history == [{"round": 1, "strategy": "random", "budget": 2, "overlap": 2, "slots done": 3, "slots": 4,
-                        "model version": None, "by": "rev"}] and len(created) == len("2024-01-01 00:00")
+                        "model version": None, "by": "rev", "priority": 1, "closed": False}]
+    assert len(created) == len("2024-01-01 00:00")
     assert curve == [{"version": 1, "labelled": 2, "measured_on": "validation", "validation avg": 0.4},
                      {"version": 2, "labelled": 3, "measured_on": "test", "test i2t": 0.6, "test t2i": 0.8,
                       "test avg": 0.7}]

@@ -1,13 +1,13 @@
 """The background worker and ``pairlab serve``'s guards, on a real SQLite workspace."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,18 +16,15 @@ from sqlalchemy import select
 from app.jobs.handlers import JOB_HANDLERS
 from app.jobs.progress import JobProgress
 from app.cli.serve import serve, streamlit_command
-from app.jobs.worker import LOCK_NAME, WorkerRunningError, run_worker
+from app.jobs.worker import LOCK_NAME, WorkerRunningError, run_next_job, run_worker
 from app.services import train
-from app.services.encode import encode_workspace
+from app.services.models import cached_model, current_model
 from storage.errors import PairlabError
 from storage.features import list_features
-from storage.importers import import_source
-from storage.jobs import enqueue, get_job
+from storage.jobs import claim_job, enqueue, get_job, report_progress, request_cancel
 from storage.model_versions import latest_model_version
-from storage.models import Job, ModelVersion
-from storage.store import init_workspace
-from storage.users import add_user
-from tests.integration.workbench_fixtures import LABELS, PASSWORD, SAMPLE_IMAGES, build_workspace
+from storage.models import Job, ModelVersion, utcnow
+from tests.integration.workbench_fixtures import FAST_TRAIN, build_trainable, build_workspace, set_table
 from tests.support.servers import children_of, free_port, port_is_free, running, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -238,19 +235,7 @@ class Killed(BaseException):
 @pytest.fixture()
 def trainable(tmp_path):
     """A workspace that trains in seconds: 8 labelled pool pairs with real images, encoded; an operator."""
-    root = tmp_path / "ws"
-    store = init_workspace(root, labels=LABELS)
-    manifest = root / "manifest.jsonl"
-    images = sorted(SAMPLE_IMAGES.glob("*.jpg"))[:8]
-    manifest.write_text("".join(json.dumps({"id": f"p{i}", "image": str(img), "text": f"photo {i}",
-                                            "labels": [LABELS[i % 2]]}) + "\n" for i, img in enumerate(images)),
-                        encoding="utf-8")
-    import_source(store, manifest, "manifest", allow_absolute=True)
-    with store.db.write() as s:
-        add_user(s, "op", "operator", PASSWORD)
-    encode_workspace(store)
-    with (root / "pairlab.toml").open("a", encoding="utf-8") as toml:
-        toml.write("\n[train]\nepochs = 2\nmin_epochs = 1\nmin_steps_per_epoch = 2\ndim = 32\nhidden = 64\n")
+    store = build_trainable(tmp_path / "ws")
     yield store
     store.close()
 
@@ -286,3 +271,103 @@ def test_a_train_job_stopped_after_its_model_committed_is_done(trainable, monkey
     assert (job.status, job.result["version"]) == ("done", 1)
     assert job.message == ("done: model v1 was recorded before the job was cut short (the worker was stopped "
                            "while the job ran)")
+
+
+def test_a_cancel_request_reaches_a_job_through_the_heartbeat_between_progress_reports(store, monkeypatch):
+    """The timer beats while the handler is silent, and its answer stops the job at the next progress call
+    even when that call is throttled (it writes nothing)."""
+    set_table(store.root, "jobs", {"heartbeat_seconds": 0.05, "stale_after_seconds": 1.0})
+    seen = {}
+
+    def encode(_store, _params, progress: JobProgress):
+        progress(1, 10)
+        with store.db.write() as s:
+            request_cancel(s, job_id)
+        time.sleep(0.3)  # silent: six beats, and less than the 0.5 s progress throttle
+        seen["job"] = job_state(store, job_id)
+        progress(2, 10)
+        seen["went on"] = True
+        return {}
+
+    monkeypatch.setitem(JOB_HANDLERS, "encode", encode)
+    job_id = queue(store, "encode", {})
+    assert run_worker(store.root, once=True) == 1
+    job = job_state(store, job_id)
+    assert (job.status, job.message, job.progress) == ("cancelled", "cancelled on request", pytest.approx(0.1))
+    assert "went on" not in seen
+    assert seen["job"].heartbeat_at - seen["job"].started_at >= timedelta(seconds=0.2)
+
+
+def test_a_job_whose_heartbeat_went_stale_is_failed_before_the_next_claim(store):
+    """Its worker's pid is alive (reused, or another machine's), but the job has not beaten for too long."""
+    stale = queue(store, "select", {"actor": "op", "strategy": "random", "budget": 1})
+    queued = queue(store, "select", {"actor": "op", "strategy": "random", "budget": 1})
+    with store.db.write() as s:
+        job = s.get(Job, stale)
+        job.status, job.worker_pid = "running", os.getppid()
+        job.started_at = job.heartbeat_at = utcnow() - timedelta(seconds=121)
+    assert run_next_job(store)
+    failed = job_state(store, stale)
+    assert failed.status == "failed"
+    assert failed.message == (f"no heartbeat from its worker (pid {os.getppid()}) for over 120 s: the worker stopped "
+                              "before the job finished")
+    assert job_state(store, queued).status == "done"
+
+
+def wait_for(predicate, timeout: float = 120.0, what: str = "the condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+LONG_TRAIN = {**FAST_TRAIN, "epochs": 100_000, "min_epochs": 100_000, "patience": 100_000, "max_steps": 10 ** 9}
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_running_training_job_and_the_last_good_model_stays_current(trainable):
+    queue(trainable, "train", {"actor": "op"})
+    assert run_worker(trainable.root, once=True) == 1  # version 1: the last good model
+    set_table(trainable.root, "train", LONG_TRAIN)
+    checkpoints = sorted((trainable.root / "models").iterdir())
+    worker = start_worker(trainable.root)
+    try:
+        job_id = queue(trainable, "train", {"actor": "op"})
+        wait_for(lambda: job_state(trainable, job_id).progress > 0, what="the training to report an epoch")
+        cancel = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "cancel", str(trainable.root), str(job_id)],
+                                capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert cancel.returncode == 0, cancel.stderr
+        assert "is running: its worker stops it at its next progress report" in cancel.stderr
+        job = wait_for(lambda: (j := job_state(trainable, job_id)).finished and j, timeout=60,
+                       what="the cancel to take effect")
+        assert (job.status, job.message) == ("cancelled", "cancelled on request")
+        assert worker.poll() is None  # the worker goes on with the next job
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    with trainable.db.read() as s:
+        assert latest_model_version(s).version == 1
+    assert sorted((trainable.root / "models").iterdir()) == checkpoints
+    assert current_model(trainable).version == 1
+    assert cached_model(current_model(trainable).path) is not None
+
+
+def test_a_cancel_that_comes_after_the_work_was_recorded_leaves_the_job_done(store):
+    """The request arrives while the round is being recorded: the final progress report does not cancel it."""
+    job_id = queue(store, "select", {"actor": "op", "strategy": "random", "budget": 2})
+
+    def report_with_a_late_cancel(fraction, message):
+        if fraction >= 1.0:  # "round N: ... queued": the round is committed
+            with store.db.write() as s:
+                request_cancel(s, job_id)
+        with store.db.write() as s:
+            return report_progress(s, job_id, fraction, message)
+
+    with store.db.write() as s:
+        job = claim_job(s)
+    result = JOB_HANDLERS["select"](store, {**job.params, "job_id": job_id},
+                                    JobProgress(report_with_a_late_cancel, min_interval=0.0))
+    assert result["selected"] == 2

@@ -45,3 +45,37 @@ def build_workspace(root: Path, *, pairs: int = 8, budget: int = 4, overlap: int
 def user(store: Store, name: str):
     with store.db.read() as s:
         return get_user(s, name)
+
+
+FAST_TRAIN = {"epochs": 2, "min_epochs": 1, "min_steps_per_epoch": 2, "dim": 32, "hidden": 64}
+
+
+def build_trainable(root: Path, *, pool: int = 8, test: int = 0, database_url: str | None = None) -> Store:
+    """A workspace that trains in seconds: ``pool`` labelled pool pairs and ``test`` labelled test pairs with
+    real images, encoded; an operator ``op``; ``[train]`` set to ``FAST_TRAIN``."""
+    from app.services.encode import encode_workspace
+
+    store = init_workspace(root, labels=LABELS, database_url=database_url)
+    manifest = root / "manifest.jsonl"
+    images = sorted(SAMPLE_IMAGES.glob("*.jpg"))[:pool + test]
+    manifest.write_text("".join(json.dumps({"id": f"p{i}", "image": str(img), "text": f"photo {i}",
+                                            "labels": [LABELS[i % 2]], "split": "pool" if i < pool else "test"})
+                                + "\n" for i, img in enumerate(images)), encoding="utf-8")
+    import_source(store, manifest, "manifest", allow_absolute=True)
+    with store.db.write() as s:
+        add_user(s, "op", "operator", PASSWORD)
+    encode_workspace(store)
+    set_table(root, "train", FAST_TRAIN)
+    return store
+
+
+def set_table(root: Path, table: str, values: dict) -> None:
+    """Replace the table ``[table]`` of ``root/pairlab.toml`` with ``values``."""
+    import tomllib
+
+    import tomli_w
+
+    path = root / "pairlab.toml"
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    doc[table] = values
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")

@@ -25,7 +25,8 @@ def _free_port() -> int:
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
-    """Yield a SQLAlchemy URL of a fresh database; the cluster is stopped and deleted afterwards."""
+    """Yield a SQLAlchemy URL of a fresh database; the cluster is stopped and deleted afterwards. It runs
+    without fsync: a throw-away cluster never needs to survive a crash of its machine."""
     bindir = postgres_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
@@ -38,7 +39,8 @@ def postgres_server() -> Iterator[str]:
     subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "pairlab", "--auth=trust", "-E", "UTF8"],
                    check=True, capture_output=True)
     subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
-                    "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=50", "start"],
+                    "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=50 "
+                          "-c fsync=off -c synchronous_commit=off -c full_page_writes=off", "start"],
                    check=True, capture_output=True)
     try:
         yield f"postgresql+psycopg://pairlab@127.0.0.1:{port}/postgres"
@@ -63,3 +65,36 @@ def database_url(kind: str) -> Iterator[str | None]:
         pytest.skip("PostgreSQL server not installed (apt-get install postgresql); CI installs it")
     with postgres_server() as url:
         yield url
+
+
+class DatabaseSnapshot:
+    """Every row of every pairlab table of a database, to put it back exactly (ids and id sequences too):
+    the per-test reset of a module's one database, far cheaper than a new database per test."""
+
+    def __init__(self, engine):
+        from sqlalchemy import select
+
+        from storage.models import Base
+
+        self._tables = Base.metadata.sorted_tables  # parents before children
+        with engine.connect() as conn:
+            self._rows = {t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in self._tables}
+
+    def restore(self, engine) -> None:
+        """Empty every table and insert the saved rows, in one transaction; each id sequence then continues
+        after the largest saved id. ``DELETE``, not ``TRUNCATE``: on these few rows it is ten times faster
+        (``TRUNCATE`` makes new files for every table and index)."""
+        from sqlalchemy import text
+
+        with engine.begin() as conn:
+            for table in reversed(self._tables):  # children before parents
+                conn.execute(table.delete())
+            for table in self._tables:
+                if self._rows[table.name]:
+                    conn.execute(table.insert(), self._rows[table.name])
+                for column in table.primary_key.columns:
+                    if column.autoincrement is True or (column.autoincrement == "auto" and
+                                                        column.type.python_type is int and
+                                                        len(table.primary_key.columns) == 1):
+                        conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                                          f"COALESCE(MAX({column.name}), 0) + 1, false) FROM {table.name}"))

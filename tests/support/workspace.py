@@ -19,3 +19,11 @@ def workspace_files(root: Path) -> list[tuple[str, int, str]]:
             data = path.read_bytes() if path.is_file() else b""
             out.append((rel, len(data), hashlib.sha256(data).hexdigest()))
     return out
+
+
+def feature_files(store) -> dict[str, tuple[Path, Path]]:
+    """Modality -> the ``.npy`` and ``.ids.npy`` of the workspace's precomputed feature set (unique names)."""
+    from storage.features import PRECOMPUTED, list_features
+
+    with store.db.read() as s:
+        return {f.modality: (Path(f.path), Path(f.ids_path)) for f in list_features(s) if f.encoder == PRECOMPUTED}
