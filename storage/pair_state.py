@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from storage.annotations import CurrentLabel, derive_label, latest_submits, pair_events
@@ -101,7 +101,3 @@ def trusted_labels(session: Session, statuses: Sequence[str]) -> Iterator[tuple[
     for pair_id, labels in session.execute(query):
         yield pair_id, labels
 
-
-def state_count(session: Session) -> int:
-    """How many pairs have a state row."""
-    return session.scalar(select(func.count()).select_from(PairState))
