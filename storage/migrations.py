@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.orm import Session
 
-from storage.models import Job, LoginAttempt, Round, UserSession
+from storage.models import Job, LoginAttempt, PairState, PairStateLabel, Round, UserSession
+from storage.pair_state import rebuild_pair_states
 
 
 def _jobs_heartbeat_and_cancel(conn: Connection) -> None:
@@ -40,7 +42,18 @@ def _sessions_and_round_order(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE rounds ADD COLUMN closed_at {kind}"))
 
 
+def _pair_states(conn: Connection) -> None:
+    """3 -> 4: the materialised per-pair state (``pair_states``, ``pair_state_labels``), filled from the
+    event log (``storage.pair_state.rebuild_pair_states``). Idempotent."""
+    for table in (PairState.__table__, PairStateLabel.__table__):
+        table.create(conn, checkfirst=True)
+    with Session(bind=conn) as session:  # joins the upgrade's transaction; commits nothing itself
+        rebuild_pair_states(session)
+        session.flush()
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _jobs_heartbeat_and_cancel,
     2: _sessions_and_round_order,
+    3: _pair_states,
 }

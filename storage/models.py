@@ -2,17 +2,19 @@
 
 Annotation events are append-only: a correction, an undo or an adjudication is a new event, so
 nothing a person typed is ever lost. The current label of a pair is derived from its events
-(``storage.annotations``).
+(``storage.annotations``) and kept materialised in ``pair_states`` (``storage.pair_state``), updated in
+the transaction of each event, so the pages filter and page it in SQL instead of replaying the log.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 3  # storage.migrations.MIGRATIONS upgrades older databases when a workspace opens
+SCHEMA_VERSION = 4  # storage.migrations.MIGRATIONS upgrades older databases when a workspace opens
 
 SPLITS = ("pool", "train", "val", "test")
 ROLES = ("annotator", "reviewer", "operator", "system")
@@ -169,6 +171,40 @@ class Event(Base):
 
     def __repr__(self) -> str:
         return f"Event({self.id}, pair={self.pair_id}, {self.kind}, {self.labels})"
+
+
+class PairState(Base):
+    """The derived state of one pair that has events (``storage.annotations.derive_label``), materialised.
+
+    Written only by ``storage.pair_state.refresh_pair_states`` in the transaction that adds the pair's
+    events; ``pairlab rebuild-state`` recomputes it from the log. ``submit_votes``: the latest live
+    ``submit`` of each annotator as ``[labels, verdict]`` (the agreement statistics), ``submitters`` its length.
+    """
+
+    __tablename__ = "pair_states"
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    labels: Mapped[list[Any] | None] = mapped_column()
+    verdict: Mapped[str | None] = mapped_column(String(8))
+    annotators: Mapped[list[Any]] = mapped_column()
+    annotator_count: Mapped[int] = mapped_column(Integer)
+    agreement: Mapped[float | None] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(Boolean)
+    needs_review: Mapped[bool] = mapped_column(Boolean, index=True)
+    comments: Mapped[list[Any]] = mapped_column()
+    last_event_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    submit_votes: Mapped[list[Any]] = mapped_column()
+    submitters: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class PairStateLabel(Base):
+    """One label of a pair's current consensus (``PairState.labels``), for filtering by label in SQL."""
+
+    __tablename__ = "pair_state_labels"
+    __table_args__ = (PrimaryKeyConstraint("pair_id", "label"), Index("ix_pair_state_labels_label", "label", "pair_id"))
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pair_states.pair_id"))
+    label: Mapped[str] = mapped_column(String(200))
 
 
 class FeatureSet(Base):

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -98,16 +98,17 @@ def _insert_round(session, strategy, selected, params, overlap, assignees, model
                 model_version_id=model_version_id, created_by=created_by, priority=number)
     session.add(rnd)
     session.flush()
-    for rank, item in enumerate(selected):
-        sel = Selection(round_id=rnd.id, pair_id=item.pair_id, rank=rank, score=float(item.score),
-                        explanation=item.explanation)
-        session.add(sel)
-        session.flush()
-        for slot in range(overlap):
-            assignee = assignees[(rank + slot) % len(assignees)] if assignees else None
-            session.add(QueueItem(selection_id=sel.id, pair_id=item.pair_id, round_id=rnd.id,
-                                  priority=number * 1_000_000 + rank, slot=slot, assignee_id=assignee))
-    session.flush()
+    if not selected:
+        return rnd
+    # two bulk inserts (a budget of 10,000 took 33 s as one flush per selection)
+    selection_ids = list(session.scalars(insert(Selection).returning(Selection.id, sort_by_parameter_order=True), [
+        {"round_id": rnd.id, "pair_id": item.pair_id, "rank": rank, "score": float(item.score),
+         "explanation": item.explanation} for rank, item in enumerate(selected)]))
+    session.execute(insert(QueueItem), [
+        {"selection_id": selection_id, "pair_id": item.pair_id, "round_id": rnd.id,
+         "priority": number * 1_000_000 + rank, "slot": slot,
+         "assignee_id": assignees[(rank + slot) % len(assignees)] if assignees else None}
+        for rank, (item, selection_id) in enumerate(zip(selected, selection_ids)) for slot in range(overlap)])
     return rnd
 
 

@@ -7,18 +7,18 @@ The vocabulary, the user list and one job come from ``storage.vocabulary.label_n
 """
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.agreement import LabelAgreement, label_alphas, nominal_alpha
-from storage.annotations import CurrentLabel, current_labels
-from storage.models import Event, ModelVersion, Pair, QueueItem, Round, User, utcnow
+from storage.annotations import CurrentLabel
+from storage.models import Event, ModelVersion, Pair, PairState, PairStateLabel, QueueItem, Round, User, utcnow
+from storage.pair_state import STATE_COLUMNS, pair_states, to_current_label
 from storage.queue import in_open_round, queue_stats
 from storage.users import PERMISSIONS, UserInfo, list_users
 from storage.vocabulary import label_names
@@ -86,10 +86,12 @@ class Vote:
 
 
 def review_queue(session: Session, *, limit: int = 500) -> list[ReviewItem]:
-    """Pairs that need a reviewer's word (conflict, flagged or caption mismatch), oldest first."""
-    waiting = [c for c in current_labels(session) if c.needs_review][:limit]
-    pairs = {p.id: p for p in session.scalars(select(Pair).where(Pair.id.in_([c.pair_id for c in waiting])))}
-    return [ReviewItem(c.pair_id, pairs[c.pair_id].text, pairs[c.pair_id].image_path, c) for c in waiting]
+    """Pairs that need a reviewer's word (conflict, flagged or caption mismatch), by pair id, first ``limit``
+    (an indexed filter on the materialised state, ``storage.pair_state``)."""
+    rows = session.execute(select(Pair.text, Pair.image_path, *STATE_COLUMNS)
+                           .join(PairState, PairState.pair_id == Pair.id)
+                           .where(PairState.needs_review.is_(True)).order_by(PairState.pair_id).limit(limit))
+    return [ReviewItem(r.pair_id, r.text, r.image_path, to_current_label(r)) for r in rows]
 
 
 def pair_votes(session: Session, pair_id: int) -> list[Vote]:
@@ -114,22 +116,14 @@ class AgreementSummary:
 
 
 def agreement_summary(session: Session) -> AgreementSummary:
-    """Krippendorff's alpha per label (binary) and for the caption verdict, over overlapping annotations
-    (``storage.agreement``; Krippendorff 2004, §11.3)."""
+    """Krippendorff's alpha per label (binary) and for the caption verdict, over overlapping annotations:
+    each annotator's latest live submit of the pairs that at least two annotators submitted
+    (``storage.agreement``; Krippendorff 2004, §11.3), read from the materialised state."""
     names = label_names(session)
-    rows = session.execute(select(Event.pair_id, Event.id, User.name, Event.kind, Event.labels, Event.verdict,
-                                  Event.undoes_id)
-                           .join(User, User.id == Event.user_id)
-                           .where(Event.kind.in_(("submit", "undo")))
-                           .order_by(Event.pair_id, Event.id)).all()
-    undone = {r.undoes_id for r in rows if r.kind == "undo"}
-    latest: dict[int, dict[str, Any]] = {}
-    for r in rows:
-        if r.kind == "submit" and r.id not in undone:
-            latest.setdefault(r.pair_id, {})[r.name] = r
-    overlapping = [list(by_user.values()) for by_user in latest.values() if len(by_user) >= 2]
-    votes = [[set(r.labels or ()) for r in unit] for unit in overlapping]
-    verdicts = [[r.verdict for r in unit if r.verdict] for unit in overlapping]
+    overlapping = list(session.scalars(select(PairState.submit_votes).where(PairState.submitters >= 2)
+                                       .order_by(PairState.pair_id)))
+    votes = [[set(labels) for labels, _ in unit] for unit in overlapping]
+    verdicts = [[verdict for _, verdict in unit if verdict] for unit in overlapping]
     return AgreementSummary(len(overlapping), label_alphas(votes, names), nominal_alpha(verdicts))
 
 
@@ -165,10 +159,10 @@ def learning_curve(session: Session) -> list[dict[str, Any]]:
 
 
 def label_distribution(session: Session) -> dict[str, int]:
-    """How many pairs currently carry each label (vocabulary order, zeros kept)."""
-    names = label_names(session)
-    counts = Counter(name for c in current_labels(session) if c.labels for name in c.labels)
-    return {name: counts.get(name, 0) for name in names}
+    """How many pairs currently carry each label (vocabulary order, zeros kept); one grouped count."""
+    counts = dict(session.execute(select(PairStateLabel.label, func.count())
+                                  .group_by(PairStateLabel.label)).all())
+    return {name: counts.get(name, 0) for name in label_names(session)}
 
 
 def annotator_activity(session: Session, *, days: int = 14) -> list[dict[str, Any]]:
@@ -215,35 +209,38 @@ def pairs_by_id(session: Session, pair_ids: Sequence[int]) -> dict[int, PairBrie
 
 def browse_pairs(session: Session, *, labels: Sequence[str] = (), statuses: Sequence[str] = (),
                  round_number: int | None = None, split: str | None = None,
-                 limit: int = 200) -> tuple[list[PairRow], int]:
-    """Pairs matching every filter given (any of ``labels``; any of ``statuses``), first ``limit`` by id,
-    and how many matched in all."""
-    wanted = set(labels)
-    derived = {c.pair_id: c for c in current_labels(session)}
-    in_rounds: dict[int, list[int]] = {}
-    for pid, number in session.execute(select(QueueItem.pair_id, Round.number)
-                                       .join(Round, Round.id == QueueItem.round_id).distinct()):
-        in_rounds.setdefault(pid, []).append(number)
-    query = select(Pair.id, Pair.external_id, Pair.text, Pair.image_path, Pair.split).order_by(Pair.id)
+                 limit: int = 200, offset: int = 0) -> tuple[list[PairRow], int]:
+    """Pairs matching every filter given (any of ``labels``; any of ``statuses``), ``limit`` of them by id
+    from ``offset``, and how many matched in all. Filters, count and page run in SQL on the materialised
+    state (``storage.pair_state``), joined only when a filter needs it; a pair without events is
+    ``unlabelled``."""
+    query = select(Pair.id)
     if split:
         query = query.where(Pair.split == split)
-    matched, total = [], 0
-    for pid, ext, text, image, pair_split in session.execute(query.execution_options(yield_per=2000)):
-        cur = derived.get(pid)
-        status = cur.status if cur else "unlabelled"
-        current = cur.labels if cur else None
-        if statuses and status not in statuses:
-            continue
-        if wanted and not wanted.intersection(current or ()):
-            continue
-        rounds = tuple(sorted(in_rounds.get(pid, ())))
-        if round_number is not None and round_number not in rounds:
-            continue
-        total += 1
-        if len(matched) < limit:
-            matched.append(PairRow(pid, ext, text, image, pair_split, current, status,
-                                   cur.verdict if cur else None, rounds))
-    return matched, total
+    if statuses:
+        if "unlabelled" in statuses:
+            query = query.outerjoin(PairState, PairState.pair_id == Pair.id).where(
+                or_(PairState.pair_id.is_(None), PairState.status.in_(list(statuses))))
+        else:
+            query = query.join(PairState, PairState.pair_id == Pair.id).where(PairState.status.in_(list(statuses)))
+    if labels:
+        query = query.where(Pair.id.in_(select(PairStateLabel.pair_id).where(PairStateLabel.label.in_(list(labels)))))
+    if round_number is not None:
+        query = query.where(Pair.id.in_(select(QueueItem.pair_id).join(Round, Round.id == QueueItem.round_id)
+                                        .where(Round.number == round_number)))
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    page = list(session.scalars(query.order_by(Pair.id).limit(limit).offset(offset)))
+    rows = session.execute(select(Pair.id, Pair.external_id, Pair.text, Pair.image_path, Pair.split, PairState.labels,
+                                  func.coalesce(PairState.status, "unlabelled"), PairState.verdict)
+                           .outerjoin(PairState, PairState.pair_id == Pair.id)
+                           .where(Pair.id.in_(page)).order_by(Pair.id)).all()
+    in_rounds: dict[int, list[int]] = {}
+    for pid, number in session.execute(select(QueueItem.pair_id, Round.number).join(Round, Round.id == QueueItem.round_id)
+                                       .where(QueueItem.pair_id.in_(page)).distinct()):
+        in_rounds.setdefault(pid, []).append(number)
+    return [PairRow(pid, ext, text, image, pair_split, None if current is None else tuple(current), state, verdict,
+                    tuple(sorted(in_rounds.get(pid, ())))) for pid, ext, text, image, pair_split, current, state, verdict
+            in rows], total
 
 
 # --- progress (Rounds, and the annotator's own on Annotate) ------------------------------------
@@ -305,7 +302,7 @@ def _agreement(session: Session, by: str, user_id: int | None = None) -> dict[in
     if not rows:
         return {}
     undone = set(session.scalars(select(Event.undoes_id).where(Event.undoes_id.in_([r.id for r in rows]))))
-    consensus = {c.pair_id: c for c in current_labels(session, sorted({r.pair_id for r in rows}))}
+    consensus = pair_states(session, {r.pair_id for r in rows})
     seen: set[tuple[int, int]] = set()
     counts: dict[int, list[int]] = {}
     for r in rows:  # newest first: the first of each (person, pair) is their latest

@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from app.services.data import TRAINING_SPLITS, feature_matrices, label_matrix, pair_table
+from app.services.data import TRAINING_SPLITS, feature_matrices, feature_rows, label_matrix, pair_table
 from app.services.models import cached_model, current_model, latest_model
 from app.services.progress import StepProgress, quiet
 from app.services.settings import encoder_choice, settings
-from learner.inference import InferenceConfig, infer
+from learner.inference import InferenceConfig, infer, iter_infer
+from learner.selection.ascmr import AscmrStrategy
+from learner.selection.streaming import stream_fused_means, stream_pool_scores
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
 from storage.errors import PairlabError
 from storage.model_versions import ModelVersionInfo, model_version_id
@@ -128,28 +130,50 @@ def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budge
 
 
 def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
-                   inference: InferenceConfig, progress: StepProgress) -> _Choice:
-    """Infer on the pool and the labelled training pairs, let the strategy choose, attach suggestions."""
+                   inference: InferenceConfig, progress: StepProgress, *, streamed: bool | None = None) -> _Choice:
+    """Infer on the pool and the labelled training pairs, let the strategy choose, attach suggestions.
+
+    Features stay memory-mapped (``feature_rows``). ``ascmr`` (``streamed``, the default for it) scores
+    the pool batch by batch as inference produces it (``learner.selection.streaming``): memory holds
+    one batch of outputs plus the pool's components and joint means. The other strategies read every
+    output at once (``infer``).
+    """
     info = current_model(store)
     choice = encoder_choice(store)
     labels = label_matrix(store, table.ids)
-    rows = np.union1d(pool, np.flatnonzero(labels.labelled & np.isin(table.splits, TRAINING_SPLITS)))
-    image, text = feature_matrices(store, table.ids[rows], choice)
+    labelled = np.flatnonzero(labels.labelled & np.isin(table.splits, TRAINING_SPLITS))
+    image, text = feature_rows(store, table.ids, choice)
+    model = cached_model(info.path)
     progress(0.2, f"scoring {len(pool)} pairs with model v{info.version}")
-    outputs = infer(cached_model(info.path), image, text, mc_samples=inference.mc_samples,
-                    dropout_samples=inference.dropout_samples if query.name == "bald" else 0,
-                    batch_size=inference.batch_size, seed=seed)
-    pool_pos = np.searchsorted(rows, pool)
-    labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
+    if streamed is None:
+        streamed = isinstance(query, AscmrStrategy)
     try:
-        selection = query.query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+        if streamed:
+            rng = np.random.default_rng(seed)
+            batches = iter_infer(model, image.take(pool), text.take(pool), mc_samples=inference.mc_samples,
+                                 batch_size=inference.batch_size, seed=seed)
+            scored = stream_pool_scores(batches, len(pool), match_samples=query.config.match_samples, rng=rng)
+            mu_labelled = stream_fused_means(iter_infer(model, image.take(labelled), text.take(labelled),
+                                                        mc_samples=0, batch_size=inference.batch_size))
+            selection = query.query_scored(scored, mu_labelled, budget, rng)
+            chosen = pool[selection.indices]
+        else:
+            rows = np.union1d(pool, labelled)
+            outputs = infer(model, image.take(rows), text.take(rows), mc_samples=inference.mc_samples,
+                            dropout_samples=inference.dropout_samples if query.name == "bald" else 0,
+                            batch_size=inference.batch_size, seed=seed)
+            pool_pos = np.searchsorted(rows, pool)
+            labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
+            selection = query.query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+            chosen = rows[selection.indices]
     except SelectionError as exc:
         raise PairlabError(f"select: {exc}") from None
-    joint = (outputs.probs_image + outputs.probs_text) / 2  # (n, C)
-    for item, pos in zip(selection.explanation, selection.indices):
-        item[SUGGESTIONS_KEY] = _suggestions(joint[pos], labels.vocabulary)
-        item[SUGGESTION_PROBABILITIES_KEY] = _likeliest(joint[pos], labels.vocabulary)
-    return _Choice(rows[selection.indices], _scores(selection.explanation), selection.explanation, query.name,
+    shown = infer(model, image.take(chosen), text.take(chosen), mc_samples=0, batch_size=inference.batch_size)
+    joint = (shown.probs_image + shown.probs_text) / 2  # (budget, C)
+    for item, probs in zip(selection.explanation, joint):
+        item[SUGGESTIONS_KEY] = _suggestions(probs, labels.vocabulary)
+        item[SUGGESTION_PROBABILITIES_KEY] = _likeliest(probs, labels.vocabulary)
+    return _Choice(chosen, _scores(selection.explanation), selection.explanation, query.name,
                    {"encoders": choice.names(), **selection.params, "model_version": info.version}, info)
 
 

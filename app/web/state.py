@@ -49,6 +49,7 @@ EXPLORE_STATUS = "explore.status"
 EXPLORE_ROUND = "explore.round"
 EXPLORE_SPLIT = "explore.split"
 EXPLORE_PAIR = "explore.pair"
+EXPLORE_PAGE = "explore.page"
 EXPLORE_QUERY = "explore.query"
 
 # Users

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from learner.selection.base import ConfiguredStrategy, Selection, seed_int
+from learner.selection.base import ConfiguredStrategy, EmptyPoolError, PoolTooSmallError, Selection, seed_int
 from learner.selection.density import (
     cluster_coverage, cluster_embeddings, cluster_weights, greedy_select, largest_remainder, max_similarity,
     semantic_density,
 )
 from learner.selection.scoring import (
-    CHUNK_ROWS, COMPONENTS, InformativenessWeights, fused_means, informativeness, pool_scores,
+    CHUNK_ROWS, COMPONENTS, InformativenessWeights, PoolScores, fused_means, informativeness, pool_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,28 @@ class AscmrStrategy(ConfiguredStrategy):
                              n_jobs=cfg.n_jobs or os.cpu_count() or 1)
         mu_l = fused_means(outputs, labelled, chunk_size=cfg.chunk_size)
         clock.lap("scoring")
+        return self._allocate(scored, mu_l, pool, n, rng, clock)
+
+    def query_scored(self, scored: PoolScores, mu_labelled: np.ndarray, n: int, rng: np.random.Generator) -> Selection:
+        """Steps 2-6 on a pool scored elsewhere, batch by batch (``learner.selection.streaming``).
+
+        scored: components and mu_z of the n_pool pool pairs; mu_labelled: (m, d) fused means of the
+        labelled pairs; rng: the generator that drew the scoring's match noise, so the result equals
+        ``query`` on the same outputs with the same seed.  Selection indices are pool positions.
+        """
+        n_pool = len(scored.mu_z)
+        if n_pool == 0:
+            raise EmptyPoolError("pool_indices: the pool is empty; nothing left to select")
+        if not 1 <= n <= n_pool:
+            raise PoolTooSmallError(f"n: budget {n} exceeds the pool size {n_pool}")
+        with threadpool_limits(limits=1, user_api="blas"):
+            selection = self._allocate(scored, mu_labelled, np.arange(n_pool), n, rng, _PhaseClock())
+        self.last_scores = selection.scores
+        return selection
+
+    def _allocate(self, scored: PoolScores, mu_l: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generator,
+                  clock: _PhaseClock) -> Selection:
+        cfg = self.config
         n_clusters = min(len(pool), cfg.n_clusters or min(n, cfg.max_clusters))
         clusters, clusters_l = cluster_embeddings(scored.mu_z, mu_l, n_clusters=n_clusters, seed=seed_int(rng))
         clock.lap("clustering")

@@ -1,7 +1,7 @@
 """Exporters (DESIGN §7 Export, §8 ``pairlab export``): jsonl, csv, coco, label-studio and npz.
 
 Every export is streamed: pairs are read in batches (``yield_per``) with their current labels
-(``storage.annotations.current_labels``) and written as they come, to a temporary file in the target
+(the materialised ``storage.pair_state``) and written as they come, to a temporary file in the target
 folder that is ``os.replace``d onto ``out`` only when complete (and removed on any error). ``out`` is
 checked first by ``targets.check_export_target``: never a folder, never the workspace's own files.
 

@@ -13,11 +13,11 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.annotations import current_labels
 from storage.errors import NotFoundError
 from storage.exporters.rows import BATCH
 from storage.features import PRECOMPUTED, ids_path
 from storage.models import Event, FeatureSet, Pair
+from storage.pair_state import pair_states
 from storage.progress import CountProgress
 from storage.vocabulary import label_names
 
@@ -55,7 +55,7 @@ def write_npz(session: Session, tmp: Path, progress: CountProgress | None, image
             chunk = [int(p) for p in pair_ids[start:start + BATCH]]
             info = dict((pid, (ext, split)) for pid, ext, split in
                         session.execute(select(Pair.id, Pair.external_id, Pair.split).where(Pair.id.in_(chunk))))
-            state = {c.pair_id: c for c in current_labels(session, chunk)}
+            state = pair_states(session, chunk)
             for offset, pid in enumerate(chunk):
                 i = start + offset
                 ids[i], splits[i] = info[pid]

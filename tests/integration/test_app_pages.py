@@ -416,6 +416,23 @@ def test_explore_filters_by_status_and_round(store):
     assert "4 pairs match" in texts(at)[0]
 
 
+def test_explore_pages_through_the_matches_in_sql(store, monkeypatch):
+    from app.web.pages import explore
+
+    monkeypatch.setattr(explore, "PAGE_ROWS", 3)
+    at = page("explore", user(store, "ann"))
+    assert "8 pairs match; showing 1-3" in texts(at)[0]
+    first = list(at.dataframe[0].value["pair"])
+    at.number_input(key=state.EXPLORE_PAGE).set_value(3).run()
+    assert not at.exception
+    assert "8 pairs match; showing 7-8" in texts(at)[0]
+    last = list(at.dataframe[0].value["pair"])
+    assert len(first) == 3 and len(last) == 2 and max(first) < min(last)
+    at.selectbox(key=state.EXPLORE_ROUND).set_value(1).run()  # 4 matches: page 3 no longer exists
+    assert not at.exception
+    assert "4 pairs match; showing 4-4" in texts(at)[0]
+
+
 def test_the_learning_curve_shows_its_first_point(store):
     """A line through one point draws nothing; the first model version is drawn as a dot, later ones as a line."""
     def chart_mark():

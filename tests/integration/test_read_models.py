@@ -136,3 +136,9 @@ def test_pairs_by_id_and_browse_filters(ws):
         assert browse(round_number=1) == (["p0", "p1"], 2)
         assert browse(split="test") == (["p3"], 1)
         assert browse(limit=1) == (["p0"], 4)
+        assert browse(limit=2, offset=2) == (["p2", "p3"], 4)
+    with store.db.write() as s:  # a pair without any event has no state row and is unlabelled
+        s.add(Pair(external_id="p4", image_path="/img/4.jpg", image_sha256="4" * 64, text="caption 4"))
+    with store.db.read() as s:
+        assert browse(statuses=("unlabelled",)) == (["p1", "p3", "p4"], 3)
+        assert browse(statuses=("unlabelled", "conflict"), round_number=1) == (["p0", "p1"], 2)
