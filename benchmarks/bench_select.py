@@ -3,17 +3,28 @@
     .venv/bin/python benchmarks/bench_select.py                 # 1,000,000 pairs, budget 1 %
     .venv/bin/python benchmarks/bench_select.py --n 100000      # quicker development run
 
-The pool has the learner's sizes (d = 256, C = 80, K = 4 MC samples per modality, float32,
-generated in chunks).  1 % of the rows are labelled, the rest form the pool, and ``ascmr`` selects
-``--budget`` (1 %) of the pool.  For scale, the same process times a plain (N_pool, d) x (d, budget)
-float32 matmul (in row chunks, the result discarded) and a straightforward greedy core-set (k-center
-greedy on mu_z; its two parts are timed on a slice and extrapolated linearly, see below).
+Three figures in one run, each with its peak RSS:
+
+1. ``pairlab select`` itself (unless ``--no-pipeline``): a workspace of N pairs imported from a synthetic
+   clustered features file (``bench_scale.synthetic_pool``: 1 % labelled, 2 % test), a model trained by
+   ``pairlab train --epochs 1``, then ``pairlab select --strategy ascmr --budget <1 % of the pool>`` in a
+   fresh process, timed from outside (wall, start-up included) with the ``select_seconds`` the round
+   records and the child's own peak RSS (VmHWM). This is the path an operator runs: memory-mapped
+   features, batched inference with the configured MC samples, streamed scoring.
+2. The strategy on ready-made arrays (the "in-memory" figure): the learner's sizes (d = 256, C = 80,
+   K = 4 MC samples per modality, float32, generated in chunks), 1 % labelled, ``ascmr`` selecting
+   ``--budget`` (1 %) of the pool; peak RSS of this process after it.
+3. For scale, a plain (N_pool, d) x (d, budget) float32 matmul (in row chunks, the result discarded)
+   and a straightforward greedy core-set (k-center greedy on mu_z; its two parts are timed on a slice
+   and extrapolated linearly, see below).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,6 +41,40 @@ from learner.selection.density import greedy_coreset  # noqa: E402
 from learner.selection.scoring import fused_means  # noqa: E402
 
 CHUNK = 65536
+
+
+def pipeline_figure(n: int, folder: Path, seed: int, workspace: str | None) -> float:
+    """Build a workspace of n pairs (or reuse ``workspace``, e.g. one kept by ``bench_scale.py --keep``),
+    train one epoch, time ``pairlab select``; its wall seconds."""
+    import json
+
+    from sqlalchemy import select
+
+    from benchmarks.bench_scale import run_step, synthetic_pool
+    from storage.models import Round
+    from storage.store import open_store
+
+    ws, source = Path(workspace) if workspace else folder / "ws", folder / "pool.npz"
+    if workspace is None:
+        synthetic_pool(source, n, image_dim=256, text_dim=128, classes=20, groups=200, labelled=0.01, test=0.02,
+                       seed=seed)
+        for name, argv in (("init", ["init", str(ws)]),
+                           ("import", ["import", str(ws), str(source), "--format", "features"]),
+                           ("train --epochs 1", ["train", str(ws), "--epochs", "1"])):
+            if run_step(name, argv)["rc"] != 0:
+                raise SystemExit(f"pairlab {name} failed")
+        source.unlink()
+    budget = max(1, round(0.01 * n * 0.97))
+    row = run_step(f"pairlab select ascmr --budget {budget}",
+                   ["select", str(ws), "--strategy", "ascmr", "--budget", str(budget)])
+    store = open_store(ws)
+    with store.db.read() as s:
+        params = s.scalar(select(Round.params).order_by(Round.number.desc()).limit(1))
+    store.close()
+    print(f"pairlab select (the whole run_selection path) on {n} pairs: {row['wall_s']:.2f} s wall in a fresh "
+          f"process ({params['select_seconds']:.2f} s inside run_selection), peak RSS {row['peak_rss_mib']:.0f} MiB; "
+          + json.dumps({k: params[k] for k in ("selected_by", "budget")}), flush=True)
+    return row["wall_s"]
 
 
 def synthetic_outputs(n: int, d: int, c: int, k: int, seed: int) -> InferenceOutputs:
@@ -68,8 +113,17 @@ def main() -> None:
                         help="labelled rows the core-set's nearest-labelled search is timed on")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads (default: library)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                        help="skip the 'pairlab select' figure (workspace, training, select)")
+    parser.add_argument("--folder", help="where the pipeline workspace goes (default: a temporary folder)")
+    parser.add_argument("--workspace", help="time 'pairlab select' on this existing workspace (with a model) "
+                                            "instead of building one")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="  [log] %(message)s")
+    t_pipeline = None
+    if args.pipeline:
+        with tempfile.TemporaryDirectory(dir=args.folder, prefix="bench-select-") as folder:
+            t_pipeline = pipeline_figure(args.n, Path(folder), args.seed, args.workspace)
     logging.getLogger("learner.selection").setLevel(logging.DEBUG)
 
     t0 = time.perf_counter()
@@ -86,7 +140,10 @@ def main() -> None:
         selection = get_strategy("ascmr").query(outputs, pool, labelled, budget, seed=args.seed)
         t_ascmr, cpu = time.perf_counter() - t, time.process_time() - cpu
         print(f"scoring + ascmr select {budget} of {len(pool)}: {t_ascmr:.2f} s wall, {cpu:.2f} s CPU "
-              f"({len(selection.indices)} picked from {len({e['cluster'] for e in selection.explanation})} clusters)")
+              f"({len(selection.indices)} picked from {len({e['cluster'] for e in selection.explanation})} clusters); "
+              f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        if t_pipeline is not None:
+            print(f"pairlab select / in-memory ascmr = {t_pipeline / t_ascmr:.2f}")
 
         x = fused_means(outputs, np.concatenate([pool, labelled]))
         w = np.random.default_rng(0).standard_normal((args.d, budget), dtype=np.float32)
@@ -95,7 +152,8 @@ def main() -> None:
             x[s:s + 4096] @ w
         t_mm = time.perf_counter() - t
         print(f"plain matmul ({len(pool)}, {args.d}) x ({args.d}, {budget}) float32: {t_mm:.2f} s; "
-              f"ascmr / matmul = {t_ascmr / t_mm:.2f}")
+              f"ascmr / matmul = {t_ascmr / t_mm:.2f}"
+              + (f"; pairlab select / matmul = {t_pipeline / t_mm:.2f}" if t_pipeline is not None else ""))
 
         # k-center greedy = one nearest-labelled search (O(N |L| d)) + one O(N d) pass per pick.  The
         # search is timed against a sample of the labelled rows and scaled by |L| (it is linear in

@@ -8,6 +8,7 @@ and the global torch RNG is left untouched.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,67 @@ def _set_dropout(model: nn.Module, active: bool) -> None:
             module.train(active)
 
 
+def iter_infer(
+    model: CrossModalModel,
+    image_features: np.ndarray,
+    text_features: np.ndarray,
+    *,
+    mc_samples: int = _DEFAULTS.mc_samples,
+    dropout_samples: int = 0,
+    batch_size: int = _DEFAULTS.batch_size,
+    seed: int = 0,
+) -> Iterator[InferenceOutputs]:
+    """Model outputs of N pairs, one batch of ``batch_size`` rows at a time, in row order.
+
+    image_features (N, Di), text_features (N, Dt): anything with ``shape`` whose row slices are float
+    arrays - a memory-mapped matrix or a row view of one (``FeatureRows``) - so only one batch of
+    features and outputs is in memory at a time. The batches of one call draw from one seeded torch
+    stream, so they equal the rows of :func:`infer`; the global torch RNG is left untouched.
+    """
+    h = model.hparams
+    if len(image_features.shape) != 2 or image_features.shape[1] != h["image_dim"]:
+        raise ValueError(f"image_features: expected (N, {h['image_dim']}), got {image_features.shape}")
+    n = image_features.shape[0]
+    if tuple(text_features.shape) != (n, h["text_dim"]):
+        raise ValueError(f"text_features: expected ({n}, {h['text_dim']}), got {text_features.shape}")
+    InferenceConfig(mc_samples=mc_samples, dropout_samples=dropout_samples, batch_size=batch_size)   # validates
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for s in range(0, n, batch_size):
+                xv = torch.from_numpy(np.ascontiguousarray(image_features[s:s + batch_size], dtype=np.float32))
+                xt = torch.from_numpy(np.ascontiguousarray(text_features[s:s + batch_size], dtype=np.float32))
+                yield _infer_batch(model, xv, xt, mc_samples, dropout_samples)
+    finally:
+        model.train(was_training)
+
+
+def _infer_batch(model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, mc_samples: int,
+                 dropout_samples: int) -> InferenceOutputs:
+    out = model(xv, xt)
+    b = xv.shape[0]
+    arrays = {"mu_image": out.mu_image, "mu_text": out.mu_text,                     # (B, d)
+              "var_image": out.logvar_image.exp(), "var_text": out.logvar_text.exp(),
+              "probs_image": out.logits_image.sigmoid(), "probs_text": out.logits_text.sigmoid()}   # (B, C)
+    for m in ("image", "text"):
+        mu, logvar = getattr(out, f"mu_{m}"), getattr(out, f"logvar_{m}")
+        eps = torch.randn(b, mc_samples, mu.shape[1])                                    # (B, K, d)
+        z = mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps                   # (B, K, d)
+        arrays[f"mc_probs_{m}"] = model.classify(z).sigmoid()                           # (B, K, C)
+    if dropout_samples:
+        _set_dropout(model, True)
+        runs = []
+        for _ in range(dropout_samples):
+            o = model(xv, xt)
+            runs.append(0.5 * (o.logits_image.sigmoid() + o.logits_text.sigmoid()))   # (B, C)
+        _set_dropout(model, False)
+        arrays["dropout_probs"] = torch.stack(runs, dim=1)                              # (B, K', C)
+    return InferenceOutputs(**{k: v.numpy().astype(np.float32, copy=False) for k, v in arrays.items()},
+                            match_a=float(model.match_a.detach()), match_b=float(model.match_b.detach()))
+
+
 def infer(
     model: CrossModalModel,
     image_features: np.ndarray,
@@ -61,70 +123,34 @@ def infer(
     batch_size: int = _DEFAULTS.batch_size,
     seed: int = 0,
 ) -> InferenceOutputs:
-    """Model outputs for N pairs. image_features: (N, Di), text_features: (N, Dt), float32.
+    """Model outputs for N pairs, all rows at once (the batches of :func:`iter_infer`, concatenated).
 
+    image_features: (N, Di), text_features: (N, Dt), float32 (or row views, see ``iter_infer``);
     mc_samples, dropout_samples, batch_size: as in :class:`InferenceConfig` (dropout_samples 0
     gives ``dropout_probs=None``); seed for the sampling and dropout.
     """
+    batches = list(iter_infer(model, image_features, text_features, mc_samples=mc_samples,
+                              dropout_samples=dropout_samples, batch_size=batch_size, seed=seed))
+    if batches:
+        return concatenate_outputs(batches)
     h = model.hparams
-    if image_features.ndim != 2 or image_features.shape[1] != h["image_dim"]:
-        raise ValueError(f"image_features: expected (N, {h['image_dim']}), got {image_features.shape}")
-    n = image_features.shape[0]
-    if text_features.shape != (n, h["text_dim"]):
-        raise ValueError(f"text_features: expected ({n}, {h['text_dim']}), got {text_features.shape}")
-    InferenceConfig(mc_samples=mc_samples, dropout_samples=dropout_samples, batch_size=batch_size)   # validates
+    d, c = h["dim"], h["num_classes"]
+    empty = {k: np.zeros((0, d), np.float32) for k in ("mu_image", "mu_text", "var_image", "var_text")}
+    return InferenceOutputs(**empty, probs_image=np.zeros((0, c), np.float32), probs_text=np.zeros((0, c), np.float32),
+                            mc_probs_image=np.zeros((0, mc_samples, c), np.float32),
+                            mc_probs_text=np.zeros((0, mc_samples, c), np.float32),
+                            match_a=float(model.match_a.detach()), match_b=float(model.match_b.detach()),
+                            dropout_probs=np.zeros((0, dropout_samples, c), np.float32) if dropout_samples else None)
 
-    xv_all = torch.from_numpy(np.ascontiguousarray(image_features, dtype=np.float32))
-    xt_all = torch.from_numpy(np.ascontiguousarray(text_features, dtype=np.float32))
-    c = h["num_classes"]
-    keys = ("mu_image", "mu_text", "var_image", "var_text", "probs_image", "probs_text",
-            "mc_probs_image", "mc_probs_text", "dropout_probs")
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for s in range(0, n, batch_size):
-                xv, xt = xv_all[s:s + batch_size], xt_all[s:s + batch_size]
-                out = model(xv, xt)
-                b = xv.shape[0]
-                parts["mu_image"].append(out.mu_image)                       # (B, d)
-                parts["mu_text"].append(out.mu_text)                         # (B, d)
-                parts["var_image"].append(out.logvar_image.exp())            # (B, d)
-                parts["var_text"].append(out.logvar_text.exp())              # (B, d)
-                parts["probs_image"].append(out.logits_image.sigmoid())      # (B, C)
-                parts["probs_text"].append(out.logits_text.sigmoid())        # (B, C)
-                for m in ("image", "text"):
-                    mu, logvar = getattr(out, f"mu_{m}"), getattr(out, f"logvar_{m}")
-                    eps = torch.randn(b, mc_samples, mu.shape[1])                        # (B, K, d)
-                    z = mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps       # (B, K, d)
-                    parts[f"mc_probs_{m}"].append(model.classify(z).sigmoid())          # (B, K, C)
-                if dropout_samples:
-                    _set_dropout(model, True)
-                    runs = []
-                    for _ in range(dropout_samples):
-                        o = model(xv, xt)
-                        runs.append(0.5 * (o.logits_image.sigmoid() + o.logits_text.sigmoid()))   # (B, C)
-                    _set_dropout(model, False)
-                    parts["dropout_probs"].append(torch.stack(runs, dim=1))             # (B, K', C)
-    finally:
-        model.train(was_training)
 
-    def cat(key: str, empty_shape: tuple[int, ...]) -> np.ndarray:
-        if not parts[key]:
-            return np.zeros(empty_shape, dtype=np.float32)
-        return torch.cat(parts[key]).numpy().astype(np.float32, copy=False)
-
-    d = h["dim"]
-    return InferenceOutputs(
-        mu_image=cat("mu_image", (0, d)), mu_text=cat("mu_text", (0, d)),
-        var_image=cat("var_image", (0, d)), var_text=cat("var_text", (0, d)),
-        probs_image=cat("probs_image", (0, c)), probs_text=cat("probs_text", (0, c)),
-        mc_probs_image=cat("mc_probs_image", (0, mc_samples, c)), mc_probs_text=cat("mc_probs_text", (0, mc_samples, c)),
-        match_a=float(model.match_a.detach()), match_b=float(model.match_b.detach()),
-        dropout_probs=cat("dropout_probs", (0, dropout_samples, c)) if dropout_samples else None,
-    )
+def concatenate_outputs(batches: list[InferenceOutputs]) -> InferenceOutputs:
+    """The rows of several batches of outputs as one (same model, hence same match_a, match_b)."""
+    first = batches[0]
+    names = ("mu_image", "mu_text", "var_image", "var_text", "probs_image", "probs_text",
+             "mc_probs_image", "mc_probs_text")
+    arrays = {k: np.concatenate([getattr(b, k) for b in batches]) for k in names}
+    dropout = None if first.dropout_probs is None else np.concatenate([b.dropout_probs for b in batches])
+    return InferenceOutputs(**arrays, match_a=first.match_a, match_b=first.match_b, dropout_probs=dropout)
 
 
 def evaluate_model(model: CrossModalModel, image_features: np.ndarray, text_features: np.ndarray,

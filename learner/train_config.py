@@ -17,7 +17,10 @@ class TrainConfig:
                  after which training ends with the current epoch, 600: bounds the time on large
                  pools; Wikipedia-sized pools stop earlier), batch_size (pool batch, 512),
                  labelled_batch_size (128), min_steps_per_epoch (10: small labelled sets still get
-                 enough updates), patience (epochs without validation gain before stopping, 6),
+                 enough updates), max_steps_per_epoch (200: the step budget of one epoch; an epoch is
+                 ceil(pool / batch_size) steps of pool batches drawn from a cycling permutation, so
+                 pools above 200 x 512 = 102,400 pairs see a fresh sample of the pool each epoch and
+                 the per-epoch cost of the pairing loss stays bounded; smaller pools are unchanged), patience (epochs without validation gain before stopping, 6),
                  min_epochs (epochs trained before a model may be selected, 5: tiny validation
                  splits otherwise often pick an undertrained first epoch),
                  val_fraction (of the labelled pairs held out for early stopping, 0.2), seed (0).
@@ -55,6 +58,7 @@ class TrainConfig:
     batch_size: int = 512
     labelled_batch_size: int = 128
     min_steps_per_epoch: int = 10
+    max_steps_per_epoch: int = 200
     patience: int = 6
     min_epochs: int = 5
     val_fraction: float = 0.2
@@ -88,6 +92,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("dim", "hidden", "epochs", "max_steps", "batch_size", "labelled_batch_size", "min_steps_per_epoch",
+                    "max_steps_per_epoch",
                     "patience", "min_epochs", "knn_k", "bank_anchors", "match_samples",
                     "match_batch_size")
         for name in positive:
@@ -106,5 +111,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: at least one of {', '.join('use_' + t for t in terms)} must be True")
         if not 0.5 <= self.pseudo_threshold <= 1.0:
             raise ValueError(f"TrainConfig.pseudo_threshold: expected in [0.5, 1], got {self.pseudo_threshold}")
+        if self.max_steps_per_epoch < self.min_steps_per_epoch:
+            raise ValueError(f"TrainConfig.max_steps_per_epoch: expected >= min_steps_per_epoch "
+                             f"({self.min_steps_per_epoch}), got {self.max_steps_per_epoch}")
         if not isinstance(self.warm_start, bool):
             raise ValueError(f"TrainConfig.warm_start: expected True or False, got {self.warm_start!r}")

@@ -169,8 +169,9 @@ class _Epochs:
         self.pool_cycle = Cycler(split.pool, rng)
         self.lab_bs = min(config.labelled_batch_size, split.lab_train.size)
         self.pool_bs = min(config.batch_size, split.pool.size)
-        self.steps = max(math.ceil(split.pool.size / config.batch_size),
-                         math.ceil(split.lab_train.size / config.labelled_batch_size), config.min_steps_per_epoch)
+        self.steps = min(max(math.ceil(split.pool.size / config.batch_size),
+                             math.ceil(split.lab_train.size / config.labelled_batch_size), config.min_steps_per_epoch),
+                         config.max_steps_per_epoch)                                # the epoch's step budget
         is_lab = np.zeros(y.shape[0], dtype=bool)
         is_lab[split.lab_train] = True
         self.is_lab = torch.from_numpy(is_lab)                                       # (N,)

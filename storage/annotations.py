@@ -3,9 +3,11 @@
 Rules for the current label of a pair (DESIGN §2):
 - undone events are ignored (an ``undo`` event retracts the event it names);
 - the latest ``adjudicate`` event, if any, is final;
-- otherwise each annotator's latest ``submit`` (or ``import``) counts once; with one annotator that
-  is the label, with several a label is in when a strict majority chose it, and a tie on any label
-  or on the caption verdict marks the pair for review.
+- otherwise each annotator's latest ``submit`` counts once; with one annotator that is the label, with
+  several a label is in when a strict majority chose it, and a tie on any label or on the caption
+  verdict marks the pair for review;
+- labels given at import count only while no person has submitted the pair: the import (the
+  ``system`` user) is never one of the voters, so it never disagrees with a human.
 """
 from __future__ import annotations
 
@@ -84,6 +86,8 @@ def derive_label(pair_id: int, events: Sequence[EventRow], comments: Sequence[st
     for e in live:
         if e.kind in LABELLING_KINDS:
             latest[e.user] = e
+    if any(e.kind == "submit" for e in latest.values()):  # people have labelled it: the import is no vote
+        latest = {user: e for user, e in latest.items() if e.kind == "submit"}
     if not latest:
         return CurrentLabel(labels=None, status="unlabelled", verdict=None, annotators=(),
                             agreement=None, **common)
@@ -121,7 +125,8 @@ def record_event(session: Session, *, pair_id: int, user_id: int, kind: str, lab
                  undoes_id: int | None = None) -> Event:
     """Append one event after checking kind, verdict, labels against the vocabulary, and the comment
     against the text rule (``storage.text``: no NUL or other control character but tab, newline and
-    carriage return; a ``PairlabError`` naming ``comment``, so the page shows it and keeps the text)."""
+    carriage return; a ``PairlabError`` naming ``comment``, so the page shows it and keeps the text), and
+    refresh the pair's materialised state (``storage.pair_state``) in the same transaction."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"event kind {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
     if verdict is not None and verdict not in VERDICTS:
@@ -143,6 +148,9 @@ def record_event(session: Session, *, pair_id: int, user_id: int, kind: str, lab
                   comment=comment or None, round_id=round_id, undoes_id=undoes_id)
     session.add(event)
     session.flush()
+    from storage.pair_state import refresh_pair_states  # that module derives from this one's events
+
+    refresh_pair_states(session, [pair_id])  # the materialised state changes in the event's transaction
     return event
 
 
@@ -170,15 +178,30 @@ def _rows(session: Session, pair_ids: Iterable[int] | None) -> Iterator[tuple[in
         yield pid, row, comment
 
 
-def current_labels(session: Session, pair_ids: Iterable[int] | None = None) -> Iterator[CurrentLabel]:
-    """Stream the derived labels of the pairs that have events, in pair-id order."""
+def pair_events(session: Session, pair_ids: Iterable[int] | None = None) -> Iterator[tuple[int, list[EventRow], list[str]]]:
+    """Each pair that has events, in pair-id order: its events in id order and its live comments."""
     for pid, group in groupby(_rows(session, pair_ids), key=lambda r: r[0]):
         rows = list(group)
         undone = {r[1].undoes_id for r in rows if r[1].kind == "undo"}
-        comments = [c for _, e, c in rows if c and e.id not in undone]
-        yield derive_label(pid, [r[1] for r in rows], comments)
+        yield pid, [r[1] for r in rows], [c for _, e, c in rows if c and e.id not in undone]
+
+
+def current_labels(session: Session, pair_ids: Iterable[int] | None = None) -> Iterator[CurrentLabel]:
+    """Stream the labels derived from the event log of the pairs that have events, in pair-id order.
+
+    This replays the log; the pages and exporters read the materialised copy (``storage.pair_state``).
+    """
+    for pid, events, comments in pair_events(session, pair_ids):
+        yield derive_label(pid, events, comments)
+
+
+def latest_submits(events: Sequence[EventRow]) -> dict[str, EventRow]:
+    """Each annotator's latest live ``submit`` (imports and adjudications left out): the agreement votes."""
+    undone = {e.undoes_id for e in events if e.kind == "undo"}
+    return {e.user: e for e in events if e.kind == "submit" and e.id not in undone}
 
 
 def current_label(session: Session, pair_id: int) -> CurrentLabel:
+    """The label of one pair, derived from its events."""
     found = next(current_labels(session, [pair_id]), None)
     return found or derive_label(pair_id, [])

@@ -14,7 +14,7 @@ must be short, since every other writer waits for them. PostgreSQL has no busy s
 waits on the rows it locks.
 
 Schema changes: ``meta.schema_version`` says which schema a database has. Opening a workspace
-(``Database.upgrade_schema``) runs the ``MIGRATIONS`` from its version up to ``SCHEMA_VERSION`` in one
+(``Database.upgrade_schema``) runs the ``storage.migrations.MIGRATIONS`` from its version up to ``SCHEMA_VERSION`` in one
 write transaction, so a workspace made by an older pairlab opens, and a failed upgrade changes nothing.
 A database newer than this code is refused.
 """
@@ -25,15 +25,16 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from storage.errors import DatabaseBusyError, WorkspaceError
-from storage.models import SCHEMA_VERSION, Base, Job, Meta
+from storage.migrations import MIGRATIONS
+from storage.models import SCHEMA_VERSION, Base, Meta
 
 BUSY_TIMEOUT_MS = 1_000  # SQLite's own wait for a lock, per attempt (every statement, reads included)
 BUSY_RETRY_SECONDS = 30.0  # how long a write waits for the write lock in all
@@ -136,22 +137,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def _jobs_heartbeat_and_cancel(conn: Connection) -> None:
-    """Version 1 -> 2: ``jobs.heartbeat_at`` and ``jobs.cancel_requested_at``; ``jobs.status`` widened to 16
-    characters for ``cancelled`` (SQLite does not enforce lengths)."""
-    for name in ("heartbeat_at", "cancel_requested_at"):
-        column_type = Job.__table__.c[name].type.compile(dialect=conn.dialect)
-        conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {column_type}"))
-    if conn.dialect.name != "sqlite":
-        conn.execute(text("ALTER TABLE jobs ALTER COLUMN status TYPE VARCHAR(16)"))
-
-
-# MIGRATIONS[v] upgrades a database of schema version v to v + 1, inside the caller's write transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: _jobs_heartbeat_and_cancel,
-}
 
 
 def _is_busy(exc: OperationalError) -> bool:

@@ -44,6 +44,11 @@ class ConflictError(PairlabError):
     """A concurrent writer changed the same rows first (e.g. selected the same pair); running again helps."""
 
 
+class StaleLeaseError(ConflictError):
+    """An answer for a slot whose lease the person no longer holds (answered in another tab, expired, taken):
+    nothing was recorded; the workbench keeps the answer on screen."""
+
+
 class DatabaseBusyError(PairlabError):
     """The database stayed locked by other writers longer than the busy-retry bound; trying again later helps."""
 

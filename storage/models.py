@@ -2,17 +2,19 @@
 
 Annotation events are append-only: a correction, an undo or an adjudication is a new event, so
 nothing a person typed is ever lost. The current label of a pair is derived from its events
-(``storage.annotations``).
+(``storage.annotations``) and kept materialised in ``pair_states`` (``storage.pair_state``), updated in
+the transaction of each event, so the pages filter and page it in SQL instead of replaying the log.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2  # storage.db.MIGRATIONS upgrades older databases when a workspace opens
+SCHEMA_VERSION = 4  # storage.migrations.MIGRATIONS upgrades older databases when a workspace opens
 
 SPLITS = ("pool", "train", "val", "test")
 ROLES = ("annotator", "reviewer", "operator", "system")
@@ -79,7 +81,12 @@ class Pair(Base):
 
 
 class Round(Base):
-    """One selection round: the strategy, its settings and the model version it scored with."""
+    """One selection round: the strategy, its settings and the model version it scored with.
+
+    priority: claims take slots of the highest-priority open round first (``storage.queue``); a new round
+    gets its number, so the newest comes first until an operator says otherwise. closed_at: set when an
+    operator closes the round; its slots are never claimed again.
+    """
 
     __tablename__ = "rounds"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -90,6 +97,8 @@ class Round(Base):
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     selections: Mapped[list[Selection]] = relationship(back_populates="round", order_by="Selection.rank")
 
@@ -164,6 +173,40 @@ class Event(Base):
         return f"Event({self.id}, pair={self.pair_id}, {self.kind}, {self.labels})"
 
 
+class PairState(Base):
+    """The derived state of one pair that has events (``storage.annotations.derive_label``), materialised.
+
+    Written only by ``storage.pair_state.refresh_pair_states`` in the transaction that adds the pair's
+    events; ``pairlab rebuild-state`` recomputes it from the log. ``submit_votes``: the latest live
+    ``submit`` of each annotator as ``[labels, verdict]`` (the agreement statistics), ``submitters`` its length.
+    """
+
+    __tablename__ = "pair_states"
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    labels: Mapped[list[Any] | None] = mapped_column()
+    verdict: Mapped[str | None] = mapped_column(String(8))
+    annotators: Mapped[list[Any]] = mapped_column()
+    annotator_count: Mapped[int] = mapped_column(Integer)
+    agreement: Mapped[float | None] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(Boolean)
+    needs_review: Mapped[bool] = mapped_column(Boolean, index=True)
+    comments: Mapped[list[Any]] = mapped_column()
+    last_event_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    submit_votes: Mapped[list[Any]] = mapped_column()
+    submitters: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class PairStateLabel(Base):
+    """One label of a pair's current consensus (``PairState.labels``), for filtering by label in SQL."""
+
+    __tablename__ = "pair_state_labels"
+    __table_args__ = (PrimaryKeyConstraint("pair_id", "label"), Index("ix_pair_state_labels_label", "label", "pair_id"))
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pair_states.pair_id"))
+    label: Mapped[str] = mapped_column(String(200))
+
+
 class FeatureSet(Base):
     """A feature matrix on disk (``.npy``, memory-mapped) with the pair ids of its rows (``.ids.npy``)."""
 
@@ -216,3 +259,32 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.kind}, {self.status}, {self.progress:.0%})"
+
+
+class UserSession(Base):
+    """A signed-in browser session (``storage.sessions``): the token's public id, never the token itself.
+
+    A session counts while ``revoked_at`` is unset and ``expires_at`` is in the future.
+    """
+
+    __tablename__ = "user_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class LoginAttempt(Base):
+    """One sign-in attempt, for throttling per user name and per address (``storage.sessions``)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_name", "name", "created_at"),
+                      Index("ix_login_attempts_address", "address", "created_at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    address: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)

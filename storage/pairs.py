@@ -1,6 +1,7 @@
 """All pairs of a workspace as columns, for code that works on arrays (training, selection, search)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,11 @@ def all_pairs(session: Session) -> PairColumns:
                        np.array([r[3] for r in rows], dtype=object))
 
 
-def image_digests(session: Session) -> dict[int, str]:
-    """Pair id -> ``image_sha256`` of every pair (pairs that share an image share the digest)."""
-    return {pid: digest for pid, digest in session.execute(select(Pair.id, Pair.image_sha256))}
+def image_digests(session: Session, pair_ids: Sequence[int] | None = None) -> dict[int, str]:
+    """Pair id -> ``image_sha256`` of every pair, or of ``pair_ids`` (pairs that share an image share the digest)."""
+    if pair_ids is None:
+        return {pid: digest for pid, digest in session.execute(select(Pair.id, Pair.image_sha256))}
+    ids, out = [int(p) for p in pair_ids], {}
+    for start in range(0, len(ids), 500):
+        out.update(session.execute(select(Pair.id, Pair.image_sha256).where(Pair.id.in_(ids[start:start + 500]))).all())
+    return out

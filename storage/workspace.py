@@ -1,9 +1,9 @@
 """A workspace: a directory with ``pairlab.toml``, the database, features, models and exports (DESIGN §2).
 
 ``pairlab.toml`` is read here once per open. This module owns ``[database]``, ``[annotation]``,
-``[import]`` and ``[jobs]``; the learner's tables (``LEARNER_TABLES``) are passed through as plain tables and turned
-into the learner's frozen configs by ``app.services.settings`` (``storage`` never imports the
-learner). Any other table is refused. :func:`parse_table` is the one validator of a table against a
+``[import]``, ``[jobs]``, ``[auth]`` and ``[export]``; the learner's tables (``LEARNER_TABLES``) are passed through
+as plain tables and turned into the learner's frozen configs by ``app.services.settings`` (``storage``
+never imports the learner). Any other table is refused. :func:`parse_table` is the one validator of a table against a
 frozen dataclass, shared by both layers.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from storage.errors import InputError, WorkspaceError
 
 CONFIG_NAME = "pairlab.toml"
 DATABASE_ENV = "PAIRLAB_DATABASE_URL"
-STORAGE_TABLES = ("database", "annotation", "import", "jobs")
+STORAGE_TABLES = ("database", "annotation", "import", "jobs", "auth", "export")
 LEARNER_TABLES = ("encoders", "train", "selection", "inference")  # parsed by app.services.settings
 
 
@@ -40,17 +40,28 @@ class AnnotationConfig:
     """Queue settings.
 
     overlap: how many distinct annotators label each selected pair (1 = no overlap).
-    lease_minutes: how long a claimed pair stays reserved before it returns to the queue.
+    lease_minutes: how long a claimed pair stays reserved before it returns to the queue; the open
+    Annotate screen renews it (heartbeat) every third of that, so only a closed tab lets it expire.
+    suggest_min_map: the model's labels are suggested on Annotate only once its validation mAP
+    (``metrics["validation"]["avg"]``) reaches this; above 1 turns suggestions off.
+    premark_probability: a suggestion is pre-marked only when the model's probability for it is at
+    least this (shown but not marked below; 1.0 never pre-marks).
     """
 
     overlap: int = 1
     lease_minutes: float = 30.0
+    suggest_min_map: float = 0.5
+    premark_probability: float = 0.9
 
     def __post_init__(self) -> None:
         if self.overlap < 1:
             raise ValueError("overlap: must be >= 1")
         if self.lease_minutes <= 0:
             raise ValueError("lease_minutes: must be > 0")
+        if self.suggest_min_map < 0:
+            raise ValueError("suggest_min_map: must be >= 0")
+        if not 0 < self.premark_probability <= 1:
+            raise ValueError("premark_probability: must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,48 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Sign-in sessions and throttling (``storage.sessions``).
+
+    session_hours: how long a sign-in lasts (a reload, a new tab or a deep link keeps it meanwhile).
+    max_failures_per_user / max_failures_per_address: failed sign-ins within ``throttle_minutes`` after
+    which further attempts for that user name, or from that address, are refused until the window passes.
+    """
+
+    session_hours: float = 12.0
+    max_failures_per_user: int = 5
+    max_failures_per_address: int = 20
+    throttle_minutes: float = 15.0
+
+    def __post_init__(self) -> None:
+        for name in ("session_hours", "throttle_minutes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0")
+        for name in ("max_failures_per_user", "max_failures_per_address"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Where exported image references point (Label Studio export; DESIGN §7 Export).
+
+    image_root: write each image path relative to this folder (images outside it fail the export).
+    image_url: a prefix put before that relative path (URL-quoted), e.g. Label Studio's local-files
+    ``/data/local-files/?d=``; needs ``image_root``. Both unset: absolute paths.
+    """
+
+    image_root: str | None = None
+    image_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_url is not None and self.image_root is None:
+            raise ValueError("image_url: needs image_root (the folder the URL paths are relative to)")
+        if self.image_root is not None and not os.path.isabs(self.image_root):
+            raise ValueError(f"image_root: must be an absolute path, got {self.image_root!r}")
+
+
+@dataclass(frozen=True)
 class WorkspaceConfig:
     """The parsed ``pairlab.toml``.
 
@@ -94,6 +147,8 @@ class WorkspaceConfig:
     annotation: AnnotationConfig = AnnotationConfig()
     imports: ImportConfig = ImportConfig()
     jobs: JobsConfig = JobsConfig()
+    auth: AuthConfig = AuthConfig()
+    export: ExportConfig = ExportConfig()
     learner: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -212,6 +267,8 @@ def load_workspace(root: str | Path) -> Workspace:
         annotation=parse_table(AnnotationConfig, raw.get("annotation", {}), path=path, name="annotation"),
         imports=parse_table(ImportConfig, raw.get("import", {}), path=path, name="import"),
         jobs=parse_table(JobsConfig, raw.get("jobs", {}), path=path, name="jobs"),
+        auth=parse_table(AuthConfig, raw.get("auth", {}), path=path, name="auth"),
+        export=parse_table(ExportConfig, raw.get("export", {}), path=path, name="export"),
         learner={k: raw[k] for k in LEARNER_TABLES if k in raw},
     )
     return Workspace(root, config)
@@ -224,7 +281,11 @@ def write_config(root: Path, config: WorkspaceConfig) -> None:
         "annotation": asdict(config.annotation),
         "import": asdict(config.imports),
         "jobs": asdict(config.jobs),
+        "auth": asdict(config.auth),
     }
+    export = {k: v for k, v in asdict(config.export).items() if v is not None}
+    if export:
+        doc["export"] = export
     doc.update({k: v for k, v in config.learner.items() if v})
     tmp = root / (CONFIG_NAME + ".tmp")
     tmp.write_text("# pairlab workspace configuration\n" + tomli_w.dumps(doc), encoding="utf-8")

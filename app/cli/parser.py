@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from app.cli.verbs import (
-    cmd_demo, cmd_encode, cmd_evaluate, cmd_export, cmd_import, cmd_init, cmd_jobs_cancel, cmd_jobs_list, cmd_select,
-    cmd_serve, cmd_simulate, cmd_train, cmd_user_add, cmd_worker,
+    cmd_demo, cmd_encode, cmd_evaluate, cmd_export, cmd_import, cmd_init, cmd_jobs_cancel, cmd_jobs_list,
+    cmd_rebuild_state, cmd_select, cmd_serve, cmd_simulate, cmd_train, cmd_user_add, cmd_worker,
 )
 from storage.errors import PairlabError, one_line
 from storage.exporters import EXPORT_FORMATS
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workspace")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
     p.add_argument("--out", help="output file (default: WS/exports/pairlab.<ext>)")
+
+    p = verb("rebuild-state", cmd_rebuild_state, "recompute the materialised per-pair state from the event log")
+    p.add_argument("workspace")
 
     p = verb("user", None, "manage users")
     user_verbs = p.add_subparsers(dest="user_verb", required=True, metavar="ACTION")

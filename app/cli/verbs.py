@@ -2,7 +2,7 @@
 
 Errors a user can cause are raised as ``storage.errors.PairlabError``; ``app.cli.parser.main``
 prints them as one line. Each verb imports what it needs inside, so light verbs start fast: the
-storage-only verbs (``init``, ``import``, ``export``, ``user add``, ``jobs``) open the workspace with
+storage-only verbs (``init``, ``import``, ``export``, ``user add``, ``jobs``, ``rebuild-state``) open the workspace with
 ``storage.store.open_store``, which checks the table names and the storage tables of
 ``pairlab.toml`` in 0.4 s; every verb that runs the learner opens it with
 ``app.services.settings.open_workspace``, which validates the whole file (3.7 s with torch).
@@ -181,6 +181,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         close()
     log.info("wrote %d rows to %s", report.rows, report.path)
+    return 0
+
+
+def cmd_rebuild_state(args: argparse.Namespace) -> int:
+    from storage.pair_state import rebuild_pair_states
+    from storage.store import open_store
+
+    store = open_store(args.workspace)
+    with store.db.write() as s:
+        pairs = rebuild_pair_states(s)
+    log.info("rebuilt the state of %d pairs from the event log", pairs)
     return 0
 
 

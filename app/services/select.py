@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from app.services.data import TRAINING_SPLITS, LabelMatrix, feature_matrices, label_matrix, pair_table
+from app.services.data import TRAINING_SPLITS, LabelMatrix, feature_matrices, feature_rows, label_matrix, pair_table
 from app.services.models import cached_model, current_model, latest_model
 from app.services.progress import StepProgress, quiet
 from app.services.settings import encoder_choice, settings
-from learner.inference import InferenceConfig, infer
+from learner.inference import InferenceConfig, infer, iter_infer
 from learner.metrics import competence
-from learner.outputs import InferenceOutputs
+from learner.selection.ascmr import AscmrStrategy
+from learner.selection.streaming import stream_fused_means, stream_pool_scores
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
 from storage.errors import PairlabError
 from storage.model_versions import ModelVersionInfo, latest_validation_pairs, model_version_id
@@ -32,6 +33,7 @@ LABELLED_KINDS = ("import", "submit", "adjudicate")  # a pair that has labels is
 SUGGESTION_THRESHOLD = 0.5
 MAX_SUGGESTIONS = 5
 SUGGESTIONS_KEY = "suggested_labels"  # where a selection's explanation carries the model's predicted labels
+SUGGESTION_PROBABILITIES_KEY = "suggestion_probabilities"  # {label: probability} of its MAX_SUGGESTIONS likeliest
 
 
 @dataclass(frozen=True)
@@ -129,46 +131,71 @@ def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budge
 
 
 def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
-                   inference: InferenceConfig, progress: StepProgress) -> _Choice:
-    """Infer on the training pairs, let the strategy choose, attach suggestions.
+                   inference: InferenceConfig, progress: StepProgress, *, streamed: bool | None = None) -> _Choice:
+    """Infer on the pool and the covered training pairs, let the strategy choose, attach suggestions.
 
     Every training pair outside the pool is passed to the strategy as covered (its labelled set):
     the pairs labelled at import or by a person, and the pairs queued by an earlier round that are
     not annotated yet, so a batch never re-covers what is already on its way to the annotators.
+    The model's competence on the workspace's fixed validation pairs goes with it (``ascmr``'s mix).
+
+    Features stay memory-mapped (``feature_rows``). ``ascmr`` (``streamed``, the default for it) scores
+    the pool batch by batch as inference produces it (``learner.selection.streaming``): memory holds
+    one batch of outputs plus the pool's components and joint means. The other strategies read every
+    output at once (``infer``).
     """
     info = current_model(store)
     choice = encoder_choice(store)
     labels = label_matrix(store, table.ids)
-    rows = np.flatnonzero(np.isin(table.splits, TRAINING_SPLITS))                # pool is a subset
-    image, text = feature_matrices(store, table.ids[rows], choice)
+    covered = np.setdiff1d(np.flatnonzero(np.isin(table.splits, TRAINING_SPLITS)), pool)
+    image, text = feature_rows(store, table.ids, choice)
+    model = cached_model(info.path)
     progress(0.2, f"scoring {len(pool)} pairs with model v{info.version}")
-    outputs = infer(cached_model(info.path), image, text, mc_samples=inference.mc_samples,
-                    dropout_samples=inference.dropout_samples if query.name == "bald" else 0,
-                    batch_size=inference.batch_size, seed=seed)
-    outputs = replace(outputs, competence=_competence(store, table, rows, labels, outputs))
-    pool_pos = np.searchsorted(rows, pool)
-    labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
+    if streamed is None:
+        streamed = isinstance(query, AscmrStrategy)
+    skill = _competence(store, table, model, image, text, labels, inference.batch_size)
     try:
-        selection = query.query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+        if streamed:
+            rng = np.random.default_rng(seed)
+            batches = iter_infer(model, image.take(pool), text.take(pool), mc_samples=inference.mc_samples,
+                                 batch_size=inference.batch_size, seed=seed)
+            scored = stream_pool_scores(batches, len(pool), match_samples=query.config.match_samples, rng=rng)
+            mu_covered = stream_fused_means(iter_infer(model, image.take(covered), text.take(covered),
+                                                       mc_samples=0, batch_size=inference.batch_size))
+            selection = query.query_scored(scored, mu_covered, budget, rng, competence=skill)
+            chosen = pool[selection.indices]
+        else:
+            rows = np.union1d(pool, covered)
+            outputs = infer(model, image.take(rows), text.take(rows), mc_samples=inference.mc_samples,
+                            dropout_samples=inference.dropout_samples if query.name == "bald" else 0,
+                            batch_size=inference.batch_size, seed=seed)
+            outputs = replace(outputs, competence=skill)
+            pool_pos = np.searchsorted(rows, pool)
+            labelled_pos = np.setdiff1d(np.arange(len(rows)), pool_pos)
+            selection = query.query(outputs, pool_pos, labelled_pos, budget, seed=seed)
+            chosen = rows[selection.indices]
     except SelectionError as exc:
         raise PairlabError(f"select: {exc}") from None
-    joint = (outputs.probs_image + outputs.probs_text) / 2  # (n, C)
-    for item, pos in zip(selection.explanation, selection.indices):
-        item[SUGGESTIONS_KEY] = _suggestions(joint[pos], labels.vocabulary)
-    return _Choice(rows[selection.indices], _scores(selection.explanation), selection.explanation, query.name,
+    shown = infer(model, image.take(chosen), text.take(chosen), mc_samples=0, batch_size=inference.batch_size)
+    joint = (shown.probs_image + shown.probs_text) / 2  # (budget, C)
+    for item, probs in zip(selection.explanation, joint):
+        item[SUGGESTIONS_KEY] = _suggestions(probs, labels.vocabulary)
+        item[SUGGESTION_PROBABILITIES_KEY] = _likeliest(probs, labels.vocabulary)
+    return _Choice(chosen, _scores(selection.explanation), selection.explanation, query.name,
                    {"encoders": choice.names(), **selection.params, "model_version": info.version}, info)
 
 
-def _competence(store: Store, table: PairColumns, rows: np.ndarray, labels: LabelMatrix,
-                outputs: InferenceOutputs) -> float | None:
+def _competence(store: Store, table: PairColumns, model, image, text, labels: LabelMatrix,
+                batch_size: int) -> float | None:
     """``learner.metrics.competence`` of the model on the workspace's fixed validation pairs (those the
-    latest version held out), None without at least 2 of them among ``rows``."""
+    latest version held out and that still carry labels); None with fewer than 2."""
     with store.db.read() as s:
         held_out = latest_validation_pairs(s) or []
-    ids = table.ids[rows]
-    val = np.flatnonzero(np.isin(ids, held_out) & labels.labelled[rows])
-    joint = (outputs.probs_image[val] + outputs.probs_text[val]) / 2
-    return competence(joint, labels.labels[rows][val])
+    val = np.flatnonzero(np.isin(table.ids, held_out) & labels.labelled)
+    if len(val) < 2:
+        return None
+    outputs = infer(model, image.take(val), text.take(val), mc_samples=0, batch_size=batch_size)
+    return competence((outputs.probs_image + outputs.probs_text) / 2, labels.labels[val])
 
 
 def _scores(explanation: list[dict[str, Any]]) -> np.ndarray:
@@ -179,6 +206,12 @@ def _suggestions(probs: np.ndarray, vocabulary: Sequence[str]) -> list[str]:
     """The most probable labels (at most ``MAX_SUGGESTIONS``) whose probability passes the threshold."""
     top = np.argsort(-probs, kind="stable")[:MAX_SUGGESTIONS]
     return [vocabulary[j] for j in top if probs[j] >= SUGGESTION_THRESHOLD]
+
+
+def _likeliest(probs: np.ndarray, vocabulary: Sequence[str]) -> dict[str, float]:
+    """The ``MAX_SUGGESTIONS`` most probable labels with their probability (4 decimals), likeliest first."""
+    top = np.argsort(-probs, kind="stable")[:MAX_SUGGESTIONS]
+    return {vocabulary[j]: round(float(probs[j]), 4) for j in top}
 
 
 def _record_round(store: Store, strategy: str, table: PairColumns, choice: _Choice, params: dict[str, Any],

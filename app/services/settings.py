@@ -1,8 +1,8 @@
 """The workspace's one configuration object, :class:`Settings`: ``pairlab.toml`` parsed and validated once.
 
 ``storage.workspace`` reads the file, refuses unknown tables and parses the tables it owns
-(``[database]``, ``[annotation]``, ``[import]``, ``[jobs]``). Here the learner's tables become the learner's
-frozen configs through the same validator (``storage.workspace.parse_table``): ``[encoders]`` ->
+(``[database]``, ``[annotation]``, ``[import]``, ``[jobs]``, ``[auth]``, ``[export]``). Here the learner's
+tables become the learner's frozen configs through the same validator (``storage.workspace.parse_table``): ``[encoders]`` ->
 :class:`EncoderSettings`, ``[train]`` -> ``TrainConfig`` (``warm_start`` included),
 ``[selection.<strategy>]`` -> that strategy's config, ``[inference]`` -> ``InferenceConfig``.
 Every error names the file, the table and the key. :func:`open_workspace` opens a store and
@@ -25,7 +25,8 @@ from learner.training import TrainConfig
 from storage.errors import InputError
 from storage.features import PRECOMPUTED, list_features
 from storage.store import Store, open_store
-from storage.workspace import AnnotationConfig, ImportConfig, JobsConfig, Workspace, parse_table
+from storage.workspace import AnnotationConfig, AuthConfig, ExportConfig, ImportConfig, JobsConfig, Workspace, \
+    parse_table
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Settings:
     annotation: AnnotationConfig
     imports: ImportConfig
     jobs: JobsConfig = JobsConfig()
+    auth: AuthConfig = AuthConfig()
+    export: ExportConfig = ExportConfig()
     encoders: EncoderSettings = EncoderSettings()
     train: TrainConfig = TrainConfig()
     selection: Mapping[str, Any] = field(default_factory=dict)
@@ -108,6 +111,8 @@ def parse_settings(workspace: Workspace) -> Settings:
         annotation=workspace.config.annotation,
         imports=workspace.config.imports,
         jobs=workspace.config.jobs,
+        auth=workspace.config.auth,
+        export=workspace.config.export,
         encoders=parse_table(EncoderSettings, tables.get("encoders", {}), path=path, name="encoders"),
         train=parse_table(TrainConfig, tables.get("train", {}), path=path, name="train"),
         selection=configs,

@@ -126,6 +126,7 @@ def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int
     result = train_model(image, text, labels, labelled, config, init_model=init,
                          validation=np.searchsorted(table.ids[rows], held_out),
                          progress=lambda f, m: progress(0.95 * f, m))
+    del image, text  # (N, Di + Dt) in memory: gone before the embeddings of every pair are computed below
     metrics: dict[str, Any] = {"validation": dict(result.best_metrics), "seconds": round(result.seconds, 2),
                                "best_epoch": result.best_epoch, "validation_pairs": len(result.val_rows)}
     test = _labelled_rows(table, everything, "test")

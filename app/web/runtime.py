@@ -7,10 +7,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.services import users
 from app.services.settings import open_workspace
-from app.web import state
+from app.web import session_cookie, state
 from storage.errors import NotFoundError, WorkspaceError
-from storage.models import utcnow
+from storage.sessions import SignedIn
 from storage.store import Store
 from storage.users import PERMISSIONS, UserInfo, get_user
 
@@ -49,14 +50,46 @@ def current_user() -> UserInfo | None:
     return st.session_state.get(state.USER)
 
 
-def sign_in(user: UserInfo) -> None:
-    st.session_state[state.USER] = user
-    st.session_state[state.SESSION_STARTED] = utcnow()
+def client_address() -> str | None:
+    """The browser's address as Streamlit saw the connection (None on the loopback address); a proxy in
+    front of the server makes every browser share the proxy's address, and throttling then counts them
+    together."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None  # Streamlit's AppTest answers with a mock
 
 
-def sign_out() -> None:
+def sign_in(signed_in: SignedIn) -> None:
+    st.session_state[state.USER] = signed_in.user
+    st.session_state[state.SESSION_STARTED] = signed_in.started_at
+    st.session_state[state.SESSION_TOKEN] = signed_in.token
+    st.session_state[state.SESSION_EXPIRES] = signed_in.expires_at
+
+
+def sign_out(store: Store) -> None:
+    """Revoke this session's token (every tab holding it is signed out) and forget the session state."""
+    users.sign_out(store, st.session_state.get(state.SESSION_TOKEN))
     for key in list(st.session_state.keys()):
         del st.session_state[key]
+
+
+def restore_session(store: Store) -> None:
+    """Check the session on every run: a signed-in session whose token was revoked (signed out in another
+    tab) or expired ends; a signed-out one resumes from the browser's cookie (a reload, a new tab, a deep
+    link). Then the cookie is written to match. One indexed lookup per run."""
+    token = st.session_state.get(state.SESSION_TOKEN)
+    if current_user() is not None and token is None:
+        return  # signed in by a test harness without a token: nothing to check
+    found = users.resume_session(store, token or session_cookie.token_from_browser())
+    if found is None:
+        for key in (state.USER, state.SESSION_STARTED, state.SESSION_TOKEN, state.SESSION_EXPIRES):
+            st.session_state.pop(key, None)
+    elif found.token != token or found.user != current_user():
+        sign_in(found)
+
+
+def sync_cookie() -> None:
+    """Write the browser's session cookie (the token while signed in, cleared otherwise)."""
+    session_cookie.write(st.session_state.get(state.SESSION_TOKEN), st.session_state.get(state.SESSION_EXPIRES))
 
 
 def auto_login_allowed(server_address: str | None) -> bool:
@@ -76,9 +109,11 @@ def try_auto_login(store: Store) -> None:
         return
     try:
         with store.db.read() as s:
-            sign_in(get_user(s, name))
+            user = get_user(s, name)
     except NotFoundError:
         log.warning("ignoring %s: no user %r", AUTO_LOGIN_ENV, name)
+        return
+    sign_in(users.start_session(store, user, address=client_address()))
 
 
 def allowed(user: UserInfo | None, action: str) -> bool:

@@ -7,17 +7,20 @@ from __future__ import annotations
 # Sign-in
 USER = "pairlab.user"  # storage.users.UserInfo of the signed-in user
 SESSION_STARTED = "pairlab.session_started"  # naive UTC datetime of sign-in, for "this session" throughput
+SESSION_TOKEN = "pairlab.session_token"  # the signed session token (storage.sessions), also in the browser cookie
+SESSION_EXPIRES = "pairlab.session_expires"  # naive UTC datetime the session ends
 FLASH = "pairlab.flash"  # (level, message) shown once after the next rerun
 LOGIN_NAME = "login.name"
 LOGIN_PASSWORD = "login.password"
 
-# Annotate (the ones marked per item are prefixes for ``item_key``)
-ANN_SUGGEST = "annotate.suggest"  # toggle: pre-mark the model's suggested labels
-ANN_SELECTED = "annotate.selected"  # per item: list of label names currently marked
-ANN_FILTER = "annotate.filter"  # per item: label search box
-ANN_PILLS = "annotate.pills"  # per item and filter: the pills widget
-ANN_VERDICT = "annotate.verdict"  # per item
-ANN_COMMENT = "annotate.comment"  # per item
+# Annotate: the screen is held in session state, so a rerun without an action touches no database row
+ANN_ACTIVE = "annotate.active"  # True once the person asked to annotate (visiting the page claims nothing)
+ANN_CLAIM = "annotate.claim"  # storage.queue.Claim on screen, or None when the queue was empty
+ANN_ANSWER = "annotate.answer"  # app.web.annotator.Answer the widget starts from (pre-marks, a refused or undone answer)
+ANN_SUGGESTIONS = "annotate.suggestions"  # app.services.annotate.Suggestion list of the claim on screen
+ANN_REVISION = "annotate.revision"  # int, bumped whenever the widget must start over (see screen_token)
+ANN_RENEWED_AT = "annotate.renewed_at"  # time.monotonic() of the last claim or lease renewal
+ANN_WIDGET = "annotate.widget"  # key of the annotation widget (its "action" trigger)
 
 # Review
 REVIEW_PAIR = "review.pair"
@@ -33,10 +36,12 @@ ROUNDS_OVERLAP = "rounds.overlap"
 ROUNDS_SEED = "rounds.seed"
 ROUNDS_JOB = "rounds.job_id"  # the job this session launched last and is watching
 ROUNDS_WARM_START = "rounds.warm_start"
+ROUNDS_CONTROL = "rounds.control"  # the round whose priority is set or that is closed
 
 # Export
 EXPORT_FORMAT = "export.format"
 EXPORT_JOB = "export.job_id"
+EXPORT_EARLIER = "export.earlier"  # per job: the download button of an earlier export
 
 # Explore
 EXPLORE_LABELS = "explore.labels"
@@ -44,6 +49,7 @@ EXPLORE_STATUS = "explore.status"
 EXPLORE_ROUND = "explore.round"
 EXPLORE_SPLIT = "explore.split"
 EXPLORE_PAIR = "explore.pair"
+EXPLORE_PAGE = "explore.page"
 EXPLORE_QUERY = "explore.query"
 
 # Users

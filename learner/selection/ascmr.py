@@ -13,13 +13,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from learner.selection.base import ConfiguredStrategy, Selection, seed_int
+from learner.selection.base import ConfiguredStrategy, EmptyPoolError, PoolTooSmallError, Selection, seed_int
 from learner.selection.density import (
     cluster_coverage, cluster_embeddings, cluster_weights, greedy_select, largest_remainder, max_similarity,
     semantic_density,
 )
 from learner.selection.scoring import (
-    CHUNK_ROWS, COMPONENTS, InformativenessWeights, fused_means, informativeness, pool_scores, rank01,
+    CHUNK_ROWS, COMPONENTS, InformativenessWeights, PoolScores, fused_means, informativeness, pool_scores, rank01,
 )
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,30 @@ class AscmrStrategy(ConfiguredStrategy):
                              n_jobs=cfg.n_jobs or os.cpu_count() or 1)
         mu_l = fused_means(outputs, labelled, chunk_size=cfg.chunk_size)
         clock.lap("scoring")
+        return self._allocate(scored, mu_l, pool, n, rng, clock, outputs.competence)
+
+    def query_scored(self, scored: PoolScores, mu_labelled: np.ndarray, n: int, rng: np.random.Generator, *,
+                     competence: float | None = None) -> Selection:
+        """Steps 2-6 on a pool scored elsewhere, batch by batch (``learner.selection.streaming``).
+
+        scored: components and mu_z of the n_pool pool pairs; mu_labelled: (m, d) fused means of the
+        labelled pairs; rng: the generator that drew the scoring's match noise, so the result equals
+        ``query`` on the same outputs with the same seed.  Selection indices are pool positions.
+        competence: as ``InferenceOutputs.competence`` (the mixing weight's input).
+        """
+        n_pool = len(scored.mu_z)
+        if n_pool == 0:
+            raise EmptyPoolError("pool_indices: the pool is empty; nothing left to select")
+        if not 1 <= n <= n_pool:
+            raise PoolTooSmallError(f"n: budget {n} exceeds the pool size {n_pool}")
+        with threadpool_limits(limits=1, user_api="blas"):
+            selection = self._allocate(scored, mu_labelled, np.arange(n_pool), n, rng, _PhaseClock(), competence)
+        self.last_scores = selection.scores
+        return selection
+
+    def _allocate(self, scored: PoolScores, mu_l: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generator,
+                  clock: _PhaseClock, competence: float | None) -> Selection:
+        cfg = self.config
         n_clusters = min(len(pool), cfg.n_clusters or min(n, cfg.max_clusters))
         clusters, clusters_l = cluster_embeddings(scored.mu_z, mu_l, n_clusters=n_clusters, seed=seed_int(rng))
         clock.lap("clustering")
@@ -177,7 +201,7 @@ class AscmrStrategy(ConfiguredStrategy):
         rho = semantic_density(scored.mu_z, k=cfg.k, clusters=None if exact else clusters,
                                max_reference=None if exact else cfg.max_reference, seed=seed_int(rng))
         components = {**scored.components, "density": rho}
-        alpha = mixing_weight(cfg, outputs.competence)
+        alpha = mixing_weight(cfg, competence)
         info, coverage_part, uncertainty_part = mixed_informativeness(components, cfg.weights, alpha)
         clock.lap("density+informativeness")
         sim_l = (max_similarity(scored.mu_z, mu_l) if exact else
@@ -193,7 +217,7 @@ class AscmrStrategy(ConfiguredStrategy):
         explanation = [
             {"index": int(pool[p]), "order": i, "rank": int(rank[p]), "score": float(v),
              "informativeness": float(info[p]), "max_similarity": float(s),
-             "mixing_weight": alpha, "competence": outputs.competence,
+             "mixing_weight": alpha, "competence": competence,
              "coverage_part": float(coverage_part[p]), "uncertainty_part": float(uncertainty_part[p]),
              "cluster": int(clusters[p]), "cluster_budget": int(budget[clusters[p]]),
              "cluster_coverage": float(coverage[clusters[p]]),

@@ -11,14 +11,16 @@ product is a cosine similarity:
 4. :func:`greedy_select` - inside each cluster, argmax_i I_i - lambda * max_{j in S u L} sim(i, j).
 
 :func:`greedy_coreset` is the k-center greedy baseline (Sener & Savarese, ICLR 2018, Alg. 1).
-kNN and clustering go through scikit-learn; nothing here is hand-rolled.
+kNN goes through ``learner.selection.knn`` (faiss from 50k query rows when installed, else
+scikit-learn), clustering through scikit-learn; nothing here is hand-rolled.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
-from sklearn.metrics import pairwise_distances_argmin, pairwise_distances_argmin_min
-from sklearn.neighbors import NearestNeighbors
+from sklearn.metrics import pairwise_distances_argmin_min
+
+from learner.selection.knn import cosine_neighbours, nearest_centre, nearest_cosine
 
 
 def _groups(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
@@ -56,8 +58,7 @@ def semantic_density(x: np.ndarray, *, k: int = 10, clusters: np.ndarray | None 
             ref = np.sort(rng.choice(m, size=max_reference, replace=False))
             kc = max(1, min(k, round(k * max_reference / m)))
         xc = x[members]
-        nn = NearestNeighbors(n_neighbors=kc + 1, algorithm="brute", metric="cosine").fit(xc[ref])
-        dist, nbr = nn.kneighbors(xc)                                              # (m, kc + 1)
+        dist, nbr = cosine_neighbours(xc[ref], xc, kc + 1, pass_rows=n)             # (m, kc + 1)
         is_self = ref[nbr] == np.arange(m)[:, None]
         drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), kc)           # self, else farthest
         keep = np.ones(dist.shape, dtype=bool)
@@ -73,7 +74,7 @@ def cluster_embeddings(x: np.ndarray, others: np.ndarray, *, n_clusters: int, se
     x: (n, d) pool embeddings; others: (m, d) e.g. labelled embeddings (m may be 0).
     The model (k-means++ initialisation) is fitted in float64 on a seeded random subsample of
     max(fit_size, 40 n_clusters) rows (capped at n); every row is then assigned to its nearest
-    centroid with scikit-learn's chunked float32 argmin, O(n n_clusters d).
+    centroid (``knn.nearest_centre``), O(n n_clusters d).
     Returns (pool labels (n,), other labels (m,)), int64 in [0, n_clusters).
     """
     n = x.shape[0]
@@ -87,7 +88,7 @@ def cluster_embeddings(x: np.ndarray, others: np.ndarray, *, n_clusters: int, se
     def assign(rows: np.ndarray) -> np.ndarray:
         if len(rows) == 0:
             return np.zeros(0, dtype=np.int64)
-        return pairwise_distances_argmin(rows, centres).astype(np.int64)
+        return nearest_centre(rows, centres)
 
     return assign(x), assign(others)
 
@@ -109,8 +110,7 @@ def max_similarity(x: np.ndarray, ref: np.ndarray, *, x_clusters: np.ndarray | N
         pairs = zip(_groups(x_clusters, n_clusters), _groups(ref_clusters, n_clusters))
     for xi, ri in pairs:
         if len(xi) and len(ri):
-            _, dist = pairwise_distances_argmin_min(x[xi], ref[ri], metric="cosine")
-            out[xi] = np.maximum(1 - dist, 0)
+            out[xi] = np.maximum(1 - nearest_cosine(x[xi], ref[ri], pass_rows=x.shape[0]), 0)
     return out
 
 

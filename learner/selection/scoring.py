@@ -284,19 +284,22 @@ def fused_means(outputs: InferenceOutputs, rows: np.ndarray, *, chunk_size: int 
 
 
 def pool_scores(outputs: InferenceOutputs, rows: np.ndarray, *, match_samples: int = 7,
-                seed: int | np.random.Generator = 0, chunk_size: int = CHUNK_ROWS, n_jobs: int = 1) -> PoolScores:
+                seed: int | np.random.Generator = 0, chunk_size: int = CHUNK_ROWS, n_jobs: int = 1,
+                noise: tuple[np.ndarray, np.ndarray] | None = None) -> PoolScores:
     """Every informativeness component of ``outputs`` rows, computed in chunks of rows.
 
     rows: (n_pool,) row indices into ``outputs``.  Arrays are gathered ``chunk_size`` rows at a
     time, so memory stays O(chunk_size * K * C) beyond the outputs; ``n_jobs`` threads score
     chunks concurrently (numpy releases the GIL; the result does not depend on n_jobs or
     chunk_size).  If the outputs carry no embedding samples (K = 0), the entropies use the
-    deterministic branch probabilities and the mutual information is 0.
+    deterministic branch probabilities and the mutual information is 0.  ``noise``: the
+    :func:`match_noise` draws to use instead of drawing them from ``seed`` (a pool scored batch by
+    batch, :func:`learner.selection.streaming.stream_pool_scores`, shares one draw).
     """
     n, d = len(rows), outputs.mu_image.shape[1]
     comps = {name: np.empty(n, dtype=np.float64) for name in COMPONENTS}
     mu_z = np.empty((n, d), dtype=np.float32)
-    noise_image, noise_text = match_noise(match_samples, d, seed=seed)
+    noise_image, noise_text = noise if noise is not None else match_noise(match_samples, d, seed=seed)
 
     def score_chunk(start: int) -> None:
         r = rows[start:start + chunk_size]

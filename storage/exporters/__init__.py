@@ -1,7 +1,7 @@
 """Exporters (DESIGN §7 Export, §8 ``pairlab export``): jsonl, csv, coco, label-studio and npz.
 
 Every export is streamed: pairs are read in batches (``yield_per``) with their current labels
-(``storage.annotations.current_labels``) and written as they come, to a temporary file in the target
+(the materialised ``storage.pair_state``) and written as they come, to a temporary file in the target
 folder that is ``os.replace``d onto ``out`` only when complete (and removed on any error). ``out`` is
 checked first by ``targets.check_export_target``: never a folder, never the workspace's own files.
 
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import InputError
-from storage.faults import crash_point
-from storage.exporters.documents import write_coco, write_label_studio
+from storage.exporters.documents import image_references, write_coco, write_label_studio
 from storage.exporters.manifest import neutralise, write_csv, write_jsonl
 from storage.exporters.npz import write_npz
 from storage.exporters.rows import RowCounter
 from storage.exporters.targets import check_export_target
+from storage.faults import crash_point
 from storage.features import temporary_name
 from storage.progress import CountProgress
 from storage.store import Store
@@ -32,7 +32,9 @@ from storage.store import Store
 __all__ = ["EXPORT_FORMATS", "EXPORT_SUFFIX", "ExportReport", "export_workspace", "neutralise"]
 
 EXPORT_FORMATS = ("jsonl", "csv", "coco", "label-studio", "npz")
-EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".json", "label-studio": ".json", "npz": ".npz"}
+# distinct per format, so default file names never collide (coco and label-studio are both JSON)
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "coco": ".coco.json", "label-studio": ".label-studio.json",
+                 "npz": ".npz"}
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +54,9 @@ def export_workspace(store: Store, fmt: str, out: Path, *, progress: CountProgre
         raise InputError(str(out), None, "format",
                          f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
     out = check_export_target(store, out)
-    writers = {"jsonl": write_jsonl, "csv": write_csv, "coco": write_coco, "label-studio": write_label_studio}
+    images = image_references(store.workspace.config.export)
+    writers = {"jsonl": write_jsonl, "csv": write_csv, "coco": write_coco,
+               "label-studio": lambda s, fh, counter: write_label_studio(s, fh, counter, images)}
     with store.db.read() as session, _atomic(out) as tmp:
         if fmt == "npz":
             rows = write_npz(session, tmp, progress, image_encoder, text_encoder)

@@ -2,29 +2,39 @@
 
 - ``coco``: ``{"info", "images", "annotations", "categories", "tags"}``. ``images``: one per distinct
   image (by sha256) ``{id, file_name (absolute path), sha256}``; ``annotations``: one caption per pair
-  ``{id, image_id, caption, pairlab_id, split, status}`` (COCO captions shape); ``categories``: the
+  ``{id, image_id, caption, pairlab_id, split, status, comments}`` (COCO captions shape); ``categories``: the
   vocabulary ``{id (position + 1), name}``; ``tags``: one ``{id, image_id, category_id}`` per
   (image, label) where the image's labels are the union of its pairs' current labels.
 - ``label-studio``: a JSON list of tasks ``{id, data: {image, text, pairlab: {...}}, annotations}``,
   one annotation per annotator (their latest live submit, import or adjudication) whose ``result``
-  holds a ``choices`` result for the labels (``from_name`` "labels") and one for the verdict.
+  holds a ``choices`` result for the labels (``from_name`` "labels"), one for the verdict and a
+  ``textarea`` result (``from_name`` "comment") for its comment. ``data.image`` is the absolute path, or
+  with ``[export] image_root`` the path relative to it, prefixed with ``image_url`` when set (e.g.
+  Label Studio's ``/data/local-files/?d=``); an image outside the root fails the export naming the pair.
+  ``data.pairlab`` is the manifest record (comments of every event included).
 """
 from __future__ import annotations
 
 import json
+import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from itertools import groupby, islice
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.exporters.rows import BATCH, RowCounter, export_rows, manifest_record, round_number_by_id, timestamp
+from storage.errors import InputError
+from storage.exporters.rows import (BATCH, ExportRow, RowCounter, export_rows, manifest_record, round_number_by_id,
+                                    timestamp)
 from storage.models import Event, User
 from storage.vocabulary import label_names
+from storage.workspace import ExportConfig
 
 
 def write_coco(session: Session, fh: TextIO, counter: RowCounter) -> int:
@@ -46,7 +56,8 @@ def write_coco(session: Session, fh: TextIO, counter: RowCounter) -> int:
                 labels.update(dict.fromkeys(row.labels or ()))
                 caption = {"id": counter.done + 1, "image_id": image_id, "caption": row.text,
                            "pairlab_id": row.external_id, "split": row.split,
-                           "status": row.label.status if row.label else "unlabelled"}
+                           "status": row.label.status if row.label else "unlabelled",
+                           "comments": list(row.label.comments) if row.label else []}
                 captions.write(_sep(counter.done + 1) + json.dumps(caption, ensure_ascii=False))
                 counter.tick()
             for name in sorted(labels, key=category.__getitem__):
@@ -81,7 +92,27 @@ def _votes(session: Session, pair_ids: list[int]) -> dict[int, list[tuple[int, s
     return {pid: list(users.values()) for pid, users in latest.items()}
 
 
-def write_label_studio(session: Session, fh: TextIO, counter: RowCounter) -> int:
+def image_references(config: ExportConfig) -> Callable[[ExportRow], str]:
+    """How a Label Studio task names its image (see the module docstring); references that are not absolute
+    paths (feature-only pairs) are kept as they are."""
+    if config.image_root is None:
+        return lambda row: row.image
+    root = posixpath.normpath(config.image_root)
+
+    def reference(row: ExportRow) -> str:
+        if not posixpath.isabs(row.image):
+            return row.image
+        relative = posixpath.relpath(posixpath.normpath(row.image), root)
+        if relative == ".." or relative.startswith("../"):
+            raise InputError(row.image, None, "image",
+                             f"pair {row.external_id!r}: not under [export] image_root {root}")
+        return relative if config.image_url is None else config.image_url + quote(relative)
+
+    return reference
+
+
+def write_label_studio(session: Session, fh: TextIO, counter: RowCounter,
+                       image: Callable[[ExportRow], str] = lambda row: row.image) -> int:
     rounds = round_number_by_id(session)
     fh.write("[")
     rows = export_rows(session)
@@ -96,9 +127,12 @@ def write_label_studio(session: Session, fh: TextIO, counter: RowCounter) -> int
                 if event.verdict is not None:
                     result.append({"from_name": "verdict", "to_name": "text", "type": "choices",
                                    "value": {"choices": [event.verdict]}})
+                if event.comment:
+                    result.append({"from_name": "comment", "to_name": "text", "type": "textarea",
+                                   "value": {"text": [event.comment]}})
                 annotations.append({"completed_by": user_id, "created_username": name, "kind": event.kind,
                                     "created_at": timestamp(event.created_at), "result": result})
-            task = {"id": row.pair_id, "data": {"image": row.image, "text": row.text, "pairlab": meta},
+            task = {"id": row.pair_id, "data": {"image": image(row), "text": row.text, "pairlab": meta},
                     "annotations": annotations}
             fh.write(_sep(counter.done + 1) + "\n" + json.dumps(task, ensure_ascii=False))
             counter.tick()

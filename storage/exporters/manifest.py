@@ -3,8 +3,10 @@
 - ``jsonl``: one manifest row per pair (DESIGN §2) - ``id``, ``image`` (absolute path; feature-only
   pairs keep their reference), ``text``, ``labels`` (consensus labels; omitted when unlabelled),
   ``split`` - plus ``annotators``, ``timestamp`` (last event, UTC ISO 8601), ``round`` (number),
-  ``agreement``, ``status`` and ``verdict`` (caption match). Re-import needs ``allow_absolute``.
-- ``csv``: the same columns plus ``labelled`` (1/0), lists joined with ``|``; a cell starting with
+  ``agreement``, ``status``, ``verdict`` (caption match) and ``comments`` (the live comments of every
+  event of the pair, oldest first). Re-import needs ``allow_absolute``.
+- ``csv``: the same columns plus ``labelled`` (1/0), labels and annotators joined with ``|``, comments as
+  a JSON array (a comment may hold ``|`` or a line break); a cell starting with
   ``= + - @``, tab or CR (or ``'`` followed by one of those or ``'``) gets a leading ``'`` against
   formula injection, which the manifest importer strips again, so the file round-trips.
 """
@@ -20,7 +22,7 @@ from storage.exporters.rows import RowCounter, export_rows, manifest_record, rou
 from storage.importers.manifest import FORMULA_START
 
 CSV_COLUMNS = ("id", "image", "text", "labels", "labelled", "split", "annotators", "timestamp", "round",
-               "agreement", "status", "verdict")
+               "agreement", "status", "verdict", "comments")
 
 
 def write_jsonl(session: Session, fh: TextIO, counter: RowCounter) -> int:
@@ -49,6 +51,7 @@ def write_csv(session: Session, fh: TextIO, counter: RowCounter) -> int:
             "labels": "|".join(row.labels or ()),
             "labelled": "1" if row.labels is not None else "0",
             "annotators": "|".join(record["annotators"]),
+            "comments": json.dumps(record["comments"], ensure_ascii=False) if record["comments"] else "",
         }
         writer.writerow([neutralise("" if cells[c] is None else str(cells[c])) for c in CSV_COLUMNS])
         counter.tick()

@@ -1,7 +1,8 @@
 """The ``npz`` export: features of one image and one text encoder (``precomputed`` by default, else the
 latest registered) for the pairs both cover, in pair-id order: ``image`` (N, Di), ``text`` (N, Dt),
 ``labels`` (N, C) 0/1, ``labelled`` (N,), ``split`` (N,), ``ids`` (N,) external ids,
-``label_names`` (C,) - the ``features`` importer reads it back.
+``label_names`` (C,) - the ``features`` importer reads it back - and the live comments of those pairs'
+events, ``comments`` (M,) with ``comment_rows`` (M,) int64, the row of each comment's pair.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.annotations import current_labels
 from storage.errors import NotFoundError
 from storage.exporters.rows import BATCH
 from storage.features import PRECOMPUTED, ids_path
-from storage.models import FeatureSet, Pair
+from storage.models import Event, FeatureSet, Pair
+from storage.pair_state import pair_states
 from storage.progress import CountProgress
 from storage.vocabulary import label_names
 
@@ -54,7 +55,7 @@ def write_npz(session: Session, tmp: Path, progress: CountProgress | None, image
             chunk = [int(p) for p in pair_ids[start:start + BATCH]]
             info = dict((pid, (ext, split)) for pid, ext, split in
                         session.execute(select(Pair.id, Pair.external_id, Pair.split).where(Pair.id.in_(chunk))))
-            state = {c.pair_id: c for c in current_labels(session, chunk)}
+            state = pair_states(session, chunk)
             for offset, pid in enumerate(chunk):
                 i = start + offset
                 ids[i], splits[i] = info[pid]
@@ -64,14 +65,35 @@ def write_npz(session: Session, tmp: Path, progress: CountProgress | None, image
                     labels[i, [column[name] for name in current.labels]] = 1.0
             if progress is not None:
                 progress(min(start + BATCH, n), n)
+        comments, comment_rows = _comments(session, pair_ids, part)
         arrays = {"image": _rows_of(matrices["image"], image_rows, part, "image"),
                   "text": _rows_of(matrices["text"], text_rows, part, "text"),
                   "labels": labels, "labelled": labelled, "split": splits, "ids": ids,
-                  "label_names": np.array(names, dtype=str)}
+                  "label_names": np.array(names, dtype=str), "comments": comments, "comment_rows": comment_rows}
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-        del arrays, labels, labelled, splits, ids
+        del arrays, labels, labelled, splits, ids, comments, comment_rows
     return n
+
+
+def _comments(session: Session, pair_ids: np.ndarray, part) -> tuple[np.ndarray, np.ndarray]:
+    """The live comments of the events of ``pair_ids`` (sorted (N,)), in pair then event order, streamed into
+    parts on disk: texts (M,) and their rows in ``pair_ids`` (M,)."""
+    live = (Event.comment.is_not(None),
+            Event.id.not_in(select(Event.undoes_id).where(Event.undoes_id.is_not(None))))
+    bound = session.scalar(select(func.count(Event.id)).where(*live)) or 0
+    if bound == 0:  # a memory map cannot be empty
+        return np.zeros(0, dtype="<U1"), np.zeros(0, dtype=np.int64)
+    width = max(1, session.scalar(select(func.max(func.length(Event.comment))).where(*live)) or 1)
+    texts, rows = part("comments", f"<U{width}", (bound,)), part("comment_rows", np.int64, (bound,))
+    kept = 0
+    query = select(Event.pair_id, Event.comment).where(*live).order_by(Event.pair_id, Event.id)
+    for pid, comment in session.execute(query.execution_options(yield_per=BATCH)):
+        row = int(np.searchsorted(pair_ids, pid))
+        if row < len(pair_ids) and pair_ids[row] == pid:  # pairs without both features are not exported
+            texts[kept], rows[kept] = comment, row
+            kept += 1
+    return texts[:kept], rows[:kept]
 
 
 def _rows_of(matrix: np.ndarray, rows: np.ndarray, part, name: str) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Reading pairs for an export: each pair with its current label, streamed in batches, and the
-manifest record (DESIGN §2) plus annotation state that the text and JSON formats share."""
+manifest record (DESIGN §2) plus annotation state (comments included) that the text and JSON formats share."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.annotations import CurrentLabel, current_labels
+from storage.annotations import CurrentLabel
 from storage.faults import crash_point
 from storage.models import Pair, Round
+from storage.pair_state import pair_states
 from storage.progress import CountProgress
 
 BATCH = 1000
@@ -55,7 +56,7 @@ def export_rows(session: Session, *, by_image: bool = False) -> Iterator[ExportR
     query = (select(Pair.id, Pair.external_id, Pair.image_path, Pair.image_sha256, Pair.text, Pair.split)
              .order_by(*order).execution_options(yield_per=BATCH))
     for batch in session.execute(query).partitions():
-        labels = {c.pair_id: c for c in current_labels(session, [r[0] for r in batch])}
+        labels = pair_states(session, [r[0] for r in batch])
         for pid, ext, image, sha, text, split in batch:
             yield ExportRow(pid, ext, image, sha, text, split, labels.get(pid))
 
@@ -84,5 +85,6 @@ def manifest_record(row: ExportRow, rounds: dict[int, int]) -> dict:
         agreement=state.agreement if state else None,
         status=state.status if state else "unlabelled",
         verdict=state.verdict if state else None,
+        comments=list(state.comments) if state else [],
     )
     return record

@@ -99,7 +99,9 @@ def _labels(arrays: dict, n: int, path: str) -> tuple[list[list[str] | None], li
             raise InputError(path, None, "label_names", "missing (needed with an (N, C) label matrix)")
         if not np.isin(value, (0, 1)).all():
             raise InputError(path, None, "labels", "an (N, C) label matrix must hold only 0 and 1")
-        out = [[names[c] for c in np.flatnonzero(row)] for row in value]
+        rows, columns = np.nonzero(value)                                           # row-major: rows ascending
+        bounds, columns = np.searchsorted(rows, np.arange(n + 1)).tolist(), columns.tolist()
+        out = [[names[c] for c in columns[bounds[i]:bounds[i + 1]]] for i in range(n)]
     else:
         out = [[name] if name else None for name in _strings(arrays, "labels", n, path)]
     if "labelled" in arrays:

@@ -27,7 +27,7 @@ START_TIMEOUT = 60.0
 DEMO_START_TIMEOUT = 300.0
 
 
-def _require_chromium() -> None:
+def require_chromium() -> None:
     if CHROMIUM.is_file():
         return
     reason = f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)"
@@ -37,7 +37,7 @@ def _require_chromium() -> None:
 
 
 @contextmanager
-def _serving(args: list[str], workspace: Path, log_path: Path, start_timeout: float = START_TIMEOUT):
+def serving(args: list[str], workspace: Path, log_path: Path, start_timeout: float = START_TIMEOUT):
     """Run ``python -m app.cli ARGS`` until the health endpoint answers; on exit SIGTERM it and check that
     nothing started for ``workspace`` (web server, worker) is left running."""
     port = free_port()
@@ -61,11 +61,11 @@ def _serving(args: list[str], workspace: Path, log_path: Path, start_timeout: fl
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
     """``(base_url, store)``: a workspace with users and a queued round, served by ``pairlab serve``."""
-    _require_chromium()
+    require_chromium()
     root = tmp_path_factory.mktemp("e2e") / "ws"
     store = build_workspace(root, pairs=10, budget=4)
     try:
-        with _serving(["serve", str(root)], root, root.parent / "serve.log") as url:
+        with serving(["serve", str(root)], root, root.parent / "serve.log") as url:
             yield url, store
     finally:
         store.close()
@@ -74,15 +74,15 @@ def served(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
     """The base URL of ``pairlab demo`` (bundled COCO sample, signed in automatically on 127.0.0.1)."""
-    _require_chromium()
+    require_chromium()
     root = tmp_path_factory.mktemp("demo") / "ws"
-    with _serving(["demo", "--workspace", str(root)], root, root.parent / "demo.log", DEMO_START_TIMEOUT) as url:
+    with serving(["demo", "--workspace", str(root)], root, root.parent / "demo.log", DEMO_START_TIMEOUT) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
 def browser():
-    _require_chromium()
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

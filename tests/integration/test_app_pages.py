@@ -3,15 +3,24 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from PIL import Image
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from streamlit.testing.v1 import AppTest
 
 import app
 from app.jobs import launch as jobs
+from app.services import annotate as actions
+from app.services.annotate import Suggestion
+from app.services.select import SUGGESTION_PROBABILITIES_KEY
+from app.web.annotator import Action, Answer, parse_action
 from app.web import state, widgets
 from app.web.router import pages_for
 from app.web.runtime import AUTO_LOGIN_ENV, WORKSPACE_ENV
@@ -109,7 +118,7 @@ def test_router_shows_pages_by_role(store):
 
 @pytest.mark.parametrize("name, landing", [("ann", "Annotate"), ("rev", "Review"), ("op", "Rounds")])
 def test_each_role_lands_on_its_own_page_and_visitors_take_no_lease(store, name, landing):
-    """Only annotators land on Annotate, so a reviewer or operator who signs in holds no lease."""
+    """Each role lands on its own page, and landing reserves no pair (not even an annotator's)."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state[state.USER] = user(store, name)
     at.session_state[state.SESSION_STARTED] = utcnow()
@@ -117,7 +126,7 @@ def test_each_role_lands_on_its_own_page_and_visitors_take_no_lease(store, name,
     assert not at.exception and at.title[0].value == landing
     with store.db.read() as s:
         leased = s.scalars(select(QueueItem.leased_by).where(QueueItem.leased_by.is_not(None))).all()
-    assert leased == ([user(store, "ann").id] if name == "ann" else [])
+    assert leased == []
 
 
 def test_a_double_click_on_retrain_or_encode_queues_one_job(store):
@@ -197,83 +206,114 @@ def test_auto_login_only_on_loopback(store, monkeypatch):
 
 # --- annotate ------------------------------------------------------------------------------------
 
-def test_annotate_shows_the_caption_literally_and_submit_writes_an_event(store):
-    at = page("annotate", user(store, "ann"))
+@contextmanager
+def counting_writes():
+    """The statements that change the database (or take SQLite's write lock), on every engine, while inside."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().split(None, 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"} or "IMMEDIATE" in statement:
+            seen.append(statement)
+
+    sqlalchemy.event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sqlalchemy.event.remove(Engine, "before_cursor_execute", record)
+
+
+def leases(store) -> list[tuple[int, object]]:
+    with store.db.read() as s:
+        return list(s.execute(select(QueueItem.leased_by, QueueItem.lease_expires_at)
+                              .where(QueueItem.leased_by.is_not(None), QueueItem.done_at.is_(None))))
+
+
+@pytest.mark.parametrize("name", ["ann", "op"])
+def test_annotate_claims_only_when_asked_and_a_rerun_writes_nothing(store, name):
+    """Opening Annotate reserves nothing; "Start annotating" claims one pair, held in session state, so
+    reruns without an action (and within the heartbeat period) make no database write."""
+    at = page("annotate", user(store, name))
     assert not at.exception
+    assert leases(store) == []
+    assert at.metric[0].value == "4"  # waiting for them
+    button(at, "Start annotating").click().run()
+    assert not at.exception
+    [(holder, _)] = leases(store)
+    assert holder == user(store, name).id
     captions = [t for t in texts(at) if XSS in t]
     assert captions and BOLD in captions[0]
     assert not any(XSS in m.value or "alert(1)" in m.value for m in at.markdown)
-    assert at.metric[0].value == "4"  # waiting for ann
-    why = at.expander[0]
-    assert why.label == "Why selected"
-    assert list(why.dataframe[0].value["component"]) == ["strategy", "rank"]
-
-    at.pills[0].set_value(["cat", "dog"]).run()
-    at.segmented_control[0].set_value("mismatch").run()
-    labelled(at.text_input, "Comment (optional)").input("blurry").run()
-    button(at, "Submit").click().run()
-    assert not at.exception
-    assert at.success[0].value == "Submitted."
-    [event] = events(store, "submit")
-    assert event.labels == ["cat", "dog"] and event.verdict == "mismatch" and event.comment == "blurry"
-    assert at.metric[3].value == "1"  # this session's throughput
+    assert list(at.expander[0].dataframe[0].value["component"]) == ["strategy", "rank"]
+    claim = at.session_state[state.ANN_CLAIM]
+    with counting_writes() as writes:
+        at.run()
+        at.run()
+    assert not at.exception and writes == []
+    assert at.session_state[state.ANN_CLAIM].queue_item_id == claim.queue_item_id
+    with counting_writes() as writes:  # a new session of the same person (a reload) shows that pair again
+        again = page("annotate", user(store, name))
+    assert not again.exception and writes == []
+    assert again.session_state[state.ANN_CLAIM].queue_item_id == claim.queue_item_id
 
 
-def test_label_filter_keeps_marks_outside_the_filter(store):
+def test_the_heartbeat_renews_the_lease_once_its_period_has_passed(store):
     at = page("annotate", user(store, "ann"))
-    at.pills[0].set_value(["cat"]).run()
-    labelled(at.text_input, "Find a label").input("do").run()
-    assert at.pills[0].options == ["dog"]
-    at.pills[0].set_value(["dog"]).run()
-    button(at, "Submit").click().run()
+    button(at, "Start annotating").click().run()
+    [(_, before)] = leases(store)
+    at.session_state[state.ANN_RENEWED_AT] = time.monotonic() - 3600  # the last renewal is a period ago
+    with counting_writes() as writes:
+        at.run()
     assert not at.exception
-    assert events(store, "submit")[0].labels == ["cat", "dog"]
-
-
-def test_model_suggestions_are_pre_marked_and_can_be_turned_off(tmp_path, monkeypatch):
-    store = build_workspace(tmp_path / "ws", budget=0)
-    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
-    with store.db.write() as s:
-        pair_id = s.scalars(select(Pair.id).order_by(Pair.id)).first()
-        create_round(s, strategy="ascmr", params={},
-                     selected=[SelectedPair(pair_id, 0.91, {"intra": 0.123456, "cluster": 3,
-                                                            "suggested_labels": ["dog", "not-a-label"]})])
-    at = page("annotate", user(store, "ann"))
-    assert not at.exception
-    assert at.pills[0].value == ["dog"]
-    assert "Marked: dog" in texts(at)
-    assert list(at.expander[0].dataframe[0].value["value"])[:2] == ["0.1235", "3"]
-    at.toggle(key=state.ANN_SUGGEST).set_value(False).run()
-    assert not at.exception
-    assert at.pills[0].value == []
-    button(at, "Submit").click().run()
-    assert events(store, "submit")[0].labels == []
-
-
-def test_skip_flag_and_undo(store):
-    at = page("annotate", user(store, "ann"))
-    first = [t for t in texts(at) if XSS in t][0]
-    button(at, "Skip").click().run()
-    assert at.success[0].value == "Skipped."
-    assert [t for t in texts(at) if XSS in t][0] != first
-    button(at, "Flag").click().run()
-    assert at.success[0].value == "Flagged for review."
-    button(at, "Undo last").click().run()
-    assert not at.exception
-    assert "Undid your flag" in at.success[0].value
-    flagged, undo = events(store, "flag")[0], events(store, "undo")[0]
-    assert undo.undoes_id == flagged.id
-    with store.db.read() as s:
-        assert not current_label(s, flagged.pair_id).flagged
-    assert button(at, "Submit")  # the undone pair is back for annotation
+    [(_, after)] = leases(store)
+    assert after > before and [w.split()[0] for w in writes if not w.startswith("BEGIN")] == ["UPDATE"]
 
 
 def test_empty_queue_says_so(tmp_path, monkeypatch):
     store = build_workspace(tmp_path / "ws", budget=0)
     monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
     at = page("annotate", user(store, "ann"))
+    button(at, "Start annotating").click().run()
     assert not at.exception
     assert "No pairs are waiting" in at.info[0].value
+    assert button(at, "Look for new pairs") and button(at, "Undo last")
+
+
+def test_suggestions_wait_for_a_good_enough_model_and_are_pre_marked_only_when_likely(tmp_path, monkeypatch):
+    store = build_workspace(tmp_path / "ws", budget=0)
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    with store.db.write() as s:
+        first, second = s.scalars(select(Pair.id).order_by(Pair.id)).all()[:2]
+        create_round(s, strategy="ascmr", params={}, selected=[
+            SelectedPair(first, 0.9, {SUGGESTION_PROBABILITIES_KEY: {"dog": 0.95, "not-a-label": 0.99, "cat": 0.6}}),
+            SelectedPair(second, 0.8, {"suggested_labels": ["pizza"]})])  # a round from before probabilities
+    with store.db.write() as s:
+        held = claim_next(s, user(store, "ann").id, lease_minutes=5)
+    vocabulary = ["cat", "dog", "person", "car", "bicycle", "pizza"]
+    assert actions.suggestions(store, held, vocabulary) == []  # no model yet
+    for version, validation_map in ((None, 0.49), (1, 0.5)):  # the default suggest_min_map is 0.5
+        with store.db.write() as s:
+            add_model_version(s, path="unused.pt", parent_version=version, labelled_count=5, config={},
+                              metrics={"validation": {"i2t": validation_map, "t2i": validation_map, "avg": validation_map}})
+        shown = actions.suggestions(store, held, vocabulary)
+        assert shown == ([] if version is None else
+                         [Suggestion("dog", 0.95, True), Suggestion("cat", 0.6, False)])  # premark_probability 0.9
+    old = replace(held, explanation={"suggested_labels": ["pizza", "zebra"]})
+    assert actions.suggestions(store, old, vocabulary) == [Suggestion("pizza", None, False)]
+
+    at = page("annotate", user(store, "ann"))  # ann holds the first pair: the page shows it again
+    assert not at.exception
+    assert at.session_state[state.ANN_CLAIM].queue_item_id == held.queue_item_id
+    assert at.session_state[state.ANN_ANSWER].labels == ("dog",)  # what the widget starts from
+
+
+def test_the_widget_payload_is_checked_before_it_reaches_the_store():
+    good = {"kind": "submit", "token": "3:1", "queue_item_id": 3, "pair_id": 7, "labels": ["cat"],
+            "verdict": "mismatch", "comment": "blurry"}
+    assert parse_action(good) == Action("submit", "3:1", 3, 7, Answer(("cat",), "mismatch", "blurry"))
+    for bad in ({**good, "kind": "delete"}, {**good, "pair_id": "7"}, {**good, "queue_item_id": True},
+                {**good, "labels": "cat"}, {**good, "labels": [1]}, {**good, "verdict": "maybe"},
+                {**good, "comment": None}, {k: v for k, v in good.items() if k != "token"}, ["submit"], None):
+        assert parse_action(bad) is None
 
 
 # --- review --------------------------------------------------------------------------------------
@@ -374,6 +414,23 @@ def test_explore_filters_by_status_and_round(store):
     at.multiselect(key=state.EXPLORE_STATUS).set_value([]).run()
     at.selectbox(key=state.EXPLORE_ROUND).set_value(1).run()
     assert "4 pairs match" in texts(at)[0]
+
+
+def test_explore_pages_through_the_matches_in_sql(store, monkeypatch):
+    from app.web.pages import explore
+
+    monkeypatch.setattr(explore, "PAGE_ROWS", 3)
+    at = page("explore", user(store, "ann"))
+    assert "8 pairs match; showing 1-3" in texts(at)[0]
+    first = list(at.dataframe[0].value["pair"])
+    at.number_input(key=state.EXPLORE_PAGE).set_value(3).run()
+    assert not at.exception
+    assert "8 pairs match; showing 7-8" in texts(at)[0]
+    last = list(at.dataframe[0].value["pair"])
+    assert len(first) == 3 and len(last) == 2 and max(first) < min(last)
+    at.selectbox(key=state.EXPLORE_ROUND).set_value(1).run()  # 4 matches: page 3 no longer exists
+    assert not at.exception
+    assert "4 pairs match; showing 4-4" in texts(at)[0]
 
 
 def test_the_learning_curve_shows_its_first_point(store):

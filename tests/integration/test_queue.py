@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from storage.annotations import current_label, record_event
-from storage.errors import ConflictError, PairlabError
+from storage.errors import ConflictError, PairlabError, StaleLeaseError
 from storage.models import Event, Pair, Round
 from storage.queue import (
-    SelectedPair, Undone, claim_next, create_round, queue_stats, selectable_pair_ids, submit, undo_last,
+    SelectedPair, Undone, claim_next, create_round, queue_stats, renew_lease, selectable_pair_ids, submit, undo_last,
 )
 from storage.store import init_workspace
 from storage.users import add_user
@@ -80,20 +80,65 @@ def test_overlap_larger_than_assignees_is_refused(store):
         make_round(store, overlap=2, assignees=[uid(store, "bob")])
 
 
-def test_expired_lease_returns_to_the_queue_and_late_submission_is_kept(store):
+def test_expired_lease_returns_to_the_queue_and_a_late_submission_is_refused(store):
     make_round(store, n=1)
     stale = claim(store, "ann", lease=0.001)  # 60 ms
     time.sleep(0.2)
     fresh = claim(store, "bob")
     assert fresh is not None and fresh.queue_item_id == stale.queue_item_id
+    with pytest.raises(StaleLeaseError, match="another annotator took it"):
+        with store.db.write() as s:
+            submit(s, uid(store, "ann"), stale.queue_item_id, pair_id=stale.pair_id, labels=["cat"])
     with store.db.write() as s:
-        submit(s, uid(store, "ann"), stale.queue_item_id, labels=["cat"])  # late: kept, slot stays bob's
-    with store.db.write() as s:
-        submit(s, uid(store, "bob"), fresh.queue_item_id, labels=["cat"])
+        submit(s, uid(store, "bob"), fresh.queue_item_id, pair_id=fresh.pair_id, labels=["cat"])
     with store.db.read() as s:
-        assert s.scalar(select(func.count(Event.id)).where(Event.kind == "submit")) == 2
-        assert current_label(s, stale.pair_id).annotators == ("ann", "bob")
+        assert s.scalar(select(func.count(Event.id)).where(Event.kind == "submit")) == 1
+        assert current_label(s, stale.pair_id).annotators == ("bob",)
         assert queue_stats(s).done_slots == 1
+
+
+def test_an_expired_lease_nobody_took_is_refused_too(store):
+    make_round(store, n=1)
+    stale = claim(store, "ann", lease=0.001)
+    time.sleep(0.2)
+    with pytest.raises(StaleLeaseError, match="your lease on this pair expired"):
+        with store.db.write() as s:
+            submit(s, uid(store, "ann"), stale.queue_item_id, labels=["cat"])
+    with store.db.read() as s:
+        assert s.scalar(select(func.count(Event.id))) == 0
+
+
+def test_a_second_tab_cannot_answer_a_pair_already_answered_nor_another_pair(store):
+    """Two tabs of one person show the same lease; once tab A submitted, tab B's answer is refused and
+    nothing is recorded, neither for that pair nor for the pair the person holds now."""
+    ids = make_round(store, n=2)
+    shown = claim(store, "ann")  # both tabs were handed this lease
+    with store.db.write() as s:
+        submit(s, uid(store, "ann"), shown.queue_item_id, pair_id=shown.pair_id, labels=["cat"])  # tab A
+    now_held = claim(store, "ann")
+    assert now_held.pair_id == ids[1]
+    with pytest.raises(StaleLeaseError, match="already answered by you"):
+        with store.db.write() as s:
+            submit(s, uid(store, "ann"), shown.queue_item_id, pair_id=shown.pair_id, labels=["dog"])  # tab B
+    with pytest.raises(StaleLeaseError, match="not a slot of pair"):
+        with store.db.write() as s:  # a screen whose pair and slot disagree is never recorded at all
+            submit(s, uid(store, "ann"), now_held.queue_item_id, pair_id=shown.pair_id, labels=["dog"])
+    with store.db.read() as s:
+        assert [(e.pair_id, e.labels) for e in s.scalars(select(Event))] == [(shown.pair_id, ["cat"])]
+
+
+def test_renew_lease_extends_only_a_live_lease_of_its_holder(store):
+    make_round(store, n=2)
+    got = claim(store, "ann", lease=0.01)
+    with store.db.write() as s:
+        assert renew_lease(s, uid(store, "bob"), got.queue_item_id, lease_minutes=LEASE) is None
+        expires = renew_lease(s, uid(store, "ann"), got.queue_item_id, lease_minutes=LEASE)
+    assert expires is not None and expires > got.lease_expires_at
+    assert claim(store, "bob").queue_item_id != got.queue_item_id  # still ann's after the short lease ran out
+    short = claim(store, "bob", lease=0.001)
+    time.sleep(0.2)
+    with store.db.write() as s:  # an expired lease is never revived: someone may hold the slot now
+        assert renew_lease(s, uid(store, "bob"), short.queue_item_id, lease_minutes=LEASE) is None
 
 
 def test_skip_hands_the_pair_to_someone_else_not_back(store):
@@ -113,7 +158,7 @@ def test_undo_retracts_the_last_submission_and_releases_its_slot_back(store):
     second = claim(store, "ann")
     assert second.pair_id == ids[1]
     with store.db.write() as s:
-        assert undo_last(s, uid(store, "ann"), lease_minutes=LEASE) == Undone(first.pair_id, "submit")
+        assert undo_last(s, uid(store, "ann"), lease_minutes=LEASE) == Undone(first.pair_id, "submit", ("cat",))
     with store.db.read() as s:
         assert current_label(s, first.pair_id).labels is None
         assert s.scalar(select(func.count(Event.id))) == 2  # nothing deleted

@@ -108,7 +108,8 @@ def test_round_history_curve_distribution_and_activity(ws):
         numbers = round_numbers(s)
     created = history[0].pop("created (UTC)")
     assert history == [{"round": 1, "strategy": "random", "budget": 2, "overlap": 2, "slots done": 3, "slots": 4,
-                        "model version": None, "by": "rev"}] and len(created) == len("2024-01-01 00:00")
+                        "model version": None, "by": "rev", "priority": 1, "closed": False}]
+    assert len(created) == len("2024-01-01 00:00")
     assert curve == [{"version": 1, "labelled": 2, "measured_on": "validation", "validation avg": 0.4},
                      {"version": 2, "labelled": 3, "measured_on": "test", "test i2t": 0.6, "test t2i": 0.8,
                       "test avg": 0.7}]
@@ -135,3 +136,9 @@ def test_pairs_by_id_and_browse_filters(ws):
         assert browse(round_number=1) == (["p0", "p1"], 2)
         assert browse(split="test") == (["p3"], 1)
         assert browse(limit=1) == (["p0"], 4)
+        assert browse(limit=2, offset=2) == (["p2", "p3"], 4)
+    with store.db.write() as s:  # a pair without any event has no state row and is unlabelled
+        s.add(Pair(external_id="p4", image_path="/img/4.jpg", image_sha256="4" * 64, text="caption 4"))
+    with store.db.read() as s:
+        assert browse(statuses=("unlabelled",)) == (["p1", "p3", "p4"], 3)
+        assert browse(statuses=("unlabelled", "conflict"), round_number=1) == (["p0", "p1"], 2)

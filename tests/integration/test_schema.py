@@ -1,10 +1,10 @@
-"""Schema versions (``storage.db.MIGRATIONS``): a workspace made by an older pairlab opens and is upgraded
+"""Schema versions (``storage.migrations.MIGRATIONS``): a workspace made by an older pairlab opens and is upgraded
 in place, its rows kept; a newer or foreign database is refused with one line. On a SQLite file and on a
 throw-away PostgreSQL server."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
 
 from storage.errors import WorkspaceError
 from storage.jobs import get_job, request_cancel
@@ -15,8 +15,13 @@ from tests.support.cli import pairlab
 
 def _as_version_1(store) -> None:
     """Turn a new database into what pairlab's schema version 1 made: ``jobs`` without ``heartbeat_at`` and
-    ``cancel_requested_at``, ``jobs.status`` of 8 characters, a job left running and a queued one."""
+    ``cancel_requested_at``, ``jobs.status`` of 8 characters, no sessions tables, ``rounds`` without
+    ``priority`` and ``closed_at``; a job left running and a queued one."""
     with store.db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE user_sessions"))
+        conn.execute(text("DROP TABLE login_attempts"))
+        conn.execute(text("ALTER TABLE rounds DROP COLUMN priority"))
+        conn.execute(text("ALTER TABLE rounds DROP COLUMN closed_at"))
         conn.execute(text("ALTER TABLE jobs DROP COLUMN heartbeat_at"))
         conn.execute(text("ALTER TABLE jobs DROP COLUMN cancel_requested_at"))
         if conn.dialect.name != "sqlite":
@@ -41,7 +46,9 @@ def test_a_version_1_workspace_is_upgraded_when_it_opens(tmp_path, database_url)
     try:
         columns = {c["name"] for c in inspect(store.db.engine).get_columns("jobs")}
         assert {"heartbeat_at", "cancel_requested_at"} <= columns
-        assert _version(store) == str(SCHEMA_VERSION) == "2"
+        assert {"priority", "closed_at"} <= {c["name"] for c in inspect(store.db.engine).get_columns("rounds")}
+        assert {"user_sessions", "login_attempts"} <= set(inspect(store.db.engine).get_table_names())
+        assert _version(store) == str(SCHEMA_VERSION)
         with store.db.write() as s:
             job = get_job(s, 1)
             assert (job.kind, job.status, job.message, job.heartbeat_at) == ("train", "running", "epoch 3", None)
@@ -49,9 +56,9 @@ def test_a_version_1_workspace_is_upgraded_when_it_opens(tmp_path, database_url)
             assert request_cancel(s, 2).status == "cancelled"  # 9 characters: the widened column holds it
     finally:
         store.close()
-    again = open_store(tmp_path / "ws")  # the next open finds version 2 and changes nothing
+    again = open_store(tmp_path / "ws")  # the next open finds the current version and changes nothing
     try:
-        assert _version(again) == "2"
+        assert _version(again) == str(SCHEMA_VERSION)
     finally:
         again.close()
     listed = pairlab("jobs", "list", tmp_path / "ws")
@@ -61,21 +68,25 @@ def test_a_version_1_workspace_is_upgraded_when_it_opens(tmp_path, database_url)
 
 
 def test_a_failed_upgrade_changes_nothing(tmp_path, monkeypatch):
-    import storage.db
+    import storage.migrations
 
     _as_version_1(init_workspace(tmp_path / "ws"))
+    last = max(storage.migrations.MIGRATIONS)
+    step = storage.migrations.MIGRATIONS[last]
 
-    def broken(conn):
-        storage.db._jobs_heartbeat_and_cancel(conn)
+    def broken(conn):   # the last step fails after the earlier ones ran: all of them roll back
+        step(conn)
         raise RuntimeError("disk full")
 
-    monkeypatch.setitem(storage.db.MIGRATIONS, 1, broken)
+    monkeypatch.setitem(storage.migrations.MIGRATIONS, last, broken)
     with pytest.raises(RuntimeError, match="disk full"):
         open_store(tmp_path / "ws")
     monkeypatch.undo()
+    with create_engine(f"sqlite:///{tmp_path / 'ws' / 'pairlab.db'}").connect() as conn:
+        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "1"
     store = open_store(tmp_path / "ws")  # rolled back: the real upgrade runs from version 1 again
     try:
-        assert _version(store) == "2"
+        assert _version(store) == str(SCHEMA_VERSION)
     finally:
         store.close()
 
@@ -83,9 +94,10 @@ def test_a_failed_upgrade_changes_nothing(tmp_path, monkeypatch):
 def test_a_newer_schema_is_refused_with_one_line(tmp_path):
     store = init_workspace(tmp_path / "ws")
     with store.db.engine.begin() as conn:
-        conn.execute(text("UPDATE meta SET value = '3' WHERE key = 'schema_version'"))
+        conn.execute(text(f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'"))
     store.close()
-    with pytest.raises(WorkspaceError, match=r"schema version 3, this pairlab needs 2$"):
+    refusal = f"schema version {SCHEMA_VERSION + 1}, this pairlab needs {SCHEMA_VERSION}"
+    with pytest.raises(WorkspaceError, match=refusal + "$"):
         open_store(tmp_path / "ws")
     result = pairlab("jobs", "list", tmp_path / "ws")
-    assert result.returncode == 2 and result.stderr.strip().endswith("schema version 3, this pairlab needs 2")
+    assert result.returncode == 2 and result.stderr.strip().endswith(refusal)

@@ -61,6 +61,47 @@ def test_demo_build_encodes_trains_and_selects_a_first_ascmr_round(store):
         assert {"informativeness", "density", "cluster", "rank", "score", "match_probability",
                 "disagreement", "entropy_image", "entropy_text"} <= set(why)
         assert "index" not in why and len(why["suggested_labels"]) <= selection.MAX_SUGGESTIONS
+        likeliest = why[selection.SUGGESTION_PROBABILITIES_KEY]  # shown on Annotate with each probability
+        assert len(likeliest) == selection.MAX_SUGGESTIONS and all(0.0 <= p <= 1.0 for p in likeliest.values())
+        assert list(likeliest.values()) == sorted(likeliest.values(), reverse=True)
+        assert set(why["suggested_labels"]) <= set(likeliest)
+
+
+def test_streamed_ascmr_scoring_chooses_what_the_in_memory_path_chooses(store):
+    """``pairlab select`` scores the pool batch by batch (features memory-mapped, outputs dropped per
+    batch); with batches of 7 rows it picks the same pairs, in the same order, as scoring all at once."""
+    from app.services.progress import quiet
+    from app.services.settings import settings
+    from learner.inference import InferenceConfig
+
+    table = pair_table(store)
+    pool = selection.selectable_rows(store, table)
+    query = settings(store).strategy("ascmr")
+    small_batches = InferenceConfig(mc_samples=3, batch_size=7)
+    streamed = selection._scored_choice(store, table, pool, query, 6, 3, small_batches, quiet, streamed=True)
+    in_memory = selection._scored_choice(store, table, pool, query, 6, 3, small_batches, quiet, streamed=False)
+    assert len(pool) > 7 * 3 and list(streamed.rows) == list(in_memory.rows)
+    np.testing.assert_allclose(streamed.scores, in_memory.scores, rtol=1e-5)
+    assert [e["suggested_labels"] for e in streamed.explanation] == \
+        [e["suggested_labels"] for e in in_memory.explanation]
+
+
+def test_text_search_reuses_the_embeddings_and_reads_only_candidate_digests(store, monkeypatch):
+    """Per query: no reload of the embeddings file, no read of every pair's sha256."""
+    retrieval.images_for_text(store, "a giraffe", k=3)
+    before = retrieval._load_embeddings.cache_info()
+    asked = []
+    real = retrieval.image_digests
+    monkeypatch.setattr(retrieval, "image_digests", lambda s, ids=None: asked.append(ids) or real(s, ids))
+    hits = retrieval.images_for_text(store, "a dog on a couch", k=3)
+    after = retrieval._load_embeddings.cache_info()
+    assert (after.misses, after.hits) == (before.misses, before.hits + 1)
+    assert len(hits) == 3 and asked and all(ids is not None and len(ids) <= 24 for ids in asked)
+    assert len(pair_table(store).ids) > 24
+    first = retrieval.texts_for_pair(store, hits[0].pair_id, k=4)
+    computed = retrieval._texts_for_image.cache_info().misses
+    assert retrieval.texts_for_pair(store, hits[0].pair_id, k=4) == first  # a rerun with the same pair
+    assert retrieval._texts_for_image.cache_info().misses == computed
 
 
 def test_evaluate_reports_both_directions_on_the_test_split(store):

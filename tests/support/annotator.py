@@ -1,6 +1,7 @@
 """A stand-alone annotator process for the concurrency tests: claims and submits until the queue is empty
 (or ``--limit`` submissions, looking ``--pause`` seconds at each pair), then prints what it was handed, what
-it submitted, how long each claim took, any error it met and how long it all took, as one JSON line.
+it submitted, how long each claim took, how many answers the store refused as stale (another tab of the
+same person answered that pair first), any error it met and how long it all took, as one JSON line.
 
 Run as ``python -m tests.support.annotator WORKSPACE NAME [--limit N] [--pause S] [--barrier DIR]``. A real
 process (not multiprocessing), so it shares nothing with the test runner's state. Several processes may
@@ -13,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from storage.errors import StaleLeaseError
 from storage.queue import claim_next, submit
 from storage.store import open_store
 from storage.users import get_user
@@ -30,7 +32,7 @@ def annotate(root: str, name: str, *, limit: int | None = None, pause: float = 0
     if barrier is not None:
         wait_for_go(barrier)
     began = time.perf_counter()
-    handed, submitted, claim_seconds, errors = [], [], [], []
+    handed, submitted, claim_seconds, errors, refused = [], [], [], [], 0
     while (limit is None or len(submitted) < limit) and len(errors) < MAX_ERRORS:
         try:
             started = time.perf_counter()
@@ -42,15 +44,17 @@ def annotate(root: str, name: str, *, limit: int | None = None, pause: float = 0
             handed.append([claim.queue_item_id, claim.pair_id])
             time.sleep(pause)
             with store.db.write() as s:
-                event = submit(s, user_id, claim.queue_item_id, labels=["cat"] if claim.pair_id % 2 else ["dog"],
-                               verdict="match")
+                event = submit(s, user_id, claim.queue_item_id, pair_id=claim.pair_id,
+                               labels=["cat"] if claim.pair_id % 2 else ["dog"], verdict="match")
             submitted.append(event.id)
+        except StaleLeaseError:
+            refused += 1
         except Exception as exc:  # noqa: BLE001 - counted and reported: the tests expect none
             errors.append(f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     seconds = time.perf_counter() - began
     store.close()
     return {"name": name, "handed": handed, "submitted": submitted, "claim_seconds": claim_seconds,
-            "errors": errors, "seconds": seconds}
+            "errors": errors, "refused": refused, "seconds": seconds}
 
 
 if __name__ == "__main__":

@@ -63,3 +63,14 @@ def test_flag_and_mismatch_need_review():
 
 def test_skip_does_not_label():
     assert derive_label(1, [ev(1, "a", kind="skip", labels=None, verdict=None)]).labels is None
+
+
+def test_the_import_is_never_a_disagreeing_voter():
+    imported = ev(1, "system", kind="import", labels=["cat"], verdict=None)
+    alone = derive_label(1, [imported])
+    assert alone.labels == ("cat",) and alone.status == "labelled" and alone.annotators == ("system",)
+    label = derive_label(1, [imported, ev(2, "ann", labels=["dog"], verdict="match")])
+    assert label.labels == ("dog",) and label.status == "labelled" and not label.needs_review
+    assert label.annotators == ("ann",) and label.agreement is None
+    undone = derive_label(1, [imported, ev(2, "ann", labels=["dog"]), ev(3, "ann", kind="undo", labels=None, undoes=2)])
+    assert undone.labels == ("cat",)  # the person's answer retracted: the import's labels again

@@ -159,3 +159,19 @@ def test_swa_runs_a_fixed_schedule_and_returns_the_average_of_the_late_epochs(mo
             torch.testing.assert_close(value, expected)
     with pytest.raises(ValueError, match="averaging"):
         TrainConfig(averaging="ema")
+
+
+def test_an_epoch_takes_at_most_its_step_budget_of_pool_batches():
+    """N = 80 pairs in pool batches of 8 would be 10 steps an epoch; the budget of 3 bounds it, and
+    successive epochs keep drawing new pool batches (the per-epoch cost does not grow with the pool)."""
+    xv, xt, y = _noisy_multilabel()
+    labelled = np.zeros(N, dtype=bool)
+    labelled[:20] = True
+    cfg = TrainConfig(dim=8, hidden=16, batch_size=8, labelled_batch_size=4, min_steps_per_epoch=1,
+                      max_steps_per_epoch=3, epochs=2, min_epochs=1, val_fraction=0.0)
+    res = train_model(xv, xt, y, labelled, cfg)
+    assert [record["steps"] for record in res.history] == [3.0, 3.0]
+    unbounded = train_model(xv, xt, y, labelled, TrainConfig(**{**cfg.__dict__, "max_steps_per_epoch": 100}))
+    assert [record["steps"] for record in unbounded.history] == [10.0, 10.0]
+    with pytest.raises(ValueError, match="max_steps_per_epoch"):
+        TrainConfig(min_steps_per_epoch=20, max_steps_per_epoch=10)

@@ -1,44 +1,57 @@
-"""Annotate: label the next pair of this annotator's queue (DESIGN §7)."""
+"""Annotate: label the next pair of this annotator's queue (DESIGN §7) in the client-side widget.
+
+Visiting the page claims nothing: "Start annotating" claims a pair, and after that only an action
+(submit, skip, flag, undo) claims the next one; a reloaded page shows again the pair its person
+holds. The pair on screen is held in session state, so a rerun without an action reads but never
+writes; a heartbeat fragment renews the lease while the page is open. An answer for a lease the
+person no longer holds is refused by the store and kept on screen.
+"""
 from __future__ import annotations
+
+import time
+from dataclasses import replace
 
 import streamlit as st
 
 from app.services import annotate as actions
-from app.services.select import SUGGESTIONS_KEY
 from app.web import runtime, state, widgets
-from storage.errors import PairlabError
-from storage.models import VERDICTS
+from app.web.annotator import Action, Answer, action_payload, annotator, parse_action
+from storage.errors import PairlabError, StaleLeaseError
+from storage.models import utcnow
 from storage.queue import Claim
 from storage.read_models import annotator_progress
 from storage.store import Store
 from storage.users import UserInfo
 from storage.vocabulary import label_names
 
-# Letter keys with Alt: a focused pill (a button) swallows Enter and Space, so Ctrl+Enter would not
-# reach the Submit button right after a label was clicked.
-SHORTCUT_SUBMIT = "Alt+A"
-SHORTCUT_SKIP = "Alt+S"
-SHORTCUT_UNDO = "Alt+U"
+SHORTCUT_UNDO = "Alt+U"  # the Undo button shown while no pair is on screen
+DONE = {"submit": "Submitted.", "skip": "Skipped.", "flag": "Flagged for review."}
 
 
 def render() -> None:
     user = runtime.require_page("annotate")
     store = runtime.get_store()
     st.title("Annotate")
-    runtime.show_flash()
-    _progress(store, user)
-    try:
-        current = actions.claim(store, user)
-    except PairlabError as exc:  # e.g. the database stayed busy: one line, and the page can be reloaded
-        st.error(str(exc))
-        return
+    with st.container():  # always one element, so a message never shifts the widget (which would remount it)
+        runtime.show_flash()
+    _progress(user)
+    if not st.session_state.get(state.ANN_ACTIVE):
+        resumed = actions.held(store, user)  # a pair this person holds already (the page was reloaded): read only
+        if resumed is None:
+            st.info("Start annotating to take the next pair of your queue; opening this page reserves nothing.")
+            st.button("Start annotating", type="primary", icon=":material/play_arrow:", on_click=_take_next,
+                      args=(store, user))
+            return
+        _put_on_screen(store, resumed, None, renewed_at=time.monotonic() - actions.lease_age_seconds(store, resumed))
+    current: Claim | None = st.session_state.get(state.ANN_CLAIM)
     if current is None:
         st.info("No pairs are waiting for you. An operator can launch a new round.")
-        _undo_button(store, user)
+        with st.container(horizontal=True):
+            st.button("Look for new pairs", icon=":material/refresh:", on_click=_take_next, args=(store, user))
+            st.button("Undo last", shortcut=SHORTCUT_UNDO, icon=":material/undo:", on_click=_undo, args=(store, user))
         return
-    vocabulary = runtime.read(label_names)
     picture, form = st.columns([3, 2], gap="large")
-    with picture:
+    with picture:  # drawn before the widget: keys never reach a pair whose image is not on screen yet
         st.text(current.text)
         widgets.pair_image(current.image_path, key=state.item_key("annotate.zoom", current.queue_item_id))
         with st.expander("Why selected", expanded=False):
@@ -48,23 +61,13 @@ def render() -> None:
             else:
                 st.text("No score breakdown was stored for this pair.")
     with form:
-        st.segmented_control("Does the caption match the image?", VERDICTS, default="match",
-                             key=state.item_key(state.ANN_VERDICT, current.queue_item_id))
-        st.text_input("Comment (optional)", key=state.item_key(state.ANN_COMMENT, current.queue_item_id))
-        with st.container(horizontal=True):
-            st.button("Submit", type="primary", shortcut=SHORTCUT_SUBMIT, on_click=_record,
-                      args=(store, user, current, "submit"))
-            st.button("Skip", shortcut=SHORTCUT_SKIP, on_click=_record, args=(store, user, current, "skip"))
-            st.button("Flag", help="Send this pair to a reviewer", on_click=_record,
-                      args=(store, user, current, "flag"))
-            _undo_button(store, user)
-        st.caption(f"Shortcuts: {SHORTCUT_SUBMIT} submit, {SHORTCUT_SKIP} skip, {SHORTCUT_UNDO} undo.")
-        marked = st.empty()  # above the (possibly long) label list, filled once the marks are known
-        selected = _labels(current, vocabulary)
-        marked.text("Marked: " + (", ".join(selected) if selected else "none (submitting means no label applies)"))
+        annotator(key=state.ANN_WIDGET, claim=current, revision=st.session_state[state.ANN_REVISION],
+                  vocabulary=runtime.read(label_names), suggestions=st.session_state[state.ANN_SUGGESTIONS],
+                  answer=st.session_state[state.ANN_ANSWER], on_action=lambda: _on_action(store, user))
+        st.fragment(run_every=actions.heartbeat_seconds(store))(_heartbeat)(store, user)
 
 
-def _progress(store: Store, user: UserInfo) -> None:
+def _progress(user: UserInfo) -> None:
     progress = runtime.read(annotator_progress, user, st.session_state.get(state.SESSION_STARTED))
     cols = st.columns(4)
     cols[0].metric("Waiting for you", progress.waiting)
@@ -73,76 +76,107 @@ def _progress(store: Store, user: UserInfo) -> None:
     cols[3].metric("Yours, this session", progress.mine_this_session)
 
 
-def suggestions(current: Claim, vocabulary: list[str]) -> list[str]:
-    """The model's suggested labels stored with the selection, restricted to the vocabulary."""
-    value = current.explanation.get(SUGGESTIONS_KEY)
-    if not isinstance(value, list):
-        return []
-    known = set(vocabulary)
-    return list(dict.fromkeys(name for name in value if isinstance(name, str) and name in known))
-
-
-def _labels(current: Claim, vocabulary: list[str]) -> list[str]:
-    """The suggestions toggle, the label filter and the pills; returns the labels marked now."""
-    item = current.queue_item_id
-    selected_key = state.item_key(state.ANN_SELECTED, item)
-    suggested = suggestions(current, vocabulary)
-    use_suggestions = st.toggle("Pre-mark the model's suggestions", value=True, key=state.ANN_SUGGEST,
-                                disabled=not suggested, on_change=_toggle_suggestions, args=(item, suggested),
-                                help=None if suggested else "No model suggestions for this pair yet.")
-    if selected_key not in st.session_state:
-        st.session_state[selected_key] = list(suggested) if use_suggestions else []
-    selected: list[str] = st.session_state[selected_key]
-    query = st.text_input("Find a label", key=state.item_key(state.ANN_FILTER, item), placeholder="type to filter")
-    visible = [name for name in vocabulary if query.strip().lower() in name.lower()]
-    pills_key = state.item_key(state.ANN_PILLS, item, query.strip().lower())
-    st.pills(f"Labels ({len(visible)} of {len(vocabulary)} shown)", visible, selection_mode="multi",
-             default=[name for name in visible if name in selected], key=pills_key, format_func=widgets.literal,
-             width="stretch", wrap=True,
-             on_change=_sync_pills, args=(pills_key, selected_key, visible))
-    return selected
-
-
-def _sync_pills(pills_key: str, selected_key: str, visible: list[str]) -> None:
-    shown = set(visible)
-    chosen = set(st.session_state[pills_key] or ())
-    # .get: after an undo the browser may resend a pills value for a pair whose marks were cleared
-    kept = [name for name in st.session_state.get(selected_key, []) if name not in shown]
-    st.session_state[selected_key] = kept + [name for name in visible if name in chosen]
-
-
-def _toggle_suggestions(item: int, suggested: list[str]) -> None:
-    selected_key = state.item_key(state.ANN_SELECTED, item)
-    current = [name for name in st.session_state.get(selected_key, []) if name not in suggested]
-    st.session_state[selected_key] = current + (suggested if st.session_state[state.ANN_SUGGEST] else [])
-    pills_prefix = state.item_key(state.ANN_PILLS, item) + "."
-    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(pills_prefix)]:
-        del st.session_state[key]  # redraw the pills from the new selection
-
-
-def _record(store: Store, user: UserInfo, current: Claim, kind: str) -> None:
-    item = current.queue_item_id
-    labels = st.session_state.get(state.item_key(state.ANN_SELECTED, item), [])
-    verdict = st.session_state.get(state.item_key(state.ANN_VERDICT, item))
+def _take_next(store: Store, user: UserInfo, restore: tuple[int, Answer] | None = None) -> Claim | None:
+    """Claim (or get back) the user's pair and put it on screen (see ``_put_on_screen``)."""
+    st.session_state[state.ANN_ACTIVE] = True
     try:
-        actions.annotate(store, user, item, kind=kind, labels=None if kind == "skip" else labels,
-                         verdict=None if kind == "skip" else verdict,
-                         comment=st.session_state.get(state.item_key(state.ANN_COMMENT, item)))
+        current = actions.claim(store, user)
+    except PairlabError as exc:  # e.g. the database stayed busy: one line, and the next action tries again
+        runtime.flash(str(exc), "error")
+        return st.session_state.get(state.ANN_CLAIM)
+    _put_on_screen(store, current, restore, renewed_at=time.monotonic())
+    return current
+
+
+def _put_on_screen(store: Store, current: Claim | None, restore: tuple[int, Answer] | None, *,
+                   renewed_at: float) -> None:
+    """Hold ``current`` in session state and have the widget start over from ``restore`` = (pair id,
+    answer) when that is this pair (a refused or undone answer), else from the pre-marked suggestions
+    (which the browser replaces with its own unsent draft of this pair, if it kept one)."""
+    suggestions = actions.suggestions(store, current, runtime.read(label_names)) if current else []
+    if restore is not None and current is not None and restore[0] == current.pair_id:
+        answer = restore[1]
+    else:
+        answer = Answer(labels=tuple(s.label for s in suggestions if s.premarked), fresh=True)
+    st.session_state.update({state.ANN_ACTIVE: True, state.ANN_CLAIM: current, state.ANN_SUGGESTIONS: suggestions,
+                             state.ANN_ANSWER: answer, state.ANN_REVISION: st.session_state.get(state.ANN_REVISION, 0) + 1,
+                             state.ANN_RENEWED_AT: renewed_at})
+
+
+def _on_action(store: Store, user: UserInfo) -> None:
+    action = parse_action(action_payload(state.ANN_WIDGET))
+    if action is None:
+        runtime.flash("The annotation widget sent something unreadable; nothing was recorded.", "error")
+        st.session_state[state.ANN_REVISION] = st.session_state.get(state.ANN_REVISION, 0) + 1
+        return
+    if action.kind == "undo":
+        _undo(store, user, action)
+        return
+    answer = action.answer
+    try:
+        actions.annotate(store, user, action.queue_item_id, pair_id=action.pair_id, kind=action.kind,
+                         labels=None if action.kind == "skip" else answer.labels,
+                         verdict=None if action.kind == "skip" else answer.verdict, comment=answer.comment)
+    except StaleLeaseError as exc:
+        current = _take_next(store, user, restore=(action.pair_id, answer))
+        same = current is not None and current.pair_id == action.pair_id
+        kept = "it is back on screen to submit again" if same else f"this was your answer: {_describe(answer)}"
+        runtime.flash(f"Not recorded: {exc}; {kept}.", "error")
+        return
+    except PairlabError as exc:  # e.g. a comment with a control character: fix it and submit again
+        runtime.flash(f"Not recorded: {exc}", "error")
+        _restore(action)
+        return
+    runtime.flash(DONE[action.kind])
+    _take_next(store, user)
+
+
+def _restore(action: Action) -> None:
+    """Redraw the same pair with the answer the person sent."""
+    st.session_state[state.ANN_ANSWER] = action.answer
+    st.session_state[state.ANN_REVISION] = st.session_state.get(state.ANN_REVISION, 0) + 1
+
+
+def _undo(store: Store, user: UserInfo, action: Action | None = None) -> None:
+    try:
+        undone = actions.undo(store, user)
     except PairlabError as exc:
         runtime.flash(str(exc), "error")
-        return
-    st.session_state.pop(state.item_key(state.ANN_SELECTED, item), None)
-    runtime.flash({"submit": "Submitted.", "skip": "Skipped.", "flag": "Flagged for review."}[kind])
-
-
-def _undo_button(store: Store, user: UserInfo) -> None:
-    st.button("Undo last", shortcut=SHORTCUT_UNDO, icon=":material/undo:", on_click=_undo, args=(store, user))
-
-
-def _undo(store: Store, user: UserInfo) -> None:
-    undone = actions.undo(store, user)
-    if undone is None:
-        runtime.flash("Nothing to undo.", "warning")
+        undone = None
     else:
-        kind, pair_id = undone
-        runtime.flash(f"Undid your {kind} of pair {pair_id}; it is back in front of you.")
+        if undone is None:
+            runtime.flash("Nothing to undo.", "warning")
+    if undone is None:
+        if action is not None:
+            _restore(action)
+        return
+    runtime.flash(f"Undid your {undone.kind} of pair {undone.pair_id}; it is back in front of you.")
+    previous = Answer(undone.labels or (), undone.verdict, undone.comment or "") if undone.kind != "skip" else Answer()
+    _take_next(store, user, restore=(undone.pair_id, previous))
+
+
+def _heartbeat(store: Store, user: UserInfo) -> None:
+    """Renew the lease of the pair on screen once per heartbeat period (so not on every rerun)."""
+    current: Claim | None = st.session_state.get(state.ANN_CLAIM)
+    if current is None:
+        return
+    renewed = True
+    if time.monotonic() - st.session_state.get(state.ANN_RENEWED_AT, 0.0) >= actions.heartbeat_seconds(store):
+        expires = actions.heartbeat(store, user, current.queue_item_id)
+        st.session_state[state.ANN_RENEWED_AT] = time.monotonic()
+        renewed = expires is not None
+        if renewed:
+            current = replace(current, lease_expires_at=expires)
+            st.session_state[state.ANN_CLAIM] = current
+    if not renewed or current.lease_expires_at < utcnow():
+        st.warning("Your lease on this pair ran out (or it was answered in another tab): submitting will be "
+                   "refused, with your answer kept on screen.")
+    else:
+        st.caption(f"Pair {current.external_id} is reserved for you until {current.lease_expires_at:%H:%M:%S} UTC "
+                   "while this page is open.")
+
+
+def _describe(answer: Answer) -> str:
+    labels = ", ".join(answer.labels) or "no label"
+    comment = f"; comment {answer.comment!r}" if answer.comment.strip() else ""
+    return f"labels {labels}; verdict {answer.verdict or 'none'}{comment}"

@@ -30,9 +30,20 @@ def render() -> None:
                                      format_func=lambda n: "any" if n is None else f"round {n}")
     split = cols[3].selectbox("Split", [None, *SPLITS], key=state.EXPLORE_SPLIT,
                               format_func=lambda s: "any" if s is None else s)
-    rows, total = runtime.read(read_models.browse_pairs, labels=labels, statuses=statuses, round_number=round_number,
-                                       split=split, limit=PAGE_ROWS)
-    st.text(f"{total} pairs match" + (f"; showing the first {PAGE_ROWS}" if total > PAGE_ROWS else ""))
+    def browse(page: int):
+        return runtime.read(read_models.browse_pairs, labels=labels, statuses=statuses, round_number=round_number,
+                            split=split, limit=PAGE_ROWS, offset=(page - 1) * PAGE_ROWS)
+
+    page = int(st.session_state.get(state.EXPLORE_PAGE, 1))
+    rows, total = browse(page)
+    pages = max(1, -(-total // PAGE_ROWS))
+    if page > pages:  # the filters changed under a later page
+        page = st.session_state[state.EXPLORE_PAGE] = pages
+        rows, total = browse(page)
+    if pages > 1:
+        st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=state.EXPLORE_PAGE)
+    first = (page - 1) * PAGE_ROWS
+    st.text(f"{total} pairs match" + (f"; showing {first + 1}-{first + len(rows)}" if total > PAGE_ROWS else ""))
     if not rows:
         return
     st.dataframe([{"pair": r.pair_id, "id": r.external_id, "caption": r.text, "split": r.split,

@@ -1,4 +1,4 @@
-"""Export (operator): write the workspace in a chosen format as a job, then offer the file."""
+"""Export (operator): write the workspace in a chosen format as a job, then offer the file and earlier ones."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,13 +34,34 @@ def render() -> None:
     job_id = st.session_state.get(state.EXPORT_JOB)
     if job_id is not None:
         widgets.job_panel(store, job_id, on_finished=_download)
-    finished = [j for j in runtime.read(recent_jobs, kinds=("export",)) if j.status == "done" and j.result]
+    finished = [j for j in runtime.read(recent_jobs, kinds=("export",)) if j.status == "done" and j.result
+                and j.id != job_id]
     if finished:
         st.subheader("Earlier exports")
-        st.dataframe([{"job": j.id, "format": j.result.get("format"), "file": j.result.get("file"),
-                       "rows": j.result.get("rows"),
-                       "finished (UTC)": j.finished_at.strftime("%Y-%m-%d %H:%M:%S") if j.finished_at else ""}
-                      for j in finished], hide_index=True, width="stretch")
+        for job in finished:
+            _earlier(job)
+
+
+def _earlier(job: JobView) -> None:
+    """One earlier export: what it wrote, and its file to download while it is still in the workspace."""
+    result = job.result
+    when = job.finished_at.strftime("%Y-%m-%d %H:%M:%S") if job.finished_at else ""
+    about, button = st.columns([3, 1], vertical_alignment="center")
+    about.text(f"{result.get('file')}: {result.get('format')}, {result.get('rows', 0)} rows, "
+               f"finished {when} UTC (job {job.id})")
+    path = Path(result["path"])
+    if not path.is_file():
+        about.caption("The file is no longer in the workspace.")
+        return
+    with button:
+        _download_button(path, result.get("format"), key=state.item_key(state.EXPORT_EARLIER, job.id))
+
+
+def _download_button(path: Path, fmt: str | None, *, key: str | None = None, primary: bool = False) -> None:
+    """A download of ``path`` that reads the file only when clicked (never on a rerun)."""
+    st.download_button(f"Download {path.name}", data=lambda: path.read_bytes(), file_name=path.name,
+                       mime=MIME.get(fmt, "application/octet-stream"), type="primary" if primary else "secondary",
+                       icon=":material/download:", on_click="ignore", key=key)
 
 
 def _download(job: JobView) -> None:
@@ -51,6 +72,4 @@ def _download(job: JobView) -> None:
         st.warning("The exported file is no longer in the workspace.")
         return
     st.text(f"{job.result.get('rows', 0)} rows written to exports/{path.name} in the workspace")
-    st.download_button(f"Download {path.name}", data=path.read_bytes(), file_name=path.name,
-                       mime=MIME.get(job.result.get("format"), "application/octet-stream"), type="primary",
-                       icon=":material/download:", on_click="ignore")
+    _download_button(path, job.result.get("format"), primary=True)

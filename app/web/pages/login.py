@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.services.users import sign_in
+from app.services.users import TooManyAttempts, sign_in
 from app.web import runtime, state
 
 
@@ -15,9 +15,13 @@ def render() -> None:
         password = st.text_input("Password", type="password", key=state.LOGIN_PASSWORD)
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        user = sign_in(runtime.get_store(), name, password)
-        if user is None:
+        try:
+            signed_in = sign_in(runtime.get_store(), name, password, address=runtime.client_address())
+        except TooManyAttempts as exc:
+            st.error(str(exc))
+            return
+        if signed_in is None:
             st.error("Unknown user name or wrong password.")
             return
-        runtime.sign_in(user)
+        runtime.sign_in(signed_in)
         st.rerun()

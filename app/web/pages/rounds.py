@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app.jobs import launch
+from app.services import rounds as rounds_service
 from app.services.settings import settings
 from app.web import runtime, state, widgets
 from learner.selection.strategies import STRATEGY_NAMES
@@ -34,8 +35,10 @@ def render() -> None:
     history = runtime.read(read_models.round_history)
     if history:
         st.dataframe(history, hide_index=True, width="stretch")
+        _round_controls(store, user, history)
     else:
         st.info("No rounds yet. Launch the first one above.")
+    _progress()
     _charts(store)
     with st.expander("Recent jobs"):
         st.dataframe([{"job": j.id, "kind": j.kind, "status": j.status, "progress": f"{j.progress:.0%}",
@@ -103,6 +106,59 @@ def _cancel_button(store: Store, user: UserInfo, job_id: int) -> None:
         st.error(str(exc))
         return
     st.rerun()
+
+
+def _round_controls(store: Store, user: UserInfo, history: list[dict]) -> None:
+    """Order the open rounds (claims take the highest priority first) or close one."""
+    open_rounds = {row["round"]: row for row in history if not row["closed"]}
+    if not open_rounds:
+        return
+    number = st.selectbox("Order or close a round", list(open_rounds), key=state.ROUNDS_CONTROL,
+                          format_func=lambda n: f"round {n} (priority {open_rounds[n]['priority']})")
+    if number not in open_rounds:
+        return
+    with st.form("round_controls"):
+        # no key: the box starts from the chosen round's priority whenever another round is chosen
+        priority = st.number_input("Priority (claims take the highest first)", step=1,
+                                   value=int(open_rounds[number]["priority"]))
+        set_it, close_it = st.columns(2)
+        set_clicked = set_it.form_submit_button("Set priority")
+        close_clicked = close_it.form_submit_button("Close round", help="Releases its leases; nobody is given "
+                                                    "its pairs again")
+    if not (set_clicked or close_clicked):
+        return
+    try:
+        if close_clicked:
+            released = rounds_service.close_round(store, user, int(number))
+            runtime.flash(f"Round {number} closed; {released} lease(s) released.")
+        else:
+            rounds_service.set_priority(store, user, int(number), int(priority))
+            runtime.flash(f"Round {number} now has priority {int(priority)}.")
+    except PairlabError as exc:
+        st.error(str(exc))
+        return
+    st.rerun()
+
+
+def _progress() -> None:
+    """Done / assigned, time per pair and agreement with the consensus, per annotator and per round."""
+    st.subheader("Progress")
+    people, rounds = st.columns(2, gap="large")
+    with people:
+        rows = runtime.read(read_models.annotator_progress_table)
+        _progress_table(rows, "annotator", "No annotator has slots or answers yet.")
+    with rounds:
+        _progress_table(runtime.read(read_models.round_progress_table), "round", "No rounds yet.")
+
+
+def _progress_table(rows: list[read_models.Progress], what: str, empty: str) -> None:
+    if not rows:
+        st.info(empty)
+        return
+    st.dataframe([{what: r.name, "done / assigned": f"{r.done} / {r.assigned}",
+                   "s per pair": None if r.seconds_per_pair is None else round(r.seconds_per_pair, 1),
+                   "agreement": None if r.agreement is None else f"{r.agreement:.0%} of {r.compared}"}
+                  for r in rows], hide_index=True, width="stretch")
 
 
 def _charts(store: Store) -> None:
