@@ -211,3 +211,27 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.kind}, {self.status}, {self.progress:.0%})"
+
+
+class AuditRun(Base):
+    """One mismatch audit (``pairlab audit``): the model version that scored it and its settings."""
+
+    __tablename__ = "audit_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pairs: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditScore(Base):
+    """A pair's place in an audit's ranking: rank 1 is the most likely mismatched, with its breakdown."""
+
+    __tablename__ = "audit_scores"
+    __table_args__ = (Index("ix_audit_scores_rank", "audit_run_id", "rank"),)
+    audit_run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id"), primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    breakdown: Mapped[dict[str, Any]] = mapped_column(default=dict)
