@@ -45,9 +45,9 @@ from learner.training import TrainConfig, train_model  # noqa: E402
 WEIGHTINGS = {
     "equal": (1, 1, 1, 1, 1),
     "model_only": (1, 1, 1, 1, 0),
-    "inconsistency+disagreement": (0, 0, 0, 1, 1),
     "inconsistency_x3": (1, 1, 1, 1, 3),
-    "inconsistency_x3+disagreement_x2": (1, 1, 1, 2, 3),
+    "inconsistency_x4+mismatch": (1, 0, 0, 0, 4),
+    "inconsistency_x2+mismatch": (1, 0, 0, 0, 2),
 }
 
 DATASETS = {

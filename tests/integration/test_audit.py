@@ -11,6 +11,7 @@ import pytest
 
 from app.cli.demo import sample_captions
 from app.jobs.worker import run_worker
+from learner.audit import AUDIT_COMPONENTS
 from app.services.encode import encode_workspace
 from app.services.train import train_workspace
 from storage.audit import audit_page, latest_audit
@@ -74,11 +75,12 @@ def test_audit_writes_every_pair_most_suspicious_first_and_swapped_pairs_rank_hi
     assert scores == sorted(scores, reverse=True)
     assert [r["rank"] for r in records] == list(range(1, n + 1))
     rank_of = {r["id"]: r["rank"] for r in records}
-    swapped_ranks = np.array([rank_of[i] for i in swapped]) / n
-    # 12 of ~400 pairs: chance would put their median rank at 0.5 and a third of them in the top fifth's 12 %
-    assert np.median(swapped_ranks) < 0.2, sorted(swapped_ranks)
+    swapped_ranks = np.array(sorted(rank_of[i] for i in swapped))
+    # 12 of 395 pairs: by chance their median rank would be ~198 and about 1 of them in the top 36
+    # (measured: median 15.5, 8 in the top 36, the last at 61)
+    assert np.median(swapped_ranks) <= 40 and (swapped_ranks <= 36).sum() >= 6, swapped_ranks
     top = records[0]["breakdown"]
-    assert set(top["components"]) == {"mismatch", "contrastive", "posterior", "disagreement"}
+    assert set(top["components"]) == set(AUDIT_COMPONENTS)
     assert top["best_caption"]["id"] != records[0]["id"] and top["best_caption"]["text"]
     assert top["best_image"]["id"] != records[0]["id"]
 
@@ -100,7 +102,7 @@ def test_the_audit_run_is_stored_and_read_back_in_pages(audited):
     assert run.id == result["audit"] and run.pairs == n
     assert [r.rank for r in page] == [1, 2, 3, 4, 5] and [r.rank for r in later] == [6, 7, 8, 9, 10]
     assert page[0].score >= page[-1].score >= later[0].score
-    assert set(page[0].breakdown["components"]) == {"mismatch", "contrastive", "posterior", "disagreement"}
+    assert set(page[0].breakdown["components"]) == set(AUDIT_COMPONENTS)
 
 
 def test_audit_refuses_an_output_inside_the_workspace_before_any_work(audited):
