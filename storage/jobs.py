@@ -28,7 +28,7 @@ from storage.errors import NotFoundError, PairlabError
 from storage.model_versions import model_version_of_job
 from storage.models import Job, utcnow
 
-JOB_KINDS = ("encode", "train", "select", "export")
+JOB_KINDS = ("encode", "train", "select", "export", "audit")
 FINISHED_STATUSES = ("done", "failed", "cancelled")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.orm import Session
 
-from storage.models import Job, LoginAttempt, PairState, PairStateLabel, Round, UserSession
+from storage.models import AuditRun, AuditScore, Job, LoginAttempt, PairState, PairStateLabel, Round, UserSession
 from storage.pair_state import rebuild_pair_states
 
 
@@ -52,8 +52,15 @@ def _pair_states(conn: Connection) -> None:
         session.flush()
 
 
+def _audit_runs(conn: Connection) -> None:
+    """4 -> 5: the mismatch audits (``audit_runs``, ``audit_scores``; ``storage.audit``). Idempotent."""
+    for table in (AuditRun.__table__, AuditScore.__table__):
+        table.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _jobs_heartbeat_and_cancel,
     2: _sessions_and_round_order,
     3: _pair_states,
+    4: _audit_runs,
 }

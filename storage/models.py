@@ -14,7 +14,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 4  # storage.migrations.MIGRATIONS upgrades older databases when a workspace opens
+SCHEMA_VERSION = 5  # storage.migrations.MIGRATIONS upgrades older databases when a workspace opens
 
 SPLITS = ("pool", "train", "val", "test")
 ROLES = ("annotator", "reviewer", "operator", "system")
@@ -288,3 +288,25 @@ class LoginAttempt(Base):
     address: Mapped[str] = mapped_column(String(64))
     succeeded: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+class AuditRun(Base):
+    """One mismatch audit (``pairlab audit``): the model version that scored it and its settings."""
+
+    __tablename__ = "audit_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pairs: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditScore(Base):
+    """A pair's place in an audit's ranking: rank 1 is the most likely mismatched, with its breakdown."""
+
+    __tablename__ = "audit_scores"
+    __table_args__ = (Index("ix_audit_scores_rank", "audit_run_id", "rank"),)
+    audit_run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id"), primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    breakdown: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -13,19 +13,22 @@ from storage.models import Pair
 
 @dataclass(frozen=True)
 class PairColumns:
-    """All pairs in id order: ids (N,) int64, image paths and texts (N lists), splits (N,) object array."""
+    """All pairs in id order: ids (N,) int64, image paths and texts (N lists), splits (N,) object array,
+    external_ids (N list): each pair's id as imported."""
 
     ids: np.ndarray
     image_paths: list[str]
     texts: list[str]
     splits: np.ndarray
+    external_ids: list[str]
 
 
 def all_pairs(session: Session) -> PairColumns:
     """Every pair in id order (N = 0 for an empty workspace)."""
-    rows = session.execute(select(Pair.id, Pair.image_path, Pair.text, Pair.split).order_by(Pair.id)).all()
+    rows = session.execute(select(Pair.id, Pair.image_path, Pair.text, Pair.split, Pair.external_id)
+                           .order_by(Pair.id)).all()
     return PairColumns(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], [r[2] for r in rows],
-                       np.array([r[3] for r in rows], dtype=object))
+                       np.array([r[3] for r in rows], dtype=object), [r[4] for r in rows])
 
 
 def image_digests(session: Session, pair_ids: Sequence[int] | None = None) -> dict[int, str]:

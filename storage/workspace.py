@@ -25,7 +25,7 @@ from storage.errors import InputError, WorkspaceError
 CONFIG_NAME = "pairlab.toml"
 DATABASE_ENV = "PAIRLAB_DATABASE_URL"
 STORAGE_TABLES = ("database", "annotation", "import", "jobs", "auth", "export")
-LEARNER_TABLES = ("encoders", "train", "selection", "inference")  # parsed by app.services.settings
+LEARNER_TABLES = ("encoders", "train", "selection", "inference", "audit")  # parsed by app.services.settings
 
 
 @dataclass(frozen=True)

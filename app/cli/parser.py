@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from app.cli.verbs import (
-    cmd_demo, cmd_encode, cmd_evaluate, cmd_export, cmd_import, cmd_init, cmd_jobs_cancel, cmd_jobs_list,
+    cmd_audit, cmd_demo, cmd_encode, cmd_evaluate, cmd_export, cmd_import, cmd_init, cmd_jobs_cancel, cmd_jobs_list,
     cmd_rebuild_state, cmd_select, cmd_serve, cmd_simulate, cmd_train, cmd_user_add, cmd_worker,
 )
 from storage.errors import PairlabError, one_line
@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assign", help="comma-separated annotators to deal the pairs to")
     p.add_argument("--overlap", type=int, help="annotators per pair (default: the workspace's [annotation].overlap)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--user", default="system", help="acting operator (default: the CLI's system user)")
+
+    p = verb("audit", cmd_audit, "rank every pair by how likely its caption does not belong to its image")
+    p.add_argument("workspace")
+    p.add_argument("--out", help="write the ranking as JSONL, most suspicious first")
     p.add_argument("--user", default="system", help="acting operator (default: the CLI's system user)")
 
     p = verb("evaluate", cmd_evaluate, "print retrieval metrics of the latest model as JSON")

@@ -169,6 +169,26 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from app.services.audit import run_audit
+    from app.services.settings import open_workspace
+    from storage.users import get_user
+
+    store = open_workspace(args.workspace)
+    with store.db.read() as s:
+        actor = get_user(s, args.user)
+    update, close = step_bar("audit")
+    try:
+        report = run_audit(store, actor=actor, out=Path(args.out) if args.out else None, progress=update)
+    finally:
+        close()
+    log.info("audit %d: %d pairs ranked with model v%d%s", report.run_id, report.pairs, report.model_version,
+             f", written to {args.out}" if args.out else "")
+    for item in report.top:
+        log.info("  %4d. %s  mismatch %.3f", item["rank"], item["id"], item["mismatch"])
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from storage.exporters import export_workspace
     from storage.store import open_store

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.jobs.progress import JobProgress
+from app.services.audit import run_audit
 from app.services.encode import encode_workspace
 from app.services.select import run_selection
 from app.services.train import train_workspace
@@ -82,9 +83,16 @@ def handle_train(store: Store, params: dict[str, Any], progress: JobProgress) ->
     return info.summary()
 
 
+def handle_audit(store: Store, params: dict[str, Any], progress: JobProgress) -> dict[str, Any]:
+    actor = acting_user(store, params, "operate")
+    report = run_audit(store, actor=actor, progress=progress.update, show=0)
+    return {"audit": report.run_id, "pairs": report.pairs, "model_version": report.model_version}
+
+
 JOB_HANDLERS: dict[str, Handler] = {
     "select": handle_select,
     "export": handle_export,
     "encode": handle_encode,
     "train": handle_train,
+    "audit": handle_audit,
 }

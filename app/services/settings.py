@@ -4,7 +4,7 @@
 (``[database]``, ``[annotation]``, ``[import]``, ``[jobs]``, ``[auth]``, ``[export]``). Here the learner's
 tables become the learner's frozen configs through the same validator (``storage.workspace.parse_table``): ``[encoders]`` ->
 :class:`EncoderSettings`, ``[train]`` -> ``TrainConfig`` (``warm_start`` included),
-``[selection.<strategy>]`` -> that strategy's config, ``[inference]`` -> ``InferenceConfig``.
+``[selection.<strategy>]`` -> that strategy's config, ``[inference]`` -> ``InferenceConfig``, ``[audit]`` -> ``AuditConfig``.
 Every error names the file, the table and the key. :func:`open_workspace` opens a store and
 validates its settings at once, so a bad file fails when the workspace loads, not halfway
 through a job.
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from learner.audit import AuditConfig
 from learner.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, ENCODER_NAMES
 from learner.encoders.openclip import PREFIX as OPEN_CLIP_PREFIX
 from learner.inference import InferenceConfig
@@ -76,6 +77,7 @@ class Settings:
     train: TrainConfig = TrainConfig()
     selection: Mapping[str, Any] = field(default_factory=dict)
     inference: InferenceConfig = InferenceConfig()
+    audit: AuditConfig = AuditConfig()
 
     def strategy(self, name: str) -> QueryStrategy:
         """The query strategy ``name`` with this workspace's options for it."""
@@ -117,6 +119,7 @@ def parse_settings(workspace: Workspace) -> Settings:
         train=parse_table(TrainConfig, tables.get("train", {}), path=path, name="train"),
         selection=configs,
         inference=parse_table(InferenceConfig, tables.get("inference", {}), path=path, name="inference"),
+        audit=parse_table(AuditConfig, tables.get("audit", {}), path=path, name="audit"),
     )
 
 

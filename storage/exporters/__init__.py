@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from typing import TextIO
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from storage.features import temporary_name
 from storage.progress import CountProgress
 from storage.store import Store
 
-__all__ = ["EXPORT_FORMATS", "EXPORT_SUFFIX", "ExportReport", "export_workspace", "neutralise"]
+__all__ = ["EXPORT_FORMATS", "EXPORT_SUFFIX", "ExportReport", "atomic_text_file", "export_workspace", "neutralise"]
 
 EXPORT_FORMATS = ("jsonl", "csv", "coco", "label-studio", "npz")
 # distinct per format, so default file names never collide (coco and label-studio are both JSON)
@@ -65,6 +66,15 @@ def export_workspace(store: Store, fmt: str, out: Path, *, progress: CountProgre
                 rows = writers[fmt](session, fh, RowCounter(session, progress))
     log.info("exported %d rows to %s", rows, out)
     return ExportReport(rows=rows, path=out)
+
+
+@contextmanager
+def atomic_text_file(store: Store, out: Path) -> Iterator[TextIO]:
+    """A UTF-8 text file for writing at ``out`` (checked like every export target) that appears only
+    when the block completes; on any error nothing is left at ``out``."""
+    out = check_export_target(store, out)
+    with _atomic(out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        yield fh
 
 
 @contextmanager

@@ -15,9 +15,11 @@ from tests.support.cli import pairlab
 
 def _as_version_1(store) -> None:
     """Turn a new database into what pairlab's schema version 1 made: ``jobs`` without ``heartbeat_at`` and
-    ``cancel_requested_at``, ``jobs.status`` of 8 characters, no sessions tables, ``rounds`` without
-    ``priority`` and ``closed_at``; a job left running and a queued one."""
+    ``cancel_requested_at``, ``jobs.status`` of 8 characters, no sessions, pair-state or audit tables,
+    ``rounds`` without ``priority`` and ``closed_at``; a job left running and a queued one."""
     with store.db.engine.begin() as conn:
+        for table in ("audit_scores", "audit_runs", "pair_state_labels", "pair_states"):
+            conn.execute(text(f"DROP TABLE {table}"))
         conn.execute(text("DROP TABLE user_sessions"))
         conn.execute(text("DROP TABLE login_attempts"))
         conn.execute(text("ALTER TABLE rounds DROP COLUMN priority"))
@@ -47,7 +49,8 @@ def test_a_version_1_workspace_is_upgraded_when_it_opens(tmp_path, database_url)
         columns = {c["name"] for c in inspect(store.db.engine).get_columns("jobs")}
         assert {"heartbeat_at", "cancel_requested_at"} <= columns
         assert {"priority", "closed_at"} <= {c["name"] for c in inspect(store.db.engine).get_columns("rounds")}
-        assert {"user_sessions", "login_attempts"} <= set(inspect(store.db.engine).get_table_names())
+        assert {"user_sessions", "login_attempts", "pair_states", "pair_state_labels", "audit_runs",
+                "audit_scores"} <= set(inspect(store.db.engine).get_table_names())
         assert _version(store) == str(SCHEMA_VERSION)
         with store.db.write() as s:
             job = get_job(s, 1)

@@ -1,0 +1,168 @@
+"""How well does the mismatch audit find captions that were swapped between pairs? (learner.audit)
+
+    .venv/bin/python benchmarks/bench_audit.py --dataset coco                 # coco-mini, 3 seeds
+    .venv/bin/python benchmarks/bench_audit.py --dataset fashion --noise 0.05 0.1 0.2 --seeds 0 1 2
+
+For each noise rate and seed: a seeded fraction of the pool (validation carve removed, test never
+read) has its captions swapped between pairs of *different* labels, so the truth is known; the learner
+trains on the corrupted pool as ``pairlab train`` would (default TrainConfig, a seeded ``--labelled``
+fraction of pairs labelled with their image's labels, every pair's pairing signal); then the audit
+ranks every pool pair. Reported per run: ROC-AUC, average precision and precision at k = the number
+of corrupted pairs, for the audit score, each of its components alone, and two baselines computed in
+the same process: cosine similarity of the raw features after a CCA fitted on all pool pairs (PCA to
+``--pca`` dims first), and the model's own mu_v . mu_t. Candidate weightings of the fused score
+(``WEIGHTINGS``) are compared with ``--on validation``, which corrupts and audits the validation carve
+instead of the pool, so the defaults are never chosen on the figures reported. Prints a table;
+``--out`` writes the raw figures as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.cross_decomposition import CCA  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.bench.data import VALIDATION_FRACTION, carve_by_group, load_simulation_data, split_pool_and_test  # noqa: E402
+from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs  # noqa: E402
+from learner.inference import infer  # noqa: E402
+from learner.training import TrainConfig, train_model  # noqa: E402
+
+# Candidate weightings of the fused score (AUDIT_COMPONENTS order: mismatch, contrastive, posterior,
+# disagreement, inconsistency), compared on validation pools to choose AuditConfig's defaults.
+WEIGHTINGS = {
+    "equal": (1, 1, 1, 1, 1),
+    "model_only": (1, 1, 1, 1, 0),
+    "inconsistency_x3": (1, 1, 1, 1, 3),
+    "inconsistency_x4+mismatch": (1, 0, 0, 0, 4),
+    "inconsistency_x2+mismatch": (1, 0, 0, 0, 2),
+}
+
+DATASETS = {
+    "coco": (ROOT.parent / "shared" / "datasets" / "coco-mini", "coco"),
+    "fashion": (ROOT.parent / "shared" / "datasets" / "fashion" / "manifest.jsonl", "manifest"),
+}
+
+
+def swap_captions(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A permutation of n rows that swaps the captions of a seeded ``fraction`` of them in pairs whose
+    label sets differ. labels: (n, C). Returns (text_row (n,), corrupted (n,) bool)."""
+    n = labels.shape[0]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    wanted = int(round(fraction * n)) // 2 * 2
+    text_row = np.arange(n)
+    corrupted = np.zeros(n, dtype=bool)
+    waiting: list[int] = []
+    for row in order:
+        if corrupted.sum() >= wanted:
+            break
+        partner = next((w for w in waiting if not np.array_equal(labels[w], labels[row])), None)
+        if partner is None:
+            waiting.append(int(row))
+            continue
+        waiting.remove(partner)
+        text_row[row], text_row[partner] = partner, row
+        corrupted[[row, partner]] = True
+    return text_row, corrupted
+
+
+def ranking_metrics(suspicion: np.ndarray, corrupted: np.ndarray) -> dict[str, float]:
+    """ROC-AUC, average precision and precision at k = #corrupted of a score, higher = more suspicious."""
+    k = int(corrupted.sum())
+    top = np.argsort(-suspicion, kind="stable")[:k]
+    return {"roc_auc": float(roc_auc_score(corrupted, suspicion)),
+            "average_precision": float(average_precision_score(corrupted, suspicion)),
+            "precision_at_k": float(corrupted[top].mean())}
+
+
+def cca_cosine(image: np.ndarray, text: np.ndarray, *, pca_dims: int, components: int, seed: int) -> np.ndarray:
+    """Baseline: cosine similarity of each pair in a CCA space fitted on all (corrupted) pairs. (n,)"""
+    reduced = [PCA(n_components=min(pca_dims, x.shape[1], x.shape[0] - 1), random_state=seed).fit_transform(x)
+               for x in (image, text)]
+    cca = CCA(n_components=min(components, *(r.shape[1] for r in reduced)), max_iter=500)
+    u, v = cca.fit_transform(*reduced)
+    u /= np.linalg.norm(u, axis=1, keepdims=True) + 1e-12
+    v /= np.linalg.norm(v, axis=1, keepdims=True) + 1e-12
+    return np.einsum("nd,nd->n", u, v)
+
+
+def run_one(data, pool: np.ndarray, noise: float, seed: int, args: argparse.Namespace) -> dict:
+    labels = data.labels[pool]
+    text_row, corrupted = swap_captions(labels, noise, seed)
+    image, text = data.image[pool], data.text[pool][text_row]
+    rng = np.random.default_rng(1000 + seed)
+    labelled = np.zeros(pool.shape[0], dtype=bool)
+    labelled[rng.choice(pool.shape[0], size=max(2, int(round(args.labelled * pool.shape[0]))), replace=False)] = True
+    started = time.perf_counter()
+    model = train_model(image, text, labels, labelled, TrainConfig(seed=seed)).model
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    outputs = infer(model, image, text, mc_samples=0)
+    scores = audit_pairs(outputs, image, text, AuditConfig(seed=seed))
+    audit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    cca = cca_cosine(image, text, pca_dims=args.pca, components=args.cca_components, seed=seed)
+    cca_s = time.perf_counter() - started
+    fused = {f"fused_{key}": sum(w * scores.ranks[name] for w, name in zip(weights, AUDIT_COMPONENTS))
+             for key, weights in WEIGHTINGS.items()}
+    rankings = {"audit": scores.score, **{f"only_{name}": scores.ranks[name] for name in AUDIT_COMPONENTS}, **fused,
+                "baseline_model_cosine": -np.einsum("nd,nd->n", outputs.mu_image, outputs.mu_text),
+                "baseline_cca_cosine": -cca}
+    return {"noise": noise, "seed": seed, "pool": int(pool.shape[0]), "corrupted": int(corrupted.sum()),
+            "labelled": int(labelled.sum()), "train_s": round(train_s, 1), "audit_s": round(audit_s, 2),
+            "cca_s": round(cca_s, 1), "metrics": {name: ranking_metrics(v, corrupted) for name, v in rankings.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="coco")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--on", choices=("pool", "validation"), default="pool",
+                        help="corrupt and audit the pool, or the validation carve (to choose settings)")
+    parser.add_argument("--labelled", type=float, default=0.05, help="fraction of the pool labelled (default 0.05)")
+    parser.add_argument("--pca", type=int, default=128, help="PCA dims per modality before the CCA baseline")
+    parser.add_argument("--cca-components", type=int, default=16)
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "bench-out" / "cache", help="encoded-feature cache")
+    parser.add_argument("--out", type=Path, help="write the raw figures here (JSON)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    source, fmt = DATASETS[args.dataset]
+    if not source.exists():
+        sys.exit(f"{source}: not found (the datasets live in ../shared/datasets)")
+    data = load_simulation_data(source, fmt, cache_dir=args.cache_dir, carve_seed=10)
+    pool, _ = split_pool_and_test(data.split, data.groups, 10)
+    pool, validation = carve_by_group(pool, data.groups, VALIDATION_FRACTION, 10)
+    if args.on == "validation":
+        pool = validation
+    runs = []
+    for noise in args.noise:
+        for seed in args.seeds:
+            run = run_one(data, pool, noise, seed, args)
+            runs.append(run)
+            m = run["metrics"]
+            print(f"{args.on} noise {noise:.2f} seed {seed}: pool {run['pool']}, {run['corrupted']} swapped, "
+                  f"train {run['train_s']} s, audit {run['audit_s']} s, cca {run['cca_s']} s", flush=True)
+            for name, figures in m.items():
+                print(f"  {name:40s} roc_auc {figures['roc_auc']:.3f}  ap {figures['average_precision']:.3f}  "
+                      f"p@k {figures['precision_at_k']:.3f}", flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"dataset": args.dataset, "on": args.on, "labelled": args.labelled, "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

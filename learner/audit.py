@@ -1,0 +1,299 @@
+"""Mismatch audit: how likely each pair's caption does not describe its image (noisy correspondence).
+
+Pure functions of the learner's arrays (``InferenceOutputs``), higher meaning "more likely mismatched".
+Five components, each computed per pair and reported with its rank:
+
+- ``mismatch``:      1 - p_match, the PCME match probability (Chun et al. CVPR 2021, eq. 3) that the
+                     model learns on every pair (``learner.selection.scoring.match_probability``).
+- ``contrastive``:   the pair's own symmetric InfoNCE loss against a candidate set of the pool's other
+                     captions and images (all of them up to ``max_candidates``, else a seeded sample),
+                     with the ranks of its caption for its image and of its image for its caption.
+- ``posterior``:     P(mismatch) under a two-component Gaussian mixture fitted to the min-max
+                     normalised contrastive losses, the high-mean component being the noisy one (NCR,
+                     Huang et al. NeurIPS 2021, §3.2; scikit-learn's ``GaussianMixture``).
+- ``disagreement``:  Jensen-Shannon divergence of the image and text branches' class probabilities
+                     (``scoring.semantic_disagreement``): a caption swapped in from another class makes
+                     the two branches predict different labels.
+- ``inconsistency``: 1 - the cross-modal neighbourhood consistency of the pair in the *raw* feature
+                     spaces (BiCro, Yang et al. CVPR 2023, §3.2: pairs whose images are alike should have
+                     alike captions): the mean text similarity of the pair's caption to the captions of its
+                     k visual neighbours, and the image similarity to the images of its k textual
+                     neighbours, averaged. Raw features cannot memorise a wrong pairing the way a model
+                     trained on it does (on the COCO sample the model-space version was at chance).
+
+The audit score is the weighted mean of the components' rank-normalised values (``scoring.rank01``),
+the same fusion the selection scores use, so components of different scales are commensurable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+
+from learner.outputs import InferenceOutputs
+from learner.selection.knn import cosine_neighbours
+from learner.selection.scoring import CHUNK_ROWS, match_noise, match_probability, rank01, semantic_disagreement
+
+SIMILARITY_CELLS = 1 << 22  # entries of one chunk's pairs x candidates similarity matrix (32 MB in float64)
+
+#: The components of the audit score, in the order they are reported.
+AUDIT_COMPONENTS = ("mismatch", "contrastive", "posterior", "disagreement", "inconsistency")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Settings of :func:`audit_pairs`.
+
+    weights:        one weight >= 0 per ``AUDIT_COMPONENTS`` name (at least one > 0). The defaults
+                    (inconsistency 4, mismatch 1, the rest 0; 128 reduced dimensions, 10 neighbours) were
+                    chosen with ``benchmarks/bench_audit.py --on validation`` on the fashion set's validation
+                    carve with 10 % of captions swapped (docs/audit.md); the components at weight 0 are still
+                    computed and reported in every breakdown.
+    neighbours:     k of the neighbourhood consistency (``inconsistency``).
+    reduced_dims:   PCA dimensions each modality's raw features are reduced to for the neighbourhoods.
+    temperature:    of the per-pair InfoNCE loss (the training default, 0.2).
+    max_candidates: captions/images each pair is ranked against; the whole pool when it is smaller,
+                    else a seeded sample, so the cost is O(N * max_candidates * d).
+    match_samples:  K of the K x K Monte-Carlo estimate of p_match.
+    mixture_rows:   rows the Gaussian mixture is fitted on (a seeded sample beyond it); all rows are scored.
+    evidence_rows:  the most suspicious pairs that get the pool's best alternative caption and image as
+                    evidence (:func:`best_alternatives`, O(evidence_rows * N * d)).
+    seed:           candidate sample, match noise and mixture initialisation.
+    """
+
+    mismatch: float = 1.0
+    contrastive: float = 0.0
+    posterior: float = 0.0
+    disagreement: float = 0.0
+    inconsistency: float = 4.0
+    neighbours: int = 10
+    reduced_dims: int = 128
+    temperature: float = 0.2
+    max_candidates: int = 8192
+    match_samples: int = 7
+    mixture_rows: int = 200_000
+    evidence_rows: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        weights = [getattr(self, name) for name in AUDIT_COMPONENTS]
+        if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"AuditConfig: component weights must be >= 0 with one > 0, got {weights}")
+        if not self.temperature > 0:
+            raise ValueError(f"AuditConfig.temperature: expected > 0, got {self.temperature}")
+        for name in ("max_candidates", "match_samples", "mixture_rows", "reduced_dims"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"AuditConfig.{name}: expected >= 2, got {getattr(self, name)}")
+        if self.neighbours < 1:
+            raise ValueError(f"AuditConfig.neighbours: expected >= 1, got {self.neighbours}")
+        if self.evidence_rows < 0:
+            raise ValueError(f"AuditConfig.evidence_rows: expected >= 0, got {self.evidence_rows}")
+
+    def weights(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in AUDIT_COMPONENTS}
+
+
+@dataclass(frozen=True)
+class AuditScores:
+    """The audit of N pairs (float64, (N,) each).
+
+    score:       the fused audit score in [0, 1], higher = more likely mismatched.
+    components:  name -> raw value of each ``AUDIT_COMPONENTS`` component (higher = more suspicious).
+    ranks:       name -> the component's rank in [0, 1] (1 = the most suspicious pair of the pool).
+    caption_rank: fraction of candidate captions closer to the pair's image than its own caption.
+    image_rank:   fraction of candidate images closer to the pair's caption than its own image.
+    """
+
+    score: np.ndarray
+    components: dict[str, np.ndarray]
+    ranks: dict[str, np.ndarray]
+    caption_rank: np.ndarray
+    image_rank: np.ndarray
+
+    def order(self) -> np.ndarray:
+        """Row indices, most suspicious first (ties broken by row index)."""
+        return np.lexsort((np.arange(self.score.shape[0]), -self.score))
+
+
+def candidate_rows(n: int, max_candidates: int, seed: int) -> np.ndarray:
+    """The rows every pair is ranked against: all n when n <= max_candidates, else a seeded sample (sorted)."""
+    if n <= max_candidates:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_candidates, replace=False))
+
+
+def contrastive_losses(mu_image: np.ndarray, mu_text: np.ndarray, candidates: np.ndarray, temperature: float,
+                       *, chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pair symmetric InfoNCE and ranks against candidate rows, in chunks of pairs.
+
+    mu_image, mu_text: (N, d) L2-normalised means; candidates: (M,) row indices. For pair i, with
+    s_ij = mu_image[i] . mu_text[j] and C_i = candidates without i,
+        loss_i2t = -s_ii/tau + logsumexp({s_ii/tau} + {s_ij/tau : j in C_i}), loss_t2i likewise on s^T,
+    loss = (loss_i2t + loss_t2i) / 2; caption_rank = |{j in C_i : s_ij > s_ii}| / |C_i| and
+    image_rank the same over images. Memory is O(chunk_rows * M), chunk_rows by default such that a
+    chunk's similarity matrix holds about ``SIMILARITY_CELLS`` values. Returns three (N,) float64 arrays.
+    """
+    n = mu_image.shape[0]
+    chunk_rows = chunk_rows or max(1, SIMILARITY_CELLS // max(1, candidates.shape[0]))
+    loss = np.empty(n)
+    caption_rank = np.empty(n)
+    image_rank = np.empty(n)
+    cand_text = np.ascontiguousarray(mu_text[candidates], dtype=np.float32)     # (M, d)
+    cand_image = np.ascontiguousarray(mu_image[candidates], dtype=np.float32)   # (M, d)
+    position = np.full(n, -1)
+    position[candidates] = np.arange(candidates.shape[0])
+    for s in range(0, n, chunk_rows):
+        rows = np.arange(s, min(s + chunk_rows, n))
+        mv = np.asarray(mu_image[rows], dtype=np.float32)
+        mt = np.asarray(mu_text[rows], dtype=np.float32)
+        own = np.einsum("nd,nd->n", mv, mt).astype(np.float64)                  # (B,)
+        self_column = position[rows]                                             # (B,), -1 when not a candidate
+        halves = []
+        for sims, rank_out in ((mv @ cand_text.T, caption_rank), (mt @ cand_image.T, image_rank)):   # (B, M)
+            sims = sims.astype(np.float64)
+            inside = self_column >= 0
+            sims[inside, self_column[inside]] = -np.inf                          # a pair is not its own negative
+            others = sims.shape[1] - inside.astype(np.int64)                     # (B,) |C_i|
+            rank_out[rows] = (sims > own[:, None]).sum(axis=1) / np.maximum(others, 1)
+            logits = np.concatenate([own[:, None], sims], axis=1) / temperature  # (B, M + 1)
+            top = logits.max(axis=1, keepdims=True)
+            lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+            halves.append(lse - own / temperature)
+        loss[rows] = 0.5 * (halves[0] + halves[1])
+    return loss, caption_rank, image_rank
+
+
+def mismatch_posterior(losses: np.ndarray, *, max_rows: int = 200_000, seed: int = 0) -> np.ndarray:
+    """NCR's P(noisy | loss): a 2-component GaussianMixture on min-max normalised losses (N,) -> (N,).
+
+    The component with the larger mean is the noisy one (mismatched pairs keep a high contrastive loss;
+    Huang et al. NeurIPS 2021, §3.2, after Arazo et al. ICML 2019). Fitted on at most ``max_rows``
+    seeded rows; a constant loss vector gives 0.5 everywhere (nothing to separate).
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    lo, hi = float(losses.min()), float(losses.max())
+    if not hi > lo or losses.shape[0] < 2:
+        return np.full(losses.shape[0], 0.5)
+    x = ((losses - lo) / (hi - lo))[:, None]
+    rng = np.random.default_rng(seed)
+    fit_rows = x if x.shape[0] <= max_rows else x[rng.choice(x.shape[0], size=max_rows, replace=False)]
+    mixture = GaussianMixture(n_components=2, max_iter=100, tol=1e-3, reg_covar=5e-4, random_state=seed)
+    mixture.fit(fit_rows)
+    noisy = int(np.argmax(mixture.means_[:, 0]))
+    return np.concatenate([mixture.predict_proba(x[s:s + CHUNK_ROWS])[:, noisy]
+                           for s in range(0, x.shape[0], CHUNK_ROWS)])
+
+
+def reduce_features(features: np.ndarray, dims: int, *, seed: int, fit_rows: int = 50_000) -> np.ndarray:
+    """(N, D) raw features -> (N, min(dims, D, ...)) float32 rows: PCA fitted on at most ``fit_rows`` seeded
+    rows, applied in chunks, then L2-normalised, so dot products are cosine similarities."""
+    n = features.shape[0]
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, fit_rows), replace=False))
+    k = min(dims, features.shape[1], sample.shape[0] - 1)
+    pca = PCA(n_components=k, svd_solver="randomized" if k < min(sample.shape[0], features.shape[1]) // 2 else "full",
+              random_state=seed).fit(np.asarray(features[sample], dtype=np.float32))
+    reduced = np.concatenate([pca.transform(np.asarray(features[s:s + CHUNK_ROWS], dtype=np.float32))
+                              for s in range(0, n, CHUNK_ROWS)]).astype(np.float32)
+    return reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+
+
+def neighbour_consistency(space: np.ndarray, other: np.ndarray, k: int, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """For each row i: the mean of other[i] . other[j] over the k nearest neighbours j != i of row i in
+    ``space`` (BiCro's cross-modal consistency). space (N, a), other (N, b): L2-normalised rows; k < N.
+    Neighbours by ``learner.selection.knn.cosine_neighbours`` (faiss on large pools, scikit-learn below). (N,)"""
+    n = space.shape[0]
+    consistency = np.empty(n)
+    for s in range(0, n, chunk_rows):
+        rows = np.arange(s, min(s + chunk_rows, n))
+        found = cosine_neighbours(space, space[rows], k + 1, pass_rows=n)[1]            # (B, k + 1)
+        not_self = found != rows[:, None]                                               # self, or one extra row
+        keep = np.argsort(~not_self, axis=1, kind="stable")[:, :k]                      # first k others
+        neighbours = np.take_along_axis(found, keep, axis=1)                            # (B, k)
+        consistency[rows] = np.einsum("bkd,bd->b", other[neighbours], other[rows]) / k
+    return consistency
+
+
+def audit_pairs(outputs: InferenceOutputs, image_features: np.ndarray, text_features: np.ndarray,
+                config: AuditConfig = AuditConfig()) -> AuditScores:
+    """Score every pair of ``outputs`` (N pairs, N >= 2) for being mismatched; see the module docstring.
+    image_features (N, Di), text_features (N, Dt): the raw features the model read (may be memory-mapped)."""
+    n = outputs.n
+    if n < 2:
+        raise ValueError(f"audit_pairs: need at least 2 pairs to compare, got {n}")
+    if image_features.shape[0] != n or text_features.shape[0] != n:
+        raise ValueError(f"audit_pairs: expected {n} rows of features, got {image_features.shape[0]} and "
+                         f"{text_features.shape[0]}")
+    candidates = candidate_rows(n, config.max_candidates, config.seed)
+    loss, caption_rank, image_rank = contrastive_losses(outputs.mu_image, outputs.mu_text, candidates,
+                                                        config.temperature)
+    noise_image, noise_text = match_noise(config.match_samples, outputs.mu_image.shape[1], seed=config.seed)
+    p_match = np.concatenate([
+        match_probability(outputs.mu_image[s:s + CHUNK_ROWS], outputs.var_image[s:s + CHUNK_ROWS],
+                          outputs.mu_text[s:s + CHUNK_ROWS], outputs.var_text[s:s + CHUNK_ROWS],
+                          a=outputs.match_a, b=outputs.match_b, noise_image=noise_image, noise_text=noise_text)
+        for s in range(0, n, CHUNK_ROWS)])
+    components = {
+        "mismatch": 1.0 - p_match,
+        "contrastive": loss,
+        "posterior": mismatch_posterior(loss, max_rows=config.mixture_rows, seed=config.seed),
+        "disagreement": semantic_disagreement(outputs.probs_image, outputs.probs_text),
+        "inconsistency": 1.0 - _cross_modal_consistency(image_features, text_features, config),
+    }
+    ranks = {name: rank01(values) for name, values in components.items()}
+    weights = config.weights()
+    total = sum(weights.values())
+    score = sum(weights[name] * ranks[name] for name in AUDIT_COMPONENTS) / total
+    return AuditScores(score=score, components=components, ranks=ranks,
+                       caption_rank=caption_rank, image_rank=image_rank)
+
+
+def _cross_modal_consistency(image_features: np.ndarray, text_features: np.ndarray, config: AuditConfig) -> np.ndarray:
+    """Mean of the two directions of :func:`neighbour_consistency` on the reduced raw features. (N,)"""
+    image = reduce_features(image_features, config.reduced_dims, seed=config.seed)
+    text = reduce_features(text_features, config.reduced_dims, seed=config.seed)
+    k = min(config.neighbours, image.shape[0] - 1)
+    return 0.5 * (neighbour_consistency(image, text, k) + neighbour_consistency(text, image, k))
+
+
+def best_alternatives(mu_image: np.ndarray, mu_text: np.ndarray, rows: np.ndarray,
+                      *, chunk_rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Evidence for flagged pairs: for each of ``rows`` (k,), the pool's best other caption for its image
+    and best other image for its caption (exact, over all N pairs, chunked over the pool).
+
+    mu_image, mu_text: (N, d). Returns (best_caption_row, best_image_row), two (k,) int arrays; a pair's
+    own row is never its alternative (N >= 2).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    query_image = np.asarray(mu_image[rows], dtype=np.float32)        # (k, d)
+    query_text = np.asarray(mu_text[rows], dtype=np.float32)
+    best = {"caption": (np.full(rows.shape[0], -np.inf), np.zeros(rows.shape[0], dtype=np.int64)),
+            "image": (np.full(rows.shape[0], -np.inf), np.zeros(rows.shape[0], dtype=np.int64))}
+    n = mu_image.shape[0]
+    for s in range(0, n, chunk_rows):
+        block = np.arange(s, min(s + chunk_rows, n))
+        for key, sims in (("caption", query_image @ np.asarray(mu_text[block], dtype=np.float32).T),
+                          ("image", query_text @ np.asarray(mu_image[block], dtype=np.float32).T)):   # (k, B)
+            sims[block[None, :] == rows[:, None]] = -np.inf
+            arg = sims.argmax(axis=1)
+            value = sims[np.arange(rows.shape[0]), arg]
+            best_value, best_row = best[key]
+            better = value > best_value
+            best_value[better] = value[better]
+            best_row[better] = block[arg[better]]
+    return best["caption"][1], best["image"][1]
+
+
+def breakdown(scores: AuditScores, row: int, config: AuditConfig = AuditConfig()) -> dict:
+    """The "why flagged" record of one pair: each component's value, rank and weight, and the ranks of
+    its own caption and image (JSON-ready)."""
+    return {
+        "components": {name: {"value": float(scores.components[name][row]),
+                              "rank": float(scores.ranks[name][row]),
+                              "weight": config.weights()[name]}
+                       for name in AUDIT_COMPONENTS},
+        "caption_rank": float(scores.caption_rank[row]),
+        "image_rank": float(scores.image_rank[row]),
+    }

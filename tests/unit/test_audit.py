@@ -1,0 +1,145 @@
+"""The mismatch audit on hand-built arrays (learner.audit)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, best_alternatives, breakdown, \
+    candidate_rows, contrastive_losses, mismatch_posterior, neighbour_consistency, reduce_features
+from learner.outputs import InferenceOutputs
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _outputs(mu_image: np.ndarray, mu_text: np.ndarray, probs_image: np.ndarray, probs_text: np.ndarray) -> InferenceOutputs:
+    n, d = mu_image.shape
+    c = probs_image.shape[1]
+    var = np.full((n, d), 0.01, dtype=np.float32)
+    return InferenceOutputs(mu_image=mu_image, mu_text=mu_text, var_image=var, var_text=var.copy(),
+                            probs_image=probs_image.astype(np.float32), probs_text=probs_text.astype(np.float32),
+                            mc_probs_image=np.zeros((n, 0, c), np.float32), mc_probs_text=np.zeros((n, 0, c), np.float32),
+                            match_a=5.0, match_b=2.0)
+
+
+def _swapped_pool(n: int = 60, swaps: tuple[tuple[int, int], ...] = ((3, 6), (20, 41)), seed: int = 0):
+    """n matching pairs in 4 classes (text = image embedding + noise), with the captions of ``swaps`` exchanged:
+    the model outputs and the raw (image, text) features, each modality in its own random 24-d space."""
+    rng = np.random.default_rng(seed)
+    classes = np.arange(n) % 4
+    centres = rng.standard_normal((4, 16))
+    mu_image = _unit(centres[classes] + 0.6 * rng.standard_normal((n, 16)))
+    mu_text = _unit(mu_image + 0.1 * rng.standard_normal((n, 16)))
+    probs = np.full((n, 4), 0.05)
+    probs[np.arange(n), classes] = 0.9
+    probs_text = probs.copy()
+    raw_image = mu_image @ rng.standard_normal((16, 24))
+    raw_text = mu_text @ rng.standard_normal((16, 24))
+    for a, b in swaps:
+        mu_text[[a, b]] = mu_text[[b, a]]
+        probs_text[[a, b]] = probs_text[[b, a]]
+        raw_text[[a, b]] = raw_text[[b, a]]
+    return _outputs(mu_image, mu_text, probs, probs_text), raw_image, raw_text
+
+
+def test_pairs_whose_embeddings_disagree_rank_above_matching_pairs():
+    swapped = {3, 6, 20, 41}   # 3<->6 and 20<->41 are in different classes (n % 4 differs)
+    scores = audit_pairs(*_swapped_pool())
+    assert set(scores.order()[:4].tolist()) == swapped
+    for name in AUDIT_COMPONENTS:   # every component, alone, puts the swapped pairs in its top 4
+        assert set(np.argsort(-scores.ranks[name], kind="stable")[:4].tolist()) == swapped, name
+    assert np.all((scores.score >= 0) & (scores.score <= 1))
+
+
+def test_consistency_is_low_for_a_caption_unlike_the_captions_of_its_visual_neighbours():
+    rng = np.random.default_rng(6)
+    groups = np.repeat(np.arange(5), 8)                        # 5 groups of 8 alike images with alike captions
+    image = _unit(rng.standard_normal((5, 12))[groups] + 0.2 * rng.standard_normal((40, 12)))
+    text = _unit(rng.standard_normal((5, 9))[groups] + 0.2 * rng.standard_normal((40, 9)))
+    text[[0, 20]] = text[[20, 0]]                              # pair 0 now has a group-2 caption, pair 20 a group-0 one
+    consistency = neighbour_consistency(image, text, 5, chunk_rows=16)
+    others = np.delete(consistency, [0, 20])
+    assert max(consistency[0], consistency[20]) < others.min()
+    brute = [np.mean([text[i] @ text[j] for j in np.argsort(-(image @ image[i]))[1:6]]) for i in range(40)]
+    assert consistency == pytest.approx(np.array(brute), rel=1e-5)   # the k nearest others, never the row itself
+
+
+def test_reduced_features_are_unit_rows_of_at_most_the_asked_dimensions():
+    reduced = reduce_features(np.random.default_rng(7).standard_normal((50, 30)), 8, seed=0, fit_rows=20)
+    assert reduced.shape == (50, 8) and np.allclose(np.linalg.norm(reduced, axis=1), 1, atol=1e-5)
+
+
+def test_the_mixture_posterior_separates_two_loss_populations():
+    rng = np.random.default_rng(1)
+    clean, noisy = rng.normal(1.0, 0.1, 180), rng.normal(4.0, 0.2, 20)
+    posterior = mismatch_posterior(np.concatenate([clean, noisy]))
+    assert posterior[:180].max() < 0.05 and posterior[180:].min() > 0.95
+    assert np.all(mismatch_posterior(np.full(10, 2.0)) == 0.5)
+
+
+def test_the_mixture_fits_on_a_sample_but_scores_every_row():
+    rng = np.random.default_rng(2)
+    losses = np.concatenate([rng.normal(1.0, 0.1, 900), rng.normal(4.0, 0.2, 100)])
+    posterior = mismatch_posterior(losses, max_rows=200, seed=3)
+    assert posterior.shape == (1000,)
+    assert (posterior[900:] > 0.5).all() and (posterior[:900] < 0.5).all()
+
+
+def test_contrastive_losses_match_a_direct_computation_and_exclude_the_pair_itself():
+    rng = np.random.default_rng(4)
+    mu_image, mu_text = _unit(rng.standard_normal((9, 5))), _unit(rng.standard_normal((9, 5)))
+    candidates = np.array([0, 2, 5, 8])
+    loss, caption_rank, image_rank = contrastive_losses(mu_image, mu_text, candidates, 0.2, chunk_rows=4)
+    sims = mu_image.astype(np.float64) @ mu_text.T.astype(np.float64)
+    for i in range(9):
+        others = [j for j in candidates if j != i]
+        halves = []
+        for s in (sims[i], sims[:, i]):
+            logits = np.array([s[i]] + [s[j] for j in others]) / 0.2
+            halves.append(np.log(np.exp(logits).sum()) - s[i] / 0.2)
+        assert loss[i] == pytest.approx(np.mean(halves), rel=1e-5)
+        assert caption_rank[i] == pytest.approx(np.mean([sims[i, j] > sims[i, i] for j in others]))
+        assert image_rank[i] == pytest.approx(np.mean([sims[j, i] > sims[i, i] for j in others]))
+
+
+def test_candidates_are_the_whole_pool_up_to_the_limit_then_a_seeded_sample():
+    assert candidate_rows(5, 8, 0).tolist() == [0, 1, 2, 3, 4]
+    sample = candidate_rows(100, 10, 7)
+    assert sample.shape == (10,) and len(set(sample.tolist())) == 10
+    assert sample.tolist() == candidate_rows(100, 10, 7).tolist()
+
+
+def test_best_alternatives_are_the_closest_other_rows_never_the_pair_itself():
+    rng = np.random.default_rng(5)
+    mu_image, mu_text = _unit(rng.standard_normal((30, 6))), _unit(rng.standard_normal((30, 6)))
+    mu_text[4] = mu_image[4]               # pair 4 matches itself perfectly: its alternative is someone else
+    rows = np.array([4, 11, 29])
+    best_caption, best_image = best_alternatives(mu_image, mu_text, rows, chunk_rows=7)
+    sims = mu_image @ mu_text.T
+    for k, i in enumerate(rows):
+        caption = sims[i].copy(); caption[i] = -np.inf
+        image = sims[:, i].copy(); image[i] = -np.inf
+        assert best_caption[k] == int(np.argmax(caption)) and best_image[k] == int(np.argmax(image))
+
+
+def test_the_breakdown_names_every_component_with_value_rank_and_weight():
+    config = AuditConfig(disagreement=0.0)
+    scores = audit_pairs(*_swapped_pool(), config)
+    record = breakdown(scores, 3, config)
+    assert set(record["components"]) == set(AUDIT_COMPONENTS)
+    for name, part in record["components"].items():
+        assert part["value"] == pytest.approx(scores.components[name][3])
+        assert part["rank"] == pytest.approx(scores.ranks[name][3])
+        assert part["weight"] == config.weights()[name]
+    fused = sum(p["weight"] * p["rank"] for p in record["components"].values()) / sum(config.weights().values())
+    assert fused == pytest.approx(scores.score[3])
+    assert 0 <= record["caption_rank"] <= 1 and 0 <= record["image_rank"] <= 1
+
+
+@pytest.mark.parametrize("bad", [dict(mismatch=-1.0), dict(mismatch=0, contrastive=0, posterior=0, disagreement=0,
+                                                               inconsistency=0), dict(neighbours=0),
+                                 dict(temperature=0.0), dict(max_candidates=1), dict(mismatch=float("nan"))])
+def test_bad_audit_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="AuditConfig"):
+        AuditConfig(**bad)
