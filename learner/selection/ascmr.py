@@ -158,12 +158,9 @@ class AscmrStrategy(ConfiguredStrategy):
     name = "ascmr"
     config_class = AscmrConfig
     config: AscmrConfig
+    single_threaded_blas = True
 
     def _query(self, outputs, pool, labelled, n, rng):
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._select(outputs, pool, labelled, n, rng)
-
-    def _select(self, outputs, pool, labelled, n, rng):
         cfg = self.config
         clock = _PhaseClock()
         scored = pool_scores(outputs, pool, match_samples=cfg.match_samples, seed=rng, chunk_size=cfg.chunk_size,

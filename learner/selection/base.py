@@ -14,10 +14,12 @@ import logging
 import numbers
 import time
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from learner.outputs import InferenceOutputs
 
@@ -97,9 +99,16 @@ def seed_int(rng: np.random.Generator) -> int:
 
 
 class QueryStrategy(ABC):
-    """Base of the query strategies: validates input, runs ``_query``, keeps ``last_scores``."""
+    """Base of the query strategies: validates input, runs ``_query``, keeps ``last_scores``.
+
+    single_threaded_blas: run ``_query`` with BLAS limited to one thread (``threadpoolctl``, as
+    scikit-learn's KMeans does): for strategies whose parallelism comes from their own threads and
+    scikit-learn's OpenMP loops, where many small products on a multi-threaded BLAS were up to 2.5x
+    slower on a busy 2-core machine (docs/selection.md).
+    """
 
     name: ClassVar[str]
+    single_threaded_blas: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.last_scores: np.ndarray | None = None
@@ -121,7 +130,8 @@ class QueryStrategy(ABC):
         pool, labelled = validate_query(outputs.n, pool_indices, labelled_indices, n)
         self._check(outputs)
         start = time.perf_counter()
-        selection = self._query(outputs, pool, labelled, int(n), np.random.default_rng(seed))
+        with threadpool_limits(limits=1, user_api="blas") if self.single_threaded_blas else nullcontext():
+            selection = self._query(outputs, pool, labelled, int(n), np.random.default_rng(seed))
         logger.info("%s: selected %d of %d pool pairs in %.2f s", self.name, n, len(pool),
                     time.perf_counter() - start)
         self.last_scores = selection.scores

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 from sklearn.neighbors import NearestNeighbors
-from threadpoolctl import threadpool_limits
 
 from learner.selection.base import ConfiguredStrategy, Selection, seed_int
 from learner.selection.density import cluster_embeddings, semantic_density
@@ -64,12 +63,9 @@ class TypiclustStrategy(ConfiguredStrategy):
     name = "typiclust"
     config_class = TypiclustConfig
     config: TypiclustConfig
+    single_threaded_blas = True
 
     def _query(self, outputs, pool, labelled, n, rng):
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._select(outputs, pool, labelled, n, rng)
-
-    def _select(self, outputs, pool, labelled, n, rng):
         cfg = self.config
         x = fused_means(outputs, np.concatenate([pool, labelled]))                # (m + l, d), pool first
         n_clusters = min(len(x), len(labelled) + n, cfg.max_clusters)
@@ -158,12 +154,9 @@ class ProbcoverStrategy(ConfiguredStrategy):
     name = "probcover"
     config_class = ProbcoverConfig
     config: ProbcoverConfig
+    single_threaded_blas = True
 
     def _query(self, outputs, pool, labelled, n, rng):
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._select(outputs, pool, labelled, n, rng)
-
-    def _select(self, outputs, pool, labelled, n, rng):
         cfg = self.config
         m = len(pool)
         x = fused_means(outputs, np.concatenate([pool, labelled]))                # (m + l, d), pool first
