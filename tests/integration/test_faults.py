@@ -4,6 +4,7 @@ A process is killed at a known point, either by a crash point (``storage.faults`
 it SIGKILL itself there) or from outside, once the job's progress shows it is mid-way. Afterwards: the
 workspace opens, no import is half written, the last good model loads and ``evaluate`` works, no partial file
 is at the export target, and a restarted worker leaves no job ``running`` and removes what the crash left.
+Every test but the manifest import runs on a SQLite file and on the throw-away PostgreSQL server.
 """
 from __future__ import annotations
 
@@ -212,6 +213,20 @@ def trained(trained_template, tmp_path):
     store.close()
 
 
+@pytest.fixture()
+def trained_on_both(request, tmp_path, database_url):
+    """``trained`` on SQLite; on PostgreSQL the same workspace built afresh on a throw-away server."""
+    if database_url is None:
+        yield request.getfixturevalue("trained")
+        return
+    store = build_trainable(tmp_path / "ws", pool=8, test=4, database_url=database_url)
+    try:
+        with_settings(store.root, train_workspace)
+        yield store
+    finally:
+        store.close()
+
+
 def assert_last_good_model(store, version: int = 1) -> None:
     """The latest version is ``version``, it loads, and ``evaluate`` on the test split works with it."""
     with store.db.read() as s:
@@ -221,7 +236,8 @@ def assert_last_good_model(store, version: int = 1) -> None:
 
 
 @pytest.mark.slow
-def test_an_encode_killed_before_registering_keeps_the_features_and_the_model(trained):
+def test_an_encode_killed_before_registering_keeps_the_features_and_the_model(trained_on_both):
+    trained = trained_on_both
     with trained.db.read() as s:
         before = list_features(s)
     result = pairlab("encode", trained.root, crash_at="encode.before_register")
@@ -237,7 +253,8 @@ def test_an_encode_killed_before_registering_keeps_the_features_and_the_model(tr
 
 
 @pytest.mark.slow
-def test_a_train_killed_between_checkpoint_and_version_keeps_the_last_good_model(trained):
+def test_a_train_killed_between_checkpoint_and_version_keeps_the_last_good_model(trained_on_both):
+    trained = trained_on_both
     models = trained.root / "models"
     before = sorted(p.name for p in models.iterdir())
     result = pairlab("train", trained.root, crash_at="train.before_version")
@@ -253,7 +270,8 @@ def test_a_train_killed_between_checkpoint_and_version_keeps_the_last_good_model
 
 
 @pytest.mark.parametrize("point", ["export.streaming", "export.before_rename"])
-def test_an_export_killed_leaves_no_file_at_its_target(trained, tmp_path, workspace_state, point):
+def test_an_export_killed_leaves_no_file_at_its_target(trained_on_both, tmp_path, workspace_state, point):
+    trained = trained_on_both
     out = tmp_path / "out" / "pairs.jsonl"
     out.parent.mkdir()
     before = workspace_state(trained)
@@ -267,20 +285,6 @@ def test_an_export_killed_leaves_no_file_at_its_target(trained, tmp_path, worksp
 
 
 # --------------------------------------------------------------------------- the worker
-
-
-@pytest.fixture()
-def trained_on_both(request, tmp_path, database_url):
-    """``trained`` on SQLite; on PostgreSQL the same workspace built afresh on a throw-away server."""
-    if database_url is None:
-        yield request.getfixturevalue("trained")
-        return
-    store = build_trainable(tmp_path / "ws", pool=8, test=4, database_url=database_url)
-    try:
-        with_settings(store.root, train_workspace)
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.mark.slow
@@ -308,7 +312,8 @@ def test_a_worker_killed_mid_training_leaves_no_job_running_after_a_restart(trai
     ("train", {}, "train.before_version"),
     ("encode", {}, "encode.before_register"),
 ])
-def test_a_worker_killed_inside_a_job_is_cleaned_up_by_the_next_worker(trained, kind, params, point):
+def test_a_worker_killed_inside_a_job_is_cleaned_up_by_the_next_worker(trained_on_both, kind, params, point):
+    trained = trained_on_both
     def listing():
         return {folder: sorted(p.name for p in (trained.root / folder).glob("*"))
                 for folder in ("exports", "models", "features")}
