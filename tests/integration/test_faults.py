@@ -4,7 +4,7 @@ A process is killed at a known point, either by a crash point (``storage.faults`
 it SIGKILL itself there) or from outside, once the job's progress shows it is mid-way. Afterwards: the
 workspace opens, no import is half written, the last good model loads and ``evaluate`` works, no partial file
 is at the export target, and a restarted worker leaves no job ``running`` and removes what the crash left.
-Every test but the manifest import runs on a SQLite file and on the throw-away PostgreSQL server.
+Every test runs on a SQLite file and on the throw-away PostgreSQL server.
 """
 from __future__ import annotations
 
@@ -163,8 +163,8 @@ def test_an_import_killed_after_its_commit_is_complete(features_workspace, tmp_p
         again.close()
 
 
-def test_a_manifest_import_killed_before_its_commit_writes_no_row(tmp_path, make_image, workspace_state):
-    store = init_workspace(tmp_path / "ws", labels=["cat"])
+def test_a_manifest_import_killed_before_its_commit_writes_no_row(tmp_path, make_image, workspace_state, database_url):
+    store = init_workspace(tmp_path / "ws", labels=["cat"], database_url=database_url)
     try:
         for i in range(3):
             make_image(tmp_path / "data" / f"{i}.png", color=(i * 60, 10, 10))
