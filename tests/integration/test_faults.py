@@ -33,6 +33,7 @@ from storage.model_versions import latest_model_version
 from storage.models import FeatureSet, ModelVersion
 from storage.store import init_workspace, open_store
 from tests.integration.workbench_fixtures import FAST_TRAIN, build_trainable, set_table
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LONG_TRAIN = {**FAST_TRAIN, "epochs": 100_000, "min_epochs": 100_000, "patience": 100_000, "max_steps": 10 ** 9}
@@ -52,16 +53,6 @@ def start_worker(root: Path, crash_at: str | None = None) -> subprocess.Popen:
     log = (root.parent / "worker.log").open("a")
     return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", str(root)], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(predicate, timeout: float = 120.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def age(folder: Path) -> None:

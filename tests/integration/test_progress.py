@@ -11,28 +11,19 @@ from storage import read_models
 from storage.annotations import record_event
 from storage.models import Event, Pair
 from storage.queue import SelectedPair, claim_next, close_round, create_round, submit
-from storage.store import init_workspace
-from storage.users import add_user, get_user
+from tests.integration.workbench_fixtures import build_team, user
 
 T0 = datetime(2026, 3, 1, 9, 0, 0)
 
 
 @pytest.fixture()
 def store(tmp_path, database_url):
-    store = init_workspace(tmp_path / "ws", labels=["cat", "dog"], database_url=database_url)
-    with store.db.write() as s:
-        for name in ("ann", "bob"):
-            add_user(s, name, "annotator", "password123")
-        add_user(s, "op", "operator", "password123")
-        for i in range(4):
-            s.add(Pair(external_id=f"p{i}", image_path=f"/img/{i}.jpg", image_sha256="0" * 64, text=f"t{i}"))
+    store = build_team(tmp_path / "ws", pairs=4, database_url=database_url)
     yield store
     store.close()
 
 
-def who(store, name):
-    with store.db.read() as s:
-        return get_user(s, name)
+who = user
 
 
 def answer(store, name, labels, at):

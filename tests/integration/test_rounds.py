@@ -8,28 +8,19 @@ from app.services import rounds as service
 from storage.errors import NotFoundError, PermissionDenied
 from storage.models import Pair, QueueItem, Round
 from storage.queue import SelectedPair, claim_next, create_round, queue_stats, submit
-from storage.store import init_workspace
-from storage.users import add_user, get_user
+from tests.integration.workbench_fixtures import build_team, user
 
 LEASE = 60.0
 
 
 @pytest.fixture()
 def store(tmp_path, database_url):
-    store = init_workspace(tmp_path / "ws", labels=["cat", "dog"], database_url=database_url)
-    with store.db.write() as s:
-        for name in ("ann", "bob"):
-            add_user(s, name, "annotator", "password123")
-        add_user(s, "op", "operator", "password123")
-        for i in range(6):
-            s.add(Pair(external_id=f"p{i}", image_path=f"/img/{i}.jpg", image_sha256="0" * 64, text=f"t{i}"))
+    store = build_team(tmp_path / "ws", pairs=6, database_url=database_url)
     yield store
     store.close()
 
 
-def who(store, name):
-    with store.db.read() as s:
-        return get_user(s, name)
+who = user
 
 
 def new_round(store, pair_indices):

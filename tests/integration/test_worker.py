@@ -26,6 +26,7 @@ from storage.model_versions import latest_model_version
 from storage.models import Job, ModelVersion, utcnow
 from tests.integration.workbench_fixtures import FAST_TRAIN, build_trainable, build_workspace, set_table
 from tests.support.servers import children_of, free_port, port_is_free, running, wait_healthy
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -312,16 +313,6 @@ def test_a_job_whose_heartbeat_went_stale_is_failed_before_the_next_claim(store)
     assert failed.message == (f"no heartbeat from its worker (pid {os.getppid()}) for over 120 s: the worker stopped "
                               "before the job finished")
     assert job_state(store, queued).status == "done"
-
-
-def wait_for(predicate, timeout: float = 120.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 LONG_TRAIN = {**FAST_TRAIN, "epochs": 100_000, "min_epochs": 100_000, "patience": 100_000, "max_steps": 10 ** 9}

@@ -7,6 +7,7 @@ from pathlib import Path
 import app
 from app.services.select import run_selection
 from storage.importers import import_source
+from storage.models import Pair
 from storage.store import Store, init_workspace
 from storage.users import add_user, get_user
 
@@ -39,6 +40,19 @@ def build_workspace(root: Path, *, pairs: int = 8, budget: int = 4, overlap: int
         with store.db.read() as s:
             operator = get_user(s, "op")
         run_selection(store, strategy="random", budget=budget, actor=operator, overlap=overlap)
+    return store
+
+
+def build_team(root: Path, *, pairs: int, database_url: str | None = None) -> Store:
+    """A workspace (labels cat, dog) with annotators ann and bob, operator op, and ``pairs`` bare pairs p0...
+    (no images: for queue, round and progress tests)."""
+    store = init_workspace(root, labels=["cat", "dog"], database_url=database_url)
+    with store.db.write() as s:
+        for name in ("ann", "bob"):
+            add_user(s, name, "annotator", "password123")
+        add_user(s, "op", "operator", "password123")
+        for i in range(pairs):
+            s.add(Pair(external_id=f"p{i}", image_path=f"/img/{i}.jpg", image_sha256="0" * 64, text=f"t{i}"))
     return store
 
 
