@@ -4,7 +4,8 @@ mc_probs_*: K samples z ~ N(mu, sigma^2) per modality through the shared classif
 sampling; ASCMR intra-modality uncertainty). dropout_probs: K' stochastic forward passes
 with only the dropout layers active, each the mean of the two branches' probabilities (MC
 dropout, Gal & Ghahramani ICML 2016; BALD, Houlsby et al. 2011). Seeded, so repeated calls agree,
-and the global torch RNG is left untouched.
+and the global torch RNG is left untouched. Each batch draws from its own stream (``batch_seed``),
+so one batch computed alone (``infer_batch``, e.g. on a Ray actor) equals that batch of a whole call.
 """
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ def iter_infer(
 
     image_features (N, Di), text_features (N, Dt): anything with ``shape`` whose row slices are float
     arrays - a memory-mapped matrix or a row view of one (``FeatureRows``) - so only one batch of
-    features and outputs is in memory at a time. The batches of one call draw from one seeded torch
-    stream, so they equal the rows of :func:`infer`; the global torch RNG is left untouched.
+    features and outputs is in memory at a time. Batch b draws from the torch stream seeded
+    ``batch_seed(seed, b)`` (:func:`infer_batch`), so the batches equal the rows of :func:`infer`
+    and any one batch can be computed on its own; the global torch RNG is left untouched.
     """
     h = model.hparams
     if len(image_features.shape) != 2 or image_features.shape[1] != h["image_dim"]:
@@ -79,14 +81,29 @@ def iter_infer(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for s in range(0, n, batch_size):
-                xv = torch.from_numpy(np.ascontiguousarray(image_features[s:s + batch_size], dtype=np.float32))
-                xt = torch.from_numpy(np.ascontiguousarray(text_features[s:s + batch_size], dtype=np.float32))
-                yield _infer_batch(model, xv, xt, mc_samples, dropout_samples)
+        for b, s in enumerate(range(0, n, batch_size)):
+            yield infer_batch(model, image_features[s:s + batch_size], text_features[s:s + batch_size],
+                              mc_samples=mc_samples, dropout_samples=dropout_samples, seed=seed, batch_index=b)
     finally:
         model.train(was_training)
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """The torch seed of batch ``batch_index`` of a call seeded ``seed`` (numpy ``SeedSequence`` of both,
+    so the streams of neighbouring seeds and batches do not overlap)."""
+    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def infer_batch(model: CrossModalModel, image_rows: np.ndarray, text_rows: np.ndarray, *, mc_samples: int,
+                dropout_samples: int = 0, seed: int = 0, batch_index: int = 0) -> InferenceOutputs:
+    """Outputs of one batch: image_rows (B, Di), text_rows (B, Dt) -> B rows of outputs, equal to batch
+    ``batch_index`` of :func:`iter_infer` with the same ``seed``. ``model`` must be in eval mode; the
+    global torch RNG is left untouched."""
+    xv = torch.from_numpy(np.ascontiguousarray(image_rows, dtype=np.float32))    # (B, Di)
+    xt = torch.from_numpy(np.ascontiguousarray(text_rows, dtype=np.float32))     # (B, Dt)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(batch_seed(seed, batch_index))
+        return _infer_batch(model, xv, xt, mc_samples, dropout_samples)
 
 
 def _infer_batch(model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, mc_samples: int,

@@ -22,6 +22,15 @@ from storage.models import SPLITS
 EXIT_USER_ERROR = 2
 
 
+def engine_options(p: argparse.ArgumentParser) -> None:
+    """``--engine``, ``--address``, ``--workers`` of the verbs that can run on Ray (``encode``, ``select``)."""
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where to encode / score: this process (default) or Ray actors (pip install 'pairlab[ray]')")
+    p.add_argument("--address", help="with --engine ray: a running Ray cluster (host:port); default a local Ray")
+    p.add_argument("--workers", type=int, help="with --engine ray: actors, one CPU each (default: the cluster's "
+                                               "CPUs, 2 for a local Ray)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -53,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workspace")
     p.add_argument("--image-encoder", help="efficientnet-lite0 (default), open_clip:<arch>, precomputed")
     p.add_argument("--text-encoder", help="tfidf (default), minilm, open_clip:<arch>, precomputed")
+    engine_options(p)
 
     p = verb("train", cmd_train, "train a new model version")
     p.add_argument("workspace")
@@ -71,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, help="annotators per pair (default: the workspace's [annotation].overlap)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--user", default="system", help="acting operator (default: the CLI's system user)")
+    engine_options(p)
 
     p = verb("audit", cmd_audit, "rank every pair by how likely its caption does not belong to its image")
     p.add_argument("workspace")

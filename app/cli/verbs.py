@@ -28,6 +28,19 @@ def split_names(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def engine_from(args: argparse.Namespace):
+    """The ``--engine ray [--address A] [--workers K]`` of ``encode`` and ``select`` as an
+    ``app.services.ray_engine.RayEngine``, or None for ``--engine local``."""
+    from app.services.ray_engine import RayEngine
+
+    if args.engine != "ray":
+        for flag, value in (("--address", args.address), ("--workers", args.workers)):
+            if value is not None:
+                raise PairlabError(f"{flag}: only with --engine ray")
+        return None
+    return RayEngine(address=args.address, workers=args.workers)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from storage.errors import InputError
     from storage.store import init_workspace
@@ -85,11 +98,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from app.services.encode import encode_workspace
     from app.services.settings import open_workspace
 
+    engine = engine_from(args)
     store = open_workspace(args.workspace)
     update, close = step_bar("encode")
     try:
         result = encode_workspace(store, image_encoder=args.image_encoder, text_encoder=args.text_encoder,
-                                  progress=update)
+                                  progress=update, engine=engine)
     finally:
         close()
     log.info("encoded %d pairs: image %s, text %s", result["pairs"], result["image_encoder"], result["text_encoder"])
@@ -154,6 +168,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from app.services.settings import open_workspace
     from storage.users import get_user
 
+    engine = engine_from(args)
     store = open_workspace(args.workspace)
     with store.db.read() as s:
         actor = get_user(s, args.user)
@@ -161,7 +176,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     try:
         report = run_selection(store, strategy=args.strategy, budget=args.budget, actor=actor,
                                assign=split_names(args.assign), overlap=args.overlap, seed=args.seed,
-                               progress=update)
+                               progress=update, engine=engine)
     finally:
         close()
     log.info("round %d: %s selected %d pairs, %d annotation slots queued", report.round_number, report.strategy,

@@ -7,7 +7,8 @@ TF-IDF is fitted on the texts of the training splits only (``pool`` and ``train`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,12 @@ import numpy as np
 
 from app.services.data import TRAINING_SPLITS, pair_table
 from app.services.progress import StepProgress, quiet
-from app.services.settings import encoder_choice, parse_settings
+from app.services.ray_engine import RayEngine, ray_embedder, ray_session
+from app.services.settings import EncoderChoice, encoder_choice, parse_settings
 from learner.encoders import encode_images, encode_texts, get_encoder
 from learner.encoders.tfidf import TfidfEncoder
 from storage.errors import PairlabError
+from storage.pairs import PairColumns
 from storage.store import Store
 from storage.faults import crash_point
 from storage.features import PRECOMPUTED, ids_path, register_features, write_feature_files
@@ -77,23 +80,38 @@ def _store_features(store: Store, modality: str, encoder: str, matrix: np.ndarra
 
 
 def encode_workspace(store: Store, *, image_encoder: str | None = None, text_encoder: str | None = None,
-                     progress: StepProgress = quiet) -> dict[str, Any]:
+                     progress: StepProgress = quiet, engine: RayEngine | None = None) -> dict[str, Any]:
     """Encode every pair's image and text; names given here are remembered in ``[encoders]``.
-    Returns what was written."""
+    ``engine``: embed the items the cache lacks on Ray actors (``app.services.ray_engine``) instead of in
+    this process; everything else (cache, files, registration) is the same. Returns what was written."""
     store = remember_encoders(store, image=image_encoder, text=text_encoder)
     choice = encoder_choice(store)
     table = pair_table(store)
     cache = store.workspace.subdir("cache")
-    written = {}
     if choice.image != PRECOMPUTED:
         missing = [p for p in table.image_paths if not Path(p).is_file()]
         if missing:
             raise PairlabError(f"{missing[0]}: image file not found ({len(missing)} pairs); "
                                "feature-only pairs need --image-encoder precomputed")
+    with ray_session(engine) if engine is not None else nullcontext() as workers:
+        written = _encode(store, choice, table, cache, progress,
+                          lambda encoder, modality: ray_embedder(encoder, modality, workers) if workers else None)
+    progress(1.0, "encoded")
+    return {"image_encoder": choice.image, "text_encoder": choice.text, "pairs": int(len(table.ids)),
+            "written": written}
+
+
+def _encode(store: Store, choice: EncoderChoice, table: PairColumns, cache: Path, progress: StepProgress,
+            embedder: Callable[[Any, str], Callable[..., np.ndarray] | None]) -> dict[str, Any]:
+    """Both modalities of ``encode_workspace``; ``embedder(encoder, modality)`` gives the ``embed`` of the
+    Ray engine, or None for this process."""
+    written = {}
+    if choice.image != PRECOMPUTED:
         progress(0.0, f"encoding {len(table.ids)} images with {choice.image}")
         encoder = build_encoder(choice.image, choice.image_options)
         matrix = encode_images(encoder, table.image_paths, cache,
-                               lambda done, total: progress(0.8 * done / max(total, 1), f"images {done}/{total}"))
+                               lambda done, total: progress(0.8 * done / max(total, 1), f"images {done}/{total}"),
+                               embed=embedder(encoder, "image"))
         written["image"] = _store_features(store, "image", choice.image, matrix, table.ids)
     if choice.text != PRECOMPUTED:
         progress(0.8, f"encoding {len(table.ids)} texts with {choice.text}")
@@ -102,8 +120,7 @@ def encode_workspace(store: Store, *, image_encoder: str | None = None, text_enc
             encoder.fit(fit_texts(table.texts, table.splits))
             encoder.save(text_encoder_path(store, choice.text))
         matrix = encode_texts(encoder, table.texts, cache,
-                              lambda done, total: progress(0.8 + 0.2 * done / max(total, 1), f"texts {done}/{total}"))
+                              lambda done, total: progress(0.8 + 0.2 * done / max(total, 1), f"texts {done}/{total}"),
+                              embed=embedder(encoder, "text"))
         written["text"] = _store_features(store, "text", choice.text, matrix, table.ids)
-    progress(1.0, "encoded")
-    return {"image_encoder": choice.image, "text_encoder": choice.text, "pairs": int(len(table.ids)),
-            "written": written}
+    return written

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,10 +17,12 @@ import numpy as np
 from app.services.data import TRAINING_SPLITS, LabelMatrix, feature_matrices, feature_rows, label_matrix, pair_table
 from app.services.models import cached_model, current_model, latest_model
 from app.services.progress import StepProgress, quiet
+from app.services.ray_engine import RayEngine, ray_fused_means, ray_pool_scores, ray_session
 from app.services.settings import encoder_choice, settings
 from learner.inference import InferenceConfig, infer, iter_infer
 from learner.metrics import competence
 from learner.selection.ascmr import AscmrStrategy
+from learner.selection.scoring import match_noise
 from learner.selection.streaming import stream_fused_means, stream_pool_scores
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
 from storage.errors import PairlabError
@@ -80,10 +83,16 @@ def selectable_rows(store: Store, table: PairColumns) -> np.ndarray:
 
 
 def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, assign: Sequence[str] = (),
-                  overlap: int | None = None, seed: int = 0, progress: StepProgress = quiet) -> RoundReport:
-    """Select ``budget`` pairs with ``strategy``, record the round and queue each pair ``overlap`` times."""
+                  overlap: int | None = None, seed: int = 0, progress: StepProgress = quiet,
+                  engine: RayEngine | None = None) -> RoundReport:
+    """Select ``budget`` pairs with ``strategy``, record the round and queue each pair ``overlap`` times.
+    ``engine``: score the pool on Ray actors (``ascmr``, the strategy that scores it batch by batch); the
+    selection, and so the round, is the same as in this process."""
     require(actor, "operate")
     check_selection_request(strategy, budget, overlap, assign)
+    if engine is not None and strategy != "ascmr":
+        raise PairlabError(f"--engine ray: only --strategy ascmr scores the pool on Ray; run {strategy} "
+                           "without --engine")
     config = settings(store)
     overlap = overlap or config.annotation.overlap
     table = pair_table(store)
@@ -95,8 +104,9 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
     elif latest_model(store) is None:
         choice = _cold_start_choice(store, table, pool, budget, seed, progress)
     else:
-        choice = _scored_choice(store, table, pool, config.strategy(strategy), budget, seed, config.inference,
-                                progress)
+        with ray_session(engine) if engine is not None else nullcontext() as workers:
+            choice = _scored_choice(store, table, pool, config.strategy(strategy), budget, seed, config.inference,
+                                    progress, ray_workers=workers)
     params = {"seed": seed, "budget": budget, **choice.params, "selected_by": choice.selected_by,
               "select_seconds": round(time.perf_counter() - start, 3)}
     progress(0.9, "recording the round")
@@ -131,7 +141,8 @@ def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budge
 
 
 def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
-                   inference: InferenceConfig, progress: StepProgress, *, streamed: bool | None = None) -> _Choice:
+                   inference: InferenceConfig, progress: StepProgress, *, streamed: bool | None = None,
+                   ray_workers: int | None = None) -> _Choice:
     """Infer on the pool and the covered training pairs, let the strategy choose, attach suggestions.
 
     Every training pair outside the pool is passed to the strategy as covered (its labelled set):
@@ -142,7 +153,8 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
     Features stay memory-mapped (``feature_rows``). ``ascmr`` (``streamed``, the default for it) scores
     the pool batch by batch as inference produces it (``learner.selection.streaming``): memory holds
     one batch of outputs plus the pool's components and joint means. The other strategies read every
-    output at once (``infer``).
+    output at once (``infer``). ``ray_workers``: the streamed scoring runs on that many Ray actors
+    (``app.services.ray_engine``), batch for batch the same.
     """
     info = current_model(store)
     choice = encoder_choice(store)
@@ -155,7 +167,17 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
         streamed = isinstance(query, AscmrStrategy)
     skill = _competence(store, table, model, image, text, labels, inference.batch_size)
     try:
-        if streamed:
+        if streamed and ray_workers:
+            rng = np.random.default_rng(seed)
+            noise = match_noise(query.config.match_samples, model.hparams["dim"], seed=rng)  # as stream_pool_scores
+            scored = ray_pool_scores(ray_workers, info.path, image.take(pool), text.take(pool),
+                                     mc_samples=inference.mc_samples, batch_size=inference.batch_size, seed=seed,
+                                     match_samples=query.config.match_samples, noise=noise)
+            mu_covered = ray_fused_means(ray_workers, info.path, image.take(covered), text.take(covered),
+                                         batch_size=inference.batch_size)
+            selection = query.query_scored(scored, mu_covered, budget, rng, competence=skill)
+            chosen = pool[selection.indices]
+        elif streamed:
             rng = np.random.default_rng(seed)
             batches = iter_infer(model, image.take(pool), text.take(pool), mc_samples=inference.mc_samples,
                                  batch_size=inference.batch_size, seed=seed)

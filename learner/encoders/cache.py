@@ -183,6 +183,8 @@ def encode_images(
     image_paths: Sequence[str | Path],
     cache_dir: str | Path | None,
     progress: ProgressFn | None = None,
+    *,
+    embed: Callable[..., np.ndarray] | None = None,
 ) -> np.ndarray:
     """Features of image files, cached by the sha256 of each file's bytes.
 
@@ -191,11 +193,13 @@ def encode_images(
     content is not yet cached for this encoder config are decoded and run through
     the model. ``cache_dir=None`` disables the cache (deduplication still applies).
     ``progress(done, total)`` counts the distinct items being encoded; it is called
-    once with ``(0, 0)`` when everything was cached.
+    once with ``(0, 0)`` when everything was cached. ``embed(items, progress=...)`` computes the rows
+    that are not cached, ``(M,)`` paths -> ``(M, D)``: ``encoder.embed_images`` by default; the Ray
+    engine (``app.services.ray_engine``) passes one that runs that same method on its actors.
     """
     _check_can_embed(encoder, IMAGE)
     paths = [os.fspath(p) for p in image_paths]
-    return _encode_cached(encoder, hash_images(paths), paths, encoder.embed_images, cache_dir, progress)
+    return _encode_cached(encoder, hash_images(paths), paths, embed or encoder.embed_images, cache_dir, progress)
 
 
 def encode_texts(
@@ -203,11 +207,13 @@ def encode_texts(
     texts: Sequence[str],
     cache_dir: str | Path | None,
     progress: ProgressFn | None = None,
+    *,
+    embed: Callable[..., np.ndarray] | None = None,
 ) -> np.ndarray:
     """Features of texts, cached by the sha256 of each text's UTF-8 bytes.
 
-    ``(N,)`` texts -> ``(N, D)`` float32; same caching, deduplication and progress
-    contract as :func:`encode_images`. For ``tfidf`` the cache namespace includes the
+    ``(N,)`` texts -> ``(N, D)`` float32; same caching, deduplication, progress and ``embed``
+    contract as :func:`encode_images` (``embed`` defaults to ``encoder.embed_texts``). For ``tfidf`` the cache namespace includes the
     fitted corpus, so refitting starts a new namespace.
     """
     _check_can_embed(encoder, TEXT)
@@ -215,4 +221,4 @@ def encode_texts(
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}]: expected str, got {type(text).__name__}")
-    return _encode_cached(encoder, hash_texts(texts), texts, encoder.embed_texts, cache_dir, progress)
+    return _encode_cached(encoder, hash_texts(texts), texts, embed or encoder.embed_texts, cache_dir, progress)

@@ -19,24 +19,43 @@ from learner.selection.scoring import COMPONENTS, PoolScores, fused_means, match
 def stream_pool_scores(batches: Iterable[InferenceOutputs], n_pool: int, *, match_samples: int,
                        rng: np.random.Generator) -> PoolScores:
     """Components and mu_z of ``n_pool`` pairs whose outputs come as consecutive batches, in pool order."""
+
+    def scored():
+        noise, start = None, 0
+        for batch in batches:
+            if noise is None:
+                noise = match_noise(match_samples, batch.mu_image.shape[1], seed=rng)
+            yield np.arange(start, start + batch.n), batch_pool_scores(batch, match_samples=match_samples, noise=noise)
+            start += batch.n
+
+    return gather_pool_scores(scored(), n_pool)
+
+
+def batch_pool_scores(batch: InferenceOutputs, *, match_samples: int,
+                      noise: tuple[np.ndarray, np.ndarray]) -> PoolScores:
+    """Components (B,) and mu_z (B, d) of every row of one batch of outputs, with the pool's one draw of
+    match ``noise`` (``match_noise``): the unit of work of a pool scored batch by batch (locally or on Ray)."""
+    return pool_scores(batch, np.arange(batch.n), match_samples=match_samples, noise=noise,
+                       chunk_size=max(1, batch.n))
+
+
+def gather_pool_scores(parts: Iterable[tuple[np.ndarray, PoolScores]], n_pool: int) -> PoolScores:
+    """One ``PoolScores`` of ``n_pool`` pairs from ``(pool positions (B,), scores of those B pairs)`` parts,
+    which may come in any order (from Ray actors) but must cover every position exactly once."""
     comps: dict[str, np.ndarray] = {name: np.empty(n_pool, dtype=np.float64) for name in COMPONENTS}
     mu_z: np.ndarray | None = None
-    noise = None
-    start = 0
-    for batch in batches:
-        if noise is None:
-            d = batch.mu_image.shape[1]
-            noise = match_noise(match_samples, d, seed=rng)
-            mu_z = np.empty((n_pool, d), dtype=np.float32)
-        scored = pool_scores(batch, np.arange(batch.n), match_samples=match_samples, noise=noise,
-                             chunk_size=max(1, batch.n))
-        stop = start + batch.n
+    seen = np.zeros(n_pool, dtype=bool)
+    for positions, part in parts:
+        if mu_z is None:
+            mu_z = np.empty((n_pool, part.mu_z.shape[1]), dtype=np.float32)
+        if seen[positions].any():
+            raise ValueError(f"gather_pool_scores: pool position {int(positions[seen[positions]][0])} scored twice")
+        seen[positions] = True
         for name in COMPONENTS:
-            comps[name][start:stop] = scored.components[name]
-        mu_z[start:stop] = scored.mu_z
-        start = stop
-    if start != n_pool:
-        raise ValueError(f"stream_pool_scores: the batches held {start} rows, expected {n_pool}")
+            comps[name][positions] = part.components[name]
+        mu_z[positions] = part.mu_z
+    if not seen.all():
+        raise ValueError(f"gather_pool_scores: the batches held {int(seen.sum())} rows, expected {n_pool}")
     return PoolScores(components=comps, mu_z=mu_z if mu_z is not None else np.zeros((0, 0), np.float32))
 
 
