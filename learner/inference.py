@@ -9,7 +9,10 @@ so one batch computed alone (``infer_batch``, e.g. on a Ray actor) equals that b
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,11 +33,15 @@ class InferenceConfig:
     dropout_samples: MC-dropout passes (K' >= 0, 10), used only by BALD (Houlsby et al. 2011);
                      callers pass 0 for the other strategies, which is ``infer``'s default.
     batch_size:      rows per forward pass (>= 1, 1024).
+    workers:         batches inferred at once on threads with one torch thread each (>= 1, 2: one per
+                     core here) by the streamed selection path (``iter_infer(workers=...)``); the
+                     outputs do not depend on it.
     """
 
     mc_samples: int = 8
     dropout_samples: int = 10
     batch_size: int = 1024
+    workers: int = 2
 
     def __post_init__(self) -> None:
         for name in ("mc_samples", "dropout_samples"):
@@ -42,6 +49,8 @@ class InferenceConfig:
                 raise ValueError(f"InferenceConfig.{name}: expected >= 0, got {getattr(self, name)}")
         if self.batch_size < 1:
             raise ValueError(f"InferenceConfig.batch_size: expected >= 1, got {self.batch_size}")
+        if self.workers < 1:
+            raise ValueError(f"InferenceConfig.workers: expected >= 1, got {self.workers}")
 
 
 _DEFAULTS = InferenceConfig()
@@ -62,6 +71,7 @@ def iter_infer(
     dropout_samples: int = 0,
     batch_size: int = _DEFAULTS.batch_size,
     seed: int = 0,
+    workers: int = 1,
 ) -> Iterator[InferenceOutputs]:
     """Model outputs of N pairs, one batch of ``batch_size`` rows at a time, in row order.
 
@@ -70,6 +80,9 @@ def iter_infer(
     features and outputs is in memory at a time. Batch b draws from the torch stream seeded
     ``batch_seed(seed, b)`` (:func:`infer_batch`), so the batches equal the rows of :func:`infer`
     and any one batch can be computed on its own; the global torch RNG is left untouched.
+    ``workers`` > 1 computes that many batches at once on threads, torch at one thread for the
+    duration (restored afterwards), at most ``2 * workers`` batches in flight; the same outputs. It
+    needs ``dropout_samples = 0`` (dropout draws from torch's global RNG).
     """
     h = model.hparams
     if len(image_features.shape) != 2 or image_features.shape[1] != h["image_dim"]:
@@ -77,13 +90,37 @@ def iter_infer(
     n = image_features.shape[0]
     if tuple(text_features.shape) != (n, h["text_dim"]):
         raise ValueError(f"text_features: expected ({n}, {h['text_dim']}), got {text_features.shape}")
-    InferenceConfig(mc_samples=mc_samples, dropout_samples=dropout_samples, batch_size=batch_size)   # validates
+    InferenceConfig(mc_samples=mc_samples, dropout_samples=dropout_samples, batch_size=batch_size,
+                    workers=workers)   # validates
+    if workers > 1 and dropout_samples:
+        raise ValueError("iter_infer: workers > 1 needs dropout_samples = 0 (dropout uses torch's global RNG)")
+
+    def batch(b: int) -> InferenceOutputs:
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        return infer_batch(model, image_features[rows], text_features[rows], mc_samples=mc_samples,
+                           dropout_samples=dropout_samples, seed=seed, batch_index=b)
+
+    n_batches = -(-n // batch_size)
     was_training = model.training
     model.eval()
     try:
-        for b, s in enumerate(range(0, n, batch_size)):
-            yield infer_batch(model, image_features[s:s + batch_size], text_features[s:s + batch_size],
-                              mc_samples=mc_samples, dropout_samples=dropout_samples, seed=seed, batch_index=b)
+        if workers == 1:
+            for b in range(n_batches):
+                yield batch(b)
+            return
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pairlab-infer") as pool:
+                pending: deque[Future[InferenceOutputs]] = deque()
+                for b in range(n_batches):
+                    pending.append(pool.submit(batch, b))
+                    if len(pending) >= 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+        finally:
+            torch.set_num_threads(torch_threads)
     finally:
         model.train(was_training)
 
@@ -97,17 +134,21 @@ def batch_seed(seed: int, batch_index: int) -> int:
 def infer_batch(model: CrossModalModel, image_rows: np.ndarray, text_rows: np.ndarray, *, mc_samples: int,
                 dropout_samples: int = 0, seed: int = 0, batch_index: int = 0) -> InferenceOutputs:
     """Outputs of one batch: image_rows (B, Di), text_rows (B, Dt) -> B rows of outputs, equal to batch
-    ``batch_index`` of :func:`iter_infer` with the same ``seed``. ``model`` must be in eval mode; the
-    global torch RNG is left untouched."""
+    ``batch_index`` of :func:`iter_infer` with the same ``seed``. ``model`` must be in eval mode. The
+    embedding samples come from a generator of the batch's own (``batch_seed``), so batches can run on
+    threads at once; dropout, which draws from torch's global RNG, runs inside ``fork_rng`` seeded the
+    same way, so the global torch RNG is left untouched."""
     xv = torch.from_numpy(np.ascontiguousarray(image_rows, dtype=np.float32))    # (B, Di)
     xt = torch.from_numpy(np.ascontiguousarray(text_rows, dtype=np.float32))     # (B, Dt)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(batch_seed(seed, batch_index))
-        return _infer_batch(model, xv, xt, mc_samples, dropout_samples)
+    generator = torch.Generator().manual_seed(batch_seed(seed, batch_index))
+    with torch.no_grad(), torch.random.fork_rng(devices=[]) if dropout_samples else nullcontext():
+        if dropout_samples:
+            torch.manual_seed(batch_seed(seed, batch_index))
+        return _infer_batch(model, xv, xt, mc_samples, dropout_samples, generator)
 
 
 def _infer_batch(model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, mc_samples: int,
-                 dropout_samples: int) -> InferenceOutputs:
+                 dropout_samples: int, generator: torch.Generator) -> InferenceOutputs:
     out = model(xv, xt)
     b = xv.shape[0]
     arrays = {"mu_image": out.mu_image, "mu_text": out.mu_text,                     # (B, d)
@@ -115,7 +156,7 @@ def _infer_batch(model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, mc_
               "probs_image": out.logits_image.sigmoid(), "probs_text": out.logits_text.sigmoid()}   # (B, C)
     for m in ("image", "text"):
         mu, logvar = getattr(out, f"mu_{m}"), getattr(out, f"logvar_{m}")
-        eps = torch.randn(b, mc_samples, mu.shape[1])                                    # (B, K, d)
+        eps = torch.randn(b, mc_samples, mu.shape[1], generator=generator)               # (B, K, d)
         z = mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps                   # (B, K, d)
         arrays[f"mc_probs_{m}"] = model.classify(z).sigmoid()                           # (B, K, C)
     if dropout_samples:

@@ -181,10 +181,10 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
         elif streamed:
             rng = np.random.default_rng(seed)
             batches = iter_infer(model, image.take(pool), text.take(pool), mc_samples=inference.mc_samples,
-                                 batch_size=inference.batch_size, seed=seed)
+                                 batch_size=inference.batch_size, seed=seed, workers=inference.workers)
             scored = stream_pool_scores(batches, len(pool), match_samples=query.config.match_samples, rng=rng)
-            mu_covered = stream_fused_means(iter_infer(model, image.take(covered), text.take(covered),
-                                                       mc_samples=0, batch_size=inference.batch_size))
+            mu_covered = stream_fused_means(iter_infer(model, image.take(covered), text.take(covered), mc_samples=0,
+                                                       batch_size=inference.batch_size, workers=inference.workers))
             selection = query.query_scored(scored, mu_covered, budget, rng, competence=skill)
             chosen = pool[selection.indices]
         else:
