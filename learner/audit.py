@@ -186,6 +186,15 @@ def mismatch_posterior(losses: np.ndarray, *, max_rows: int = 200_000, seed: int
                            for s in range(0, x.shape[0], CHUNK_ROWS)])
 
 
+def clean_probability(scores: np.ndarray, *, max_rows: int = 200_000, seed: int = 0) -> np.ndarray:
+    """P(clean) of each pair from its fused audit score (N,) -> (N,) in [0, 1]: one minus the posterior of
+    the high-mean component of a two-component GaussianMixture fitted to the scores (NCR's rule,
+    Huang et al. NeurIPS 2021 §3.2, applied to the audit score instead of the model's own loss, which
+    memorises swapped pairs; see :func:`mismatch_posterior`). Used as the pairs' weights in the pairing
+    loss (soft correspondence); constant scores give 0.5 everywhere."""
+    return 1.0 - mismatch_posterior(scores, max_rows=max_rows, seed=seed)
+
+
 def reduce_features(features: np.ndarray, dims: int, *, seed: int, fit_rows: int = 50_000) -> np.ndarray:
     """(N, D) raw features -> (N, min(dims, D, ...)) float32 rows: PCA fitted on at most ``fit_rows`` seeded
     rows, applied in chunks, then L2-normalised, so dot products are cosine similarities."""
