@@ -1,7 +1,7 @@
 """Mismatch audits in the store: each run's ranking of every pair, written in batches, read in pages."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -83,3 +83,11 @@ def audit_page(session: Session, run_id: int, *, offset: int = 0, limit: int = 5
              .where(AuditScore.audit_run_id == run_id, AuditScore.rank > offset, AuditScore.rank <= offset + limit)
              .order_by(AuditScore.rank))
     return [AuditRow(*row) for row in session.execute(query)]
+
+
+def audit_scores(session: Session, run_id: int) -> Iterator[tuple[int, float]]:
+    """(pair id, score) of every pair of one run, by pair id, streamed (the primary key's range scan)."""
+    query = (select(AuditScore.pair_id, AuditScore.score).where(AuditScore.audit_run_id == run_id)
+             .order_by(AuditScore.pair_id).execution_options(yield_per=5000))
+    for pair_id, score in session.execute(query):
+        yield pair_id, score

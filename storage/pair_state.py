@@ -101,3 +101,11 @@ def trusted_labels(session: Session, statuses: Sequence[str]) -> Iterator[tuple[
     for pair_id, labels in session.execute(query):
         yield pair_id, labels
 
+
+
+def pairs_with_verdict(session: Session, verdicts: Sequence[str]) -> Iterator[tuple[int, str]]:
+    """(pair id, verdict) of the pairs whose current caption-match verdict is one of ``verdicts``, by id, streamed."""
+    query = (select(PairState.pair_id, PairState.verdict).where(PairState.verdict.in_(list(verdicts)))
+             .order_by(PairState.pair_id).execution_options(yield_per=5000))
+    for pair_id, verdict in session.execute(query):
+        yield pair_id, verdict

@@ -13,12 +13,17 @@ from app.cli.demo import sample_captions
 from app.jobs.worker import run_worker
 from learner.audit import AUDIT_COMPONENTS
 from app.services.encode import encode_workspace
-from app.services.train import train_workspace
+import app.services.train as train_service
+from app.services.annotate import adjudicate
+from app.services.audit import run_audit
+from app.services.data import TRAINING_SPLITS, pair_table
+from app.services.train import pairing_weights, train_workspace
 from storage.audit import audit_page, latest_audit
 from storage.importers import import_source
 from storage.jobs import enqueue, recent_jobs
 from storage.store import init_workspace
-from storage.users import add_user
+from storage.model_versions import latest_model_version
+from storage.users import add_user, get_user
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +62,15 @@ def audited(tmp_path_factory):
     import_source(store, manifest, "manifest", allow_absolute=True)
     with store.db.write() as s:
         add_user(s, "olga", "operator", "pw-olga-1")
+        add_user(s, "rita", "reviewer", "pw-rita-1")
     encode_workspace(store)
     train_workspace(store)
-    yield store, swapped, len(rows)
+    yield store, swapped, len(rows), {f"coco:{r.caption_id}": list(r.labels) for r in rows}
     store.close()
 
 
 def test_audit_writes_every_pair_most_suspicious_first_and_swapped_pairs_rank_high(audited, tmp_path):
-    store, swapped, n = audited
+    store, swapped, n, _ = audited
     out = tmp_path / "audit.jsonl"
     done = subprocess.run([sys.executable, "-m", "app.cli", "audit", str(store.root), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
@@ -86,7 +92,7 @@ def test_audit_writes_every_pair_most_suspicious_first_and_swapped_pairs_rank_hi
 
 
 def test_the_audit_run_is_stored_and_read_back_in_pages(audited):
-    store, _, n = audited
+    store, _, n, _ = audited
     with store.db.write() as s:
         job = enqueue(s, "audit", {"actor": "olga"})
     run_worker(store.root, once=True)   # the workbench's path: a job the worker runs
@@ -106,7 +112,7 @@ def test_the_audit_run_is_stored_and_read_back_in_pages(audited):
 
 
 def test_audit_refuses_an_output_inside_the_workspace_before_any_work(audited):
-    store, _, _ = audited
+    store, _, _, _ = audited
     with store.db.read() as s:
         before = latest_audit(s).id if latest_audit(s) else None
     done = subprocess.run([sys.executable, "-m", "app.cli", "audit", str(store.root), "--out",
@@ -116,3 +122,52 @@ def test_audit_refuses_an_output_inside_the_workspace_before_any_work(audited):
     with store.db.read() as s:
         after = latest_audit(s).id if latest_audit(s) else None
     assert after == before
+
+
+def test_confirmed_mismatches_leave_the_next_trainings_pairing_loss(audited, monkeypatch):
+    """Audit, a reviewer confirms the swapped pairs among the top 36 as mismatched (their image's labels
+    kept) and one clean top pair as a match, through the ordinary adjudication events; the next
+    ``train_workspace`` hands the learner weight 0 for exactly the confirmed rows (1 for every other
+    row: ``correspondence_weighting`` is off) and records the count. With "audit" weighting the
+    unconfirmed swapped pairs weigh less than the clean ones, and the confirmed match keeps 1."""
+    store, swapped, _, labels_of = audited
+    with store.db.read() as s:
+        olga, rita = get_user(s, "olga"), get_user(s, "rita")
+    run_audit(store, actor=olga)
+    with store.db.read() as s:
+        top = audit_page(s, latest_audit(s).id, offset=0, limit=36)
+    confirmed = [r for r in top if r.external_id in swapped]
+    clean_top = next(r for r in top if r.external_id not in swapped)
+    assert len(confirmed) >= 6, [r.rank for r in top if r.external_id in swapped]
+    for row in confirmed:
+        adjudicate(store, rita, row.pair_id, labels=labels_of[row.external_id], verdict="mismatch")
+    adjudicate(store, rita, clean_top.pair_id, labels=labels_of[clean_top.external_id], verdict="match")
+
+    handed = []
+    real_train = train_service.train_model
+    monkeypatch.setattr(train_service, "train_model",
+                        lambda *args, **kwargs: (handed.append(kwargs["pair_weights"]), real_train(*args, **kwargs))[1])
+    train_workspace(store, epochs=2)
+    table = pair_table(store)
+    trained_ids = table.ids[np.isin(table.splits, TRAINING_SPLITS)]
+    (weights,) = handed
+    confirmed_ids = {r.pair_id for r in confirmed}
+    zero = set(trained_ids[weights == 0].tolist())
+    assert zero == confirmed_ids and (weights[weights != 0] == 1).all()
+    with store.db.read() as s:
+        pairing = latest_model_version(s).metrics["pairing"]
+    assert pairing["excluded_mismatch"] == len(confirmed) and pairing["correspondence_weighting"] == "off"
+
+    soft = pairing_weights(store, trained_ids, "audit")
+    by_id = dict(zip(trained_ids.tolist(), soft.weights.tolist()))
+    external = dict(zip(table.ids.tolist(), table.external_ids))
+    unconfirmed = [w for pid, w in by_id.items() if external[pid] in swapped and pid not in confirmed_ids]
+    clean = [w for pid, w in by_id.items() if external[pid] not in swapped and pid != clean_top.pair_id]
+    assert all(by_id[pid] == 0 for pid in confirmed_ids) and by_id[clean_top.pair_id] == 1
+    assert not unconfirmed or np.mean(unconfirmed) < np.mean(clean) - 0.2, (unconfirmed, np.mean(clean))
+    assert soft.summary["audit_run"] == latest_audit_id(store) and soft.summary["down_weighted"] > 0
+
+
+def latest_audit_id(store):
+    with store.db.read() as s:
+        return latest_audit(s).id
