@@ -17,8 +17,8 @@ instead of the pool, so the defaults are never chosen on the figures reported. P
 
 ``--mode train`` is the training half: for each noise rate and seed, train on (a) the clean pool,
 (b) the corrupted pool, (c) the corrupted pool with each pair weighted in the pairing loss by its
-P(clean) from an audit of (b)'s model on the corrupted pool (``learner.audit.clean_probability``,
-what ``[train].correspondence_weighting = "audit"`` does), and (d) with ``--oracle``, the corrupted
+P(clean) from an audit of (b)'s model on the corrupted pool (``learner.audit.clean_probability`` of the
+raw ``inconsistency`` values, what ``[train].correspondence_weighting = "audit"`` does), and (d) with ``--oracle``, the corrupted
 pool with the truly swapped pairs at weight 0 (what confirmed mismatch verdicts do); then report the
 retrieval mAP (i2t, t2i, avg) of each model on the validation carve (which the defaults are chosen on)
 and on the test split (reported), and the share of the noise's cost that (c) recovers,
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.bench.data import VALIDATION_FRACTION, carve_by_group, load_simulation_data, split_pool_and_test  # noqa: E402
-from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, clean_probability  # noqa: E402
+from learner.audit import AUDIT_COMPONENTS, CLEAN_PROBABILITY_COMPONENT, AuditConfig, audit_pairs, clean_probability  # noqa: E402
 from learner.inference import evaluate_model, infer  # noqa: E402
 from learner.training import TrainConfig, train_model  # noqa: E402
 
@@ -172,7 +172,7 @@ def train_one(data, pool: np.ndarray, evaluated: dict[str, np.ndarray], noise: f
     noisy = train("noisy", noisy_text, None)
     started = time.perf_counter()
     scores = audit_pairs(infer(noisy, image, noisy_text, mc_samples=0), image, noisy_text, AuditConfig(seed=seed))
-    p_clean = clean_probability(scores.score, seed=seed)
+    p_clean = clean_probability(scores.components[CLEAN_PROBABILITY_COMPONENT], seed=seed)
     seconds["audit"] = round(time.perf_counter() - started, 1)
     weighting = {"mean_p_clean_swapped": float(p_clean[corrupted].mean()),
                  "mean_p_clean_kept": float(p_clean[~corrupted].mean()),

@@ -36,10 +36,12 @@ def info_nce(mu_image: torch.Tensor, mu_text: torch.Tensor, temperature: float, 
              weights: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE between paired embeddings, optionally with SEDE hard-negative weights.
 
-    mu_image, mu_text: (B, d), L2-normalised; pair i is (mu_image[i], mu_text[i]). weights: (B,) >= 0 or
-    None (all 1): pair i's two rows (its image's query, its caption's query) enter the mean with weight
-    w_i, sum_i w_i l_i / sum_i w_i, so w_i = 0 takes a mismatched pair out as a positive (it stays a
-    negative for the others); the soft-correspondence weighting of NCR (Huang et al., NeurIPS 2021).
+    mu_image, mu_text: (B, d), L2-normalised; pair i is (mu_image[i], mu_text[i]). weights: (B,) in
+    [0, 1] or None (all 1), soft correspondence (after NCR, Huang et al., NeurIPS 2021): pair i's two
+    rows (its image's query, its caption's query) enter the mean with weight w_i,
+    sum_i w_i l_i / sum_i w_i, and as a negative of the other rows its caption (image) counts w_i times,
+    exp(s_ik/tau) -> w_k exp(s_ik/tau); so w_i = 0 takes a mismatched pair out entirely (a caption
+    swapped in from another class would otherwise be a false negative for that class's images).
     Loss (Oord et al. 2018; CLIP, Radford et al. 2021), per row i:
         -log exp(s_ii/tau) / (exp(s_ii/tau) + sum_{k != i} w_ik exp(s_ik/tau))
     with s = cosine similarity. SEDE (Pan & Huang, IJMIR 2022) weights negatives by
@@ -57,6 +59,8 @@ def info_nce(mu_image: torch.Tensor, mu_text: torch.Tensor, temperature: float, 
             neg = (hard_negative_beta * s.detach()).masked_fill(eye, float("-inf"))
             log_w = math.log(b - 1) + torch.log_softmax(neg, dim=1)      # (B, B), -inf on diagonal
             logits = logits + log_w.masked_fill(eye, 0.0)
+        if weights is not None:
+            logits = logits + torch.log(weights).unsqueeze(0).masked_fill(eye, 0.0)   # w_k on negative k
         losses.append(_weighted_mean(F.cross_entropy(logits, target, reduction="none"), weights))
     return 0.5 * (losses[0] + losses[1])
 

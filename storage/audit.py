@@ -85,9 +85,12 @@ def audit_page(session: Session, run_id: int, *, offset: int = 0, limit: int = 5
     return [AuditRow(*row) for row in session.execute(query)]
 
 
-def audit_scores(session: Session, run_id: int) -> Iterator[tuple[int, float]]:
-    """(pair id, score) of every pair of one run, by pair id, streamed (the primary key's range scan)."""
-    query = (select(AuditScore.pair_id, AuditScore.score).where(AuditScore.audit_run_id == run_id)
+def audit_component_values(session: Session, run_id: int, component: str) -> Iterator[tuple[int, float]]:
+    """(pair id, raw value of ``component`` in its breakdown) of every pair of one run that has it, by pair
+    id, streamed (the primary key's range scan)."""
+    query = (select(AuditScore.pair_id, AuditScore.breakdown).where(AuditScore.audit_run_id == run_id)
              .order_by(AuditScore.pair_id).execution_options(yield_per=5000))
-    for pair_id, score in session.execute(query):
-        yield pair_id, score
+    for pair_id, breakdown in session.execute(query):
+        value = ((breakdown or {}).get("components") or {}).get(component, {}).get("value")
+        if isinstance(value, (int, float)):
+            yield pair_id, float(value)

@@ -16,12 +16,12 @@ from app.services.progress import StepProgress, quiet
 from app.services.models import cached_model, current_model, feature_signatures, latest_model
 from app.services.retrieval import model_embeddings
 from app.services.settings import EncoderChoice, encoder_choice, settings
-from learner.audit import clean_probability
+from learner.audit import CLEAN_PROBABILITY_COMPONENT, clean_probability
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.inference import evaluate_model
 from learner.model import CrossModalModel
 from learner.training import train_model
-from storage.audit import audit_scores, latest_audit
+from storage.audit import audit_component_values, latest_audit
 from storage.errors import PairlabError
 from storage.faults import crash_point
 from storage.model_versions import ModelVersionInfo, add_model_version, latest_validation_pairs
@@ -87,8 +87,9 @@ def pairing_weights(store: Store, ids: np.ndarray, mode: str) -> PairingWeights:
     A pair whose current verdict (the materialised pair state) is "mismatch" gets 0: its caption does
     not describe its image. Its labels describe the image and still train (``train_model``). With
     ``mode`` "audit" (``[train].correspondence_weighting``) every other pair the latest audit run scored
-    gets P(clean) of its audit score (``learner.audit.clean_probability``, fitted on these pairs'
-    scores), except that a "match" verdict keeps 1: a person's word beats the audit's guess.
+    gets P(clean) of its raw ``inconsistency`` value in that run (``learner.audit.clean_probability``,
+    fitted on these pairs' values), except that a "match" verdict keeps 1: a person's word beats the
+    audit's guess.
     """
     weights = np.ones(len(ids), dtype=np.float32)
     summary: dict[str, Any] = {"correspondence_weighting": mode, "audit_run": None}
@@ -96,9 +97,9 @@ def pairing_weights(store: Store, ids: np.ndarray, mode: str) -> PairingWeights:
         verdict_rows, verdicts = _rows_of(ids, pairs_with_verdict(s, ("mismatch", "match")))
         run = latest_audit(s) if mode == "audit" else None
         if run is not None:
-            audited, scores = _rows_of(ids, audit_scores(s, run.id))
+            audited, values = _rows_of(ids, audit_component_values(s, run.id, CLEAN_PROBABILITY_COMPONENT))
     if run is not None and len(audited) >= 2:
-        weights[audited] = clean_probability(np.asarray(scores, dtype=np.float64), seed=settings(store).audit.seed)
+        weights[audited] = clean_probability(np.asarray(values, dtype=np.float64), seed=settings(store).audit.seed)
         summary["audit_run"] = run.id
     verdicts = np.asarray(verdicts, dtype=object)
     mismatched = verdict_rows[verdicts == "mismatch"]

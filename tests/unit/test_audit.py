@@ -79,7 +79,7 @@ def test_the_mixture_posterior_separates_two_loss_populations():
 
 
 def test_clean_probability_is_low_for_the_high_score_population_and_constant_scores_give_one_half():
-    """P(clean) from fused audit scores: 80 % of pairs scored around 0.4, 20 % around 0.95 (the swapped)."""
+    """P(clean) from raw suspicion values: 80 % of pairs spread over 0.05-0.75, 20 % around 0.95 (the swapped)."""
     rng = np.random.default_rng(3)
     scores = np.concatenate([rng.uniform(0.05, 0.75, 800), rng.normal(0.95, 0.02, 200)])
     p_clean = clean_probability(scores, seed=0)

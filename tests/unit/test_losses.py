@@ -117,16 +117,23 @@ def test_memory_bank_momentum_update():
 
 
 def test_pair_weights_take_a_pair_out_as_a_positive_of_every_pairing_term():
-    """Weight 0 on pair 0 (its caption does not describe its image): InfoNCE and the PCME positives
-    average the other pairs only, DAGNN drops its own-pair target, the text branch's BCE skips it;
+    """Weight 0 on pair 0 (its caption does not describe its image): InfoNCE is the loss of the other
+    pairs alone (pair 0 is no negative either), the PCME positives average the other pairs only, DAGNN drops its own-pair target, the text branch's BCE skips it;
     weights of 1 give the unweighted losses."""
     mu_v, mu_t = _unit(6, 8), _unit(6, 8, seed=5)
     w = torch.tensor([0.0, 1, 1, 1, 1, 1])
     ones = torch.ones(6)
     sim = mu_v @ mu_t.T / 0.2
     target = torch.arange(6)
-    rows = 0.5 * (F.cross_entropy(sim, target, reduction="none") + F.cross_entropy(sim.T, target, reduction="none"))
-    assert losses.info_nce(mu_v, mu_t, 0.2, weights=w) == pytest.approx(float(rows[1:].mean()), rel=1e-5)
+    rest = sim[1:, 1:]                        # pair 0 is neither a positive nor a negative of the others
+    rows = 0.5 * (F.cross_entropy(rest, target[:5], reduction="none") + F.cross_entropy(rest.T, target[:5], reduction="none"))
+    assert losses.info_nce(mu_v, mu_t, 0.2, weights=w) == pytest.approx(float(rows.mean()), rel=1e-5)
+    half = torch.tensor([0.5, 1, 1, 1, 1, 1])
+    soft_logits = sim + torch.log(half).unsqueeze(0) * (1 - torch.eye(6))   # column 0 counts half as a negative
+    soft_rows = 0.5 * (F.cross_entropy(soft_logits, target, reduction="none")
+                       + F.cross_entropy(sim.T + torch.log(half).unsqueeze(0) * (1 - torch.eye(6)), target, reduction="none"))
+    assert losses.info_nce(mu_v, mu_t, 0.2, weights=half) == pytest.approx(
+        float((half * soft_rows).sum() / half.sum()), rel=1e-5)
     assert losses.info_nce(mu_v, mu_t, 0.2, weights=ones) == pytest.approx(float(losses.info_nce(mu_v, mu_t, 0.2)), rel=1e-5)
     assert losses.info_nce(mu_v, mu_t, 0.2, weights=torch.zeros(6)) == 0.0
 
