@@ -168,18 +168,23 @@ def train_one(data, pool: np.ndarray, evaluated: dict[str, np.ndarray], noise: f
                   f"  ({seconds[name]} s)", flush=True)
         return model
 
-    train("clean", clean_text, None)
-    noisy = train("noisy", noisy_text, None)
+    clean = train("clean", clean_text, None)
+    if corrupted.any():
+        noisy = train("noisy", noisy_text, None)
+    else:          # noise 0: what "audit" weighting costs on a clean pool; (b) is (a)
+        noisy = clean
+        for split in figures:
+            figures[split]["noisy"] = figures[split]["clean"]
     started = time.perf_counter()
     scores = audit_pairs(infer(noisy, image, noisy_text, mc_samples=0), image, noisy_text, AuditConfig(seed=seed))
     p_clean = clean_probability(scores.components[CLEAN_PROBABILITY_COMPONENT], seed=seed)
     seconds["audit"] = round(time.perf_counter() - started, 1)
-    weighting = {"mean_p_clean_swapped": float(p_clean[corrupted].mean()),
+    weighting = {"mean_p_clean_swapped": float(p_clean[corrupted].mean()) if corrupted.any() else None,
                  "mean_p_clean_kept": float(p_clean[~corrupted].mean()),
                  "below_half_swapped": int((p_clean[corrupted] < 0.5).sum()),
                  "below_half_kept": int((p_clean[~corrupted] < 0.5).sum()),
-                 "audit_roc_auc": float(roc_auc_score(corrupted, scores.score))}
-    print(f"  P(clean): swapped mean {weighting['mean_p_clean_swapped']:.3f} ({weighting['below_half_swapped']} < 0.5), "
+                 "audit_roc_auc": float(roc_auc_score(corrupted, scores.score)) if corrupted.any() else None}
+    print(f"  P(clean): swapped mean {weighting['mean_p_clean_swapped']} ({weighting['below_half_swapped']} < 0.5), "
           f"kept mean {weighting['mean_p_clean_kept']:.3f} ({weighting['below_half_kept']} < 0.5)", flush=True)
     train("weighted", noisy_text, p_clean)
     if args.oracle:
