@@ -127,9 +127,9 @@ def test_audit_refuses_an_output_inside_the_workspace_before_any_work(audited):
 def test_confirmed_mismatches_leave_the_next_trainings_pairing_loss(audited, monkeypatch):
     """Audit, a reviewer confirms the swapped pairs among the top 36 as mismatched (their image's labels
     kept) and one clean top pair as a match, through the ordinary adjudication events; the next
-    ``train_workspace`` hands the learner weight 0 for exactly the confirmed rows (1 for every other
-    row: ``correspondence_weighting`` is off) and records the count. With "audit" weighting the
-    unconfirmed swapped pairs weigh less than the clean ones, and the confirmed match keeps 1."""
+    ``train_workspace`` (default "audit" weighting) hands the learner weight 0 for the confirmed rows,
+    1 for the confirmed match, P(clean) for the others (the unconfirmed swapped pairs weigh less than
+    the clean ones) and records the count; with "off" only the confirmed rows are 0."""
     store, swapped, _, labels_of = audited
     with store.db.read() as s:
         olga, rita = get_user(s, "olga"), get_user(s, "rita")
@@ -151,21 +151,21 @@ def test_confirmed_mismatches_leave_the_next_trainings_pairing_loss(audited, mon
     table = pair_table(store)
     trained_ids = table.ids[np.isin(table.splits, TRAINING_SPLITS)]
     (weights,) = handed
+    by_id = dict(zip(trained_ids.tolist(), weights.tolist()))
     confirmed_ids = {r.pair_id for r in confirmed}
-    zero = set(trained_ids[weights == 0].tolist())
-    assert zero == confirmed_ids and (weights[weights != 0] == 1).all()
-    with store.db.read() as s:
-        pairing = latest_model_version(s).metrics["pairing"]
-    assert pairing["excluded_mismatch"] == len(confirmed) and pairing["correspondence_weighting"] == "off"
-
-    soft = pairing_weights(store, trained_ids, "audit")
-    by_id = dict(zip(trained_ids.tolist(), soft.weights.tolist()))
+    assert all(by_id[pid] == 0 for pid in confirmed_ids) and by_id[clean_top.pair_id] == 1
     external = dict(zip(table.ids.tolist(), table.external_ids))
     unconfirmed = [w for pid, w in by_id.items() if external[pid] in swapped and pid not in confirmed_ids]
     clean = [w for pid, w in by_id.items() if external[pid] not in swapped and pid != clean_top.pair_id]
-    assert all(by_id[pid] == 0 for pid in confirmed_ids) and by_id[clean_top.pair_id] == 1
     assert not unconfirmed or np.mean(unconfirmed) < np.mean(clean) - 0.2, (unconfirmed, np.mean(clean))
-    assert soft.summary["audit_run"] == latest_audit_id(store) and soft.summary["down_weighted"] > 0
+    with store.db.read() as s:
+        pairing = latest_model_version(s).metrics["pairing"]
+    assert pairing["excluded_mismatch"] == len(confirmed) and pairing["correspondence_weighting"] == "audit"
+    assert pairing["audit_run"] == latest_audit_id(store) and pairing["down_weighted"] > 0
+    assert np.array_equal(pairing_weights(store, trained_ids, "audit").weights, weights)
+
+    hard = pairing_weights(store, trained_ids, "off").weights
+    assert set(trained_ids[hard == 0].tolist()) == confirmed_ids and (hard[hard != 0] == 1).all()
 
 
 def latest_audit_id(store):
