@@ -122,7 +122,7 @@ def agreement_summary(session: Session) -> AgreementSummary:
     names = label_names(session)
     overlapping = list(session.scalars(select(PairState.submit_votes).where(PairState.submitters >= 2)
                                        .order_by(PairState.pair_id)))
-    votes = [[set(labels) for labels, _ in unit] for unit in overlapping]
+    votes = [[set(labels) for labels, _ in unit if labels is not None] for unit in overlapping]  # None: verdict only
     verdicts = [[verdict for _, verdict in unit if verdict] for unit in overlapping]
     return AgreementSummary(len(overlapping), label_alphas(votes, names), nominal_alpha(verdicts))
 
