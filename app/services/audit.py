@@ -168,8 +168,10 @@ def queue_verification(store: Store, *, actor: UserInfo, top: int | None = None,
 @dataclass(frozen=True)
 class CleanupRow:
     """One ranked pair as the Clean-up page shows it: the score breakdown as table rows (component, value,
-    rank in the pool, weight), the ranks of its own caption and image, and the pool's best alternative
-    caption and image when the audit stored them (its top ``[audit].evidence_rows`` pairs)."""
+    its rank-normalised place in the pool in [0, 1] with 1 the most suspicious pair, weight), the fraction of
+    candidate captions closer to its image than its own (``caption_rank``) and of candidate images closer to
+    its caption (``image_rank``), and the pool's best alternative caption and image when the audit stored
+    them (its top ``[audit].evidence_rows`` pairs)."""
 
     pair_id: int
     external_id: str
@@ -203,11 +205,17 @@ def cleanup_page(store: Store, actor: UserInfo, run_id: int, *, page: int, page_
     return [_cleanup_row(row) for row in rows[:page_size]], len(rows) > page_size
 
 
+RANK_COLUMN = "pool rank"  # in [0, 1], 1 = the most suspicious pair of the pool
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
 def _cleanup_row(row: AuditRow) -> CleanupRow:
     parts = row.breakdown or {}
-    components = [{"component": name, "value": round(float(c.get("value", float("nan"))), 4),
-                   "rank": int(c["rank"]) if c.get("rank") is not None else None, "weight": c.get("weight")}
-                  for name, c in (parts.get("components") or {}).items()]
+    components = [{"component": name, "value": _rounded(c.get("value")), RANK_COLUMN: _rounded(c.get("rank")),
+                   "weight": c.get("weight")} for name, c in (parts.get("components") or {}).items()]
     return CleanupRow(row.pair_id, row.external_id, row.rank, row.score, row.image_path, row.text, row.verdict,
                       components, parts.get("caption_rank"), parts.get("image_rank"), parts.get("best_caption"),
                       parts.get("best_image"))

@@ -27,9 +27,9 @@ def audited(tmp_path, monkeypatch):
         pairs = s.execute(select(Pair.id, Pair.external_id, Pair.image_path).order_by(Pair.id.desc())).all()
     scored = []
     for rank, (pid, _, _) in enumerate(pairs, start=1):
-        breakdown = {"components": {"mismatch": {"value": 0.9 - rank / 10, "rank": float(rank), "weight": 1.0},
-                                    "inconsistency": {"value": 0.5, "rank": float(rank), "weight": 4.0}},
-                     "caption_rank": 7.0, "image_rank": 5.0}
+        breakdown = {"components": {"mismatch": {"value": 0.9 - rank / 10, "rank": 1 - rank / 10, "weight": 1.0},
+                                    "inconsistency": {"value": 0.5, "rank": 1 - rank / 10, "weight": 4.0}},
+                     "caption_rank": 0.25, "image_rank": 0.5}
         if rank == 1:
             breakdown["best_caption"] = {"id": pairs[1].external_id, "text": "a better caption for this photo"}
             breakdown["best_image"] = {"id": pairs[2].external_id, "image": pairs[2].image_path}
@@ -50,12 +50,15 @@ def test_a_reviewer_pages_the_ranking_and_sends_checked_pairs_to_verification(au
     at = page("cleanup", user(store, "rev"))
     assert not at.exception
     assert "Run audit" not in [b.label for b in at.button]  # operators only
-    assert [c.label for c in at.checkbox] == ["#1", "#2", "#3"]
+    assert [c.label for c in at.checkbox] == ["Rank 1", "Rank 2", "Rank 3"]
     shown = [t.value for t in at.text]
     assert "a better caption for this photo (p6)" in shown  # the evidence of rank 1
     assert list(at.dataframe[0].value["component"]) == ["mismatch", "inconsistency"]
+    assert list(at.dataframe[0].value["pool rank"]) == [0.9, 0.9]
+    assert ("25% of the other captions match its image better than its own; 50% of the other images match its "
+            "caption better.") in [c.value for c in at.caption]
     button(at, "Next").click().run()
-    assert [c.label for c in at.checkbox] == ["#4", "#5", "#6"]
+    assert [c.label for c in at.checkbox] == ["Rank 4", "Rank 5", "Rank 6"]
     button(at, "Previous").click().run()
     at.checkbox(key=pick(run, ranked[0])).check()
     at.checkbox(key=pick(run, ranked[2])).check()
@@ -81,10 +84,10 @@ def test_the_verdict_filter_shows_the_pairs_with_that_verdict(audited):
         submit(s, ann.id, held.queue_item_id, labels=[], verdict="mismatch")
     at.segmented_control(key=state.CLEANUP_VERDICT).set_value("mismatch").run()
     assert not at.exception
-    assert [c.label for c in at.checkbox] == ["#2"]
+    assert [c.label for c in at.checkbox] == ["Rank 2"]
     assert any("verdict: mismatch" in c.value for c in at.caption)
     at.segmented_control(key=state.CLEANUP_VERDICT).set_value("none").run()
-    assert "#2" not in [c.label for c in at.checkbox] and len(at.checkbox) == 7
+    assert "Rank 2" not in [c.label for c in at.checkbox] and len(at.checkbox) == 7
     at.segmented_control(key=state.CLEANUP_VERDICT).set_value("unsure").run()
     assert at.info[0].value == "No pair of this audit has that verdict."
 

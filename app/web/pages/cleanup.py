@@ -30,7 +30,8 @@ def render() -> None:
         st.info("No mismatch audit yet. An operator runs one here (Run audit) or with 'pairlab audit WS'.")
         return
     st.caption(f"Audit {run.id} of {run.created_at:%Y-%m-%d %H:%M} UTC (model v{run.params.get('model_version')}): "
-               f"{run.pairs} pairs, most likely mismatched first.")
+               f"{run.pairs} pairs, most likely mismatched first. Pool rank: a component's place among all pairs, "
+               "1 = the most suspicious.")
     verdict = st.segmented_control("Current verdict", (ALL, *VERDICT_FILTERS), default=ALL, key=state.CLEANUP_VERDICT,
                                    on_change=lambda: st.session_state.update({state.CLEANUP_PAGE: 0}))
     page = st.session_state.setdefault(state.CLEANUP_PAGE, 0)
@@ -75,18 +76,17 @@ def _pager(page: int, more: bool) -> None:
 
 def _row(run_id: int, row: audit_service.CleanupRow) -> None:
     with st.container(border=True):
-        pick, picture, caption, evidence = st.columns([1, 3, 5, 4], gap="medium")
-        pick.checkbox(f"#{row.rank}", key=state.item_key(state.CLEANUP_PICK, run_id, row.pair_id),
-                      help="Send this pair to verification")
+        pick, picture, caption, evidence = st.columns([1.6, 3, 5, 4], gap="small")
+        pick.checkbox(f"Rank {row.rank}", key=state.item_key(state.CLEANUP_PICK, run_id, row.pair_id))
         with picture:
             widgets.thumbnail(row.image_path)
         with caption:
             st.text(row.text)
             st.caption(f"{row.external_id} · mismatch {row.score:.3f} · verdict: {row.verdict or 'none'}")
             st.dataframe(row.components, hide_index=True, width="stretch")
-            if row.caption_rank is not None:
-                st.caption(f"Own caption ranks {row.caption_rank:.0f} for its image; own image ranks "
-                           f"{row.image_rank:.0f} for its caption (1 = best).")
+            if row.caption_rank is not None and row.image_rank is not None:
+                st.caption(f"{row.caption_rank:.0%} of the other captions match its image better than its own; "
+                           f"{row.image_rank:.0%} of the other images match its caption better.")
         with evidence:
             if row.best_caption or row.best_image:
                 st.caption("Best alternative in the pool")
