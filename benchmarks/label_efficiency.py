@@ -1,6 +1,10 @@
-"""Label efficiency of each strategy in a ``pairlab simulate`` results.json, against ``random``.
+"""Label efficiency of each strategy in ``pairlab simulate`` results.json files, against ``random``.
 
     .venv/bin/python benchmarks/label_efficiency.py bench-out/sim-fashion/results.json [--baseline random]
+    .venv/bin/python benchmarks/label_efficiency.py bench-out/sim-fashion-s*/results.json
+
+Several files (e.g. one per seed, same dataset and protocol) are pooled: each strategy's runs are
+the runs of every file, and the full-supervision figure is the mean over the files.
 
 Prints, per strategy: the mean avg mAP at the last round, the labels at which its mean curve first
 reaches the baseline's last-round mean mAP (linear interpolation between rounds; "not reached"
@@ -36,16 +40,37 @@ def labels_to_reach(labelled: np.ndarray, curve: np.ndarray, target: float) -> f
     return None
 
 
+def pooled(documents: list[dict]) -> dict:
+    """One document whose strategies hold the runs of every document (refused unless they share the
+    dataset, pool, test split, initial set size, budget and rounds) and whose full supervision is
+    the mean of theirs."""
+    def protocol(doc: dict) -> tuple:
+        p = doc.get("protocol", {})
+        return (doc["dataset"], doc["pool_size"], doc["test_size"], p.get("evaluated_on"), p.get("initial"),
+                p.get("budget"), p.get("rounds"), p.get("warm_start"))
+    first = documents[0]
+    for doc in documents[1:]:
+        if protocol(doc) != protocol(first):
+            raise SystemExit(f"label_efficiency: {protocol(doc)} and {protocol(first)} are different protocols")
+    strategies: dict[str, list] = {}
+    for doc in documents:
+        for name, runs in doc["strategies"].items():
+            strategies.setdefault(name, []).extend(runs)
+    full = float(np.mean([doc["full_supervision"]["avg"] for doc in documents]))
+    return {**first, "strategies": strategies, "full_supervision": {"avg": full},
+            "seeds": [run["seed"] for run in next(iter(strategies.values()))]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", nargs="+", type=Path)
     parser.add_argument("--baseline", default="random")
     args = parser.parse_args()
-    doc = json.loads(args.results.read_text(encoding="utf-8"))
+    doc = pooled([json.loads(p.read_text(encoding="utf-8")) for p in args.results])
     base_labels, base_curve, _ = mean_curve(doc["strategies"][args.baseline])
     target = base_curve[-1]
-    print(f"{doc['dataset']}: {args.baseline} reaches avg mAP {target:.4f} with {base_labels[-1]:.0f} labels; "
-          f"full supervision {doc['full_supervision']['avg']:.4f}")
+    print(f"{doc['dataset']}, seeds {doc['seeds']}: {args.baseline} reaches avg mAP {target:.4f} with "
+          f"{base_labels[-1]:.0f} labels; full supervision {doc['full_supervision']['avg']:.4f}")
     print("| strategy | last-round avg mAP | labels to reach it | share of baseline's labels | "
           "std over seeds per round | median train s | median select s |")
     print("|---|---|---|---|---|---|---|")

@@ -144,3 +144,31 @@ def competence(probs: np.ndarray, labels: np.ndarray) -> float | None:
         return None
     top = np.argmax(probs, axis=1)
     return float(np.mean(labels[np.arange(len(probs)), top] > 0))
+
+
+def premark_threshold(probs: np.ndarray, labels: np.ndarray, precision: float, z: float = 1.645) -> float | None:
+    """The lowest class probability t at which the model's labels can be trusted to ``precision``.
+
+    Among all (pair, class) predictions of labelled pairs with probability >= t, the share that are
+    true labels must have a one-sided Wilson lower confidence bound (z = 1.645: 95 %; Wilson 1927,
+    Brown, Cai & DasGupta 2001) of at least ``precision``. Few labelled pairs give a wide bound, so a
+    weak or barely validated model gets no threshold at all.
+
+    probs: (n, C) class probabilities; labels: (n, C) 0/1 truth. Returns t (one of the probabilities)
+    or None when no t qualifies (including n = 0).
+    """
+    if probs.shape != labels.shape or probs.ndim != 2:
+        raise ValueError(f"premark_threshold: probs {probs.shape} and labels {labels.shape} must be the same (n, C)")
+    if not 0 < precision < 1:
+        raise ValueError(f"premark_threshold: precision must be in (0, 1), got {precision}")
+    scores, truth = probs.ravel(), labels.ravel() > 0
+    order = np.argsort(-scores, kind="stable")
+    scores, truth = scores[order], truth[order]
+    last_of_tie = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True]) if len(scores) else np.array([], int)
+    m = last_of_tie + 1.0                          # predictions with probability >= scores[last_of_tie]
+    hit = np.cumsum(truth)[last_of_tie] / m        # their precision
+    centre = hit + z * z / (2 * m)
+    spread = z * np.sqrt(hit * (1 - hit) / m + z * z / (4 * m * m))
+    lower = (centre - spread) / (1 + z * z / m)
+    ok = np.flatnonzero(lower >= precision)
+    return float(scores[last_of_tie[ok[-1]]]) if len(ok) else None

@@ -45,13 +45,18 @@ class AnnotationConfig:
     suggest_min_map: the model's labels are suggested on Annotate only once its validation mAP
     (``metrics["validation"]["avg"]``) reaches this; above 1 turns suggestions off.
     premark_probability: a suggestion is pre-marked only when the model's probability for it is at
-    least this (shown but not marked below; 1.0 never pre-marks).
+    least this (shown but not marked below; 1.0 never pre-marks) and at least the model's calibrated
+    threshold for ``premark_precision``.
+    premark_precision: the precision pre-marked labels must show on the workspace's validation pairs
+    (95 % lower confidence bound, ``learner.metrics.premark_threshold``); a model with too few
+    validation labels to show it pre-marks nothing.
     """
 
     overlap: int = 1
     lease_minutes: float = 30.0
     suggest_min_map: float = 0.5
     premark_probability: float = 0.9
+    premark_precision: float = 0.9
 
     def __post_init__(self) -> None:
         if self.overlap < 1:
@@ -62,6 +67,8 @@ class AnnotationConfig:
             raise ValueError("suggest_min_map: must be >= 0")
         if not 0 < self.premark_probability <= 1:
             raise ValueError("premark_probability: must be in (0, 1]")
+        if not 0 < self.premark_precision < 1:
+            raise ValueError("premark_precision: must be in (0, 1)")
 
 
 @dataclass(frozen=True)

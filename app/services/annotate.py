@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.services.select import SUGGESTION_PROBABILITIES_KEY, SUGGESTIONS_KEY
+from app.services.select import PREMARK_THRESHOLD_KEY, SUGGESTION_PROBABILITIES_KEY, SUGGESTIONS_KEY
 from app.services.settings import settings
 from storage.annotations import record_event
 from storage.model_versions import latest_model_version
@@ -20,7 +20,7 @@ HEARTBEATS_PER_LEASE = 3  # the open Annotate screen renews its lease this many 
 @dataclass(frozen=True)
 class Suggestion:
     """A label the model suggests for a pair: its probability (None for rounds selected before
-    probabilities were stored) and whether it is pre-marked (``probability >= premark_probability``)."""
+    probabilities were stored) and whether it is pre-marked (see ``suggestions``)."""
 
     label: str
     probability: float | None
@@ -80,8 +80,9 @@ def suggestions(store: Store, current: Claim, vocabulary: Sequence[str]) -> list
     """The model's suggestions for a claimed pair, likeliest first, restricted to the vocabulary.
 
     None at all until the latest model's validation mAP reaches ``[annotation] suggest_min_map``; a
-    suggestion is pre-marked only when its probability reaches ``premark_probability`` (one without a
-    stored probability never is).
+    suggestion is pre-marked only when its probability reaches both ``premark_probability`` and the
+    threshold calibrated for the scoring model at selection (``PREMARK_THRESHOLD_KEY``); one without a
+    stored probability or threshold never is.
     """
     config = settings(store).annotation
     with store.db.read() as s:
@@ -91,8 +92,10 @@ def suggestions(store: Store, current: Claim, vocabulary: Sequence[str]) -> list
         return []
     known = set(vocabulary)
     probabilities = current.explanation.get(SUGGESTION_PROBABILITIES_KEY)
+    calibrated = current.explanation.get(PREMARK_THRESHOLD_KEY)
+    premark_at = max(config.premark_probability, calibrated) if isinstance(calibrated, (int, float)) else None
     if isinstance(probabilities, dict):
-        return [Suggestion(name, float(p), float(p) >= config.premark_probability)
+        return [Suggestion(name, float(p), premark_at is not None and float(p) >= premark_at)
                 for name, p in probabilities.items() if name in known and isinstance(p, (int, float))]
     names = current.explanation.get(SUGGESTIONS_KEY)
     if not isinstance(names, list):

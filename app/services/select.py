@@ -18,7 +18,7 @@ from app.services.models import cached_model, current_model, latest_model
 from app.services.progress import StepProgress, quiet
 from app.services.settings import encoder_choice, settings
 from learner.inference import InferenceConfig, infer, iter_infer
-from learner.metrics import competence
+from learner.metrics import competence, premark_threshold
 from learner.selection.ascmr import AscmrStrategy
 from learner.selection.streaming import stream_fused_means, stream_pool_scores
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
@@ -34,6 +34,7 @@ SUGGESTION_THRESHOLD = 0.5
 MAX_SUGGESTIONS = 5
 SUGGESTIONS_KEY = "suggested_labels"  # where a selection's explanation carries the model's predicted labels
 SUGGESTION_PROBABILITIES_KEY = "suggestion_probabilities"  # {label: probability} of its MAX_SUGGESTIONS likeliest
+PREMARK_THRESHOLD_KEY = "premark_threshold"  # the scoring model's calibrated pre-mark threshold (None: none shown)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
     progress(0.2, f"scoring {len(pool)} pairs with model v{info.version}")
     if streamed is None:
         streamed = isinstance(query, AscmrStrategy)
-    skill = _competence(store, table, model, image, text, labels, inference.batch_size)
+    skill, premark = _validation_checks(store, table, model, image, text, labels, inference.batch_size)
     try:
         if streamed:
             rng = np.random.default_rng(seed)
@@ -181,21 +182,24 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
     for item, probs in zip(selection.explanation, joint):
         item[SUGGESTIONS_KEY] = _suggestions(probs, labels.vocabulary)
         item[SUGGESTION_PROBABILITIES_KEY] = _likeliest(probs, labels.vocabulary)
+        item[PREMARK_THRESHOLD_KEY] = premark
     return _Choice(chosen, _scores(selection.explanation), selection.explanation, query.name,
                    {"encoders": choice.names(), **selection.params, "model_version": info.version}, info)
 
 
-def _competence(store: Store, table: PairColumns, model, image, text, labels: LabelMatrix,
-                batch_size: int) -> float | None:
-    """``learner.metrics.competence`` of the model on the workspace's fixed validation pairs (those the
-    latest version held out and that still carry labels); None with fewer than 2."""
+def _validation_checks(store: Store, table: PairColumns, model, image, text, labels: LabelMatrix,
+                       batch_size: int) -> tuple[float | None, float | None]:
+    """The model on the workspace's fixed validation pairs (those the latest version held out and
+    that still carry labels): its ``competence`` (``ascmr``'s mix) and its ``premark_threshold`` for
+    ``[annotation] premark_precision``; None with fewer than 2 pairs."""
     with store.db.read() as s:
         held_out = latest_validation_pairs(s) or []
     val = np.flatnonzero(np.isin(table.ids, held_out) & labels.labelled)
     if len(val) < 2:
-        return None
+        return None, None
     outputs = infer(model, image.take(val), text.take(val), mc_samples=0, batch_size=batch_size)
-    return competence((outputs.probs_image + outputs.probs_text) / 2, labels.labels[val])
+    joint, truth = (outputs.probs_image + outputs.probs_text) / 2, labels.labels[val]
+    return competence(joint, truth), premark_threshold(joint, truth, settings(store).annotation.premark_precision)
 
 
 def _scores(explanation: list[dict[str, Any]]) -> np.ndarray:

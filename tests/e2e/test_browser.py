@@ -8,9 +8,12 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from app.services.models import latest_model
+from app.services.train import train_workspace
+from storage.jobs import recent_jobs
 from storage.models import Round
-from tests.e2e.conftest import save_screenshot, sign_in
-from tests.integration.workbench_fixtures import PASSWORD
+from tests.e2e.conftest import save_screenshot, serving, sign_in
+from tests.integration.workbench_fixtures import FAST_TRAIN, PASSWORD, build_trainable, set_table
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +25,7 @@ def test_operator_launches_a_round_and_watches_the_job_finish(served, page):
     page.get_by_role("heading", name="Rounds").wait_for()
     page.get_by_label("Budget (pairs)").fill("2")
     page.get_by_role("button", name="Launch round").click()
-    page.get_by_text(re.compile(r"Job \d+ \(select\) finished\.")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"Job \d+ \(select\) finished\.")).wait_for(timeout=90_000)
     with store.db.read() as s:
         rounds = s.scalars(select(Round).order_by(Round.number)).all()
     assert [(r.number, r.budget) for r in rounds] == [(1, 4), (2, 2)]
@@ -79,3 +82,26 @@ def test_a_deep_link_survives_signing_in(served, page):
     page.get_by_role("heading", name="Export", exact=True).wait_for()
     assert page.get_by_text("Page not found").count() == 0
     assert page.url.endswith("/export")
+
+
+def test_a_double_click_on_retrain_queues_one_job_and_cancel_stops_it_with_the_last_model_current(tmp_path, page):
+    root = tmp_path / "ws"
+    store = build_trainable(root)
+    try:
+        first = train_workspace(store)
+        # a retrain that would run for many minutes: 2-step epochs, each one reporting progress
+        set_table(root, "train", {**FAST_TRAIN, "epochs": 100_000, "max_steps": 10_000_000, "patience": 100_000})
+        with serving(["serve", str(root)], root, tmp_path / "serve.log") as base_url:
+            sign_in(page, base_url, "op", path="rounds")
+            page.get_by_role("heading", name="Rounds").wait_for()
+            page.get_by_role("button", name="Retrain").dblclick()
+            page.get_by_text(re.compile(r"Job \d+ \(train\) running: ")).wait_for(timeout=60_000)
+            page.get_by_role("button", name="Cancel job").click()
+            page.get_by_text(re.compile(r"Job \d+ \(train\) cancelled\.")).wait_for(timeout=60_000)
+        with store.db.read() as s:
+            jobs = [(j.kind, j.status) for j in recent_jobs(s)]
+        assert jobs == [("train", "cancelled")]                        # one job for the double click
+        assert latest_model(store).version == first.version           # the last good model stays current
+        assert latest_model(store).path == first.path
+    finally:
+        store.close()

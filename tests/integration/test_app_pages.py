@@ -19,7 +19,7 @@ import app
 from app.jobs import launch as jobs
 from app.services import annotate as actions
 from app.services.annotate import Suggestion
-from app.services.select import SUGGESTION_PROBABILITIES_KEY
+from app.services.select import PREMARK_THRESHOLD_KEY, SUGGESTION_PROBABILITIES_KEY
 from app.web.annotator import Action, Answer, parse_action
 from app.web import state, widgets
 from app.web.router import pages_for
@@ -284,7 +284,8 @@ def test_suggestions_wait_for_a_good_enough_model_and_are_pre_marked_only_when_l
     with store.db.write() as s:
         first, second = s.scalars(select(Pair.id).order_by(Pair.id)).all()[:2]
         create_round(s, strategy="ascmr", params={}, selected=[
-            SelectedPair(first, 0.9, {SUGGESTION_PROBABILITIES_KEY: {"dog": 0.95, "not-a-label": 0.99, "cat": 0.6}}),
+            SelectedPair(first, 0.9, {SUGGESTION_PROBABILITIES_KEY: {"dog": 0.95, "not-a-label": 0.99, "cat": 0.6},
+                                      PREMARK_THRESHOLD_KEY: 0.5}),
             SelectedPair(second, 0.8, {"suggested_labels": ["pizza"]})])  # a round from before probabilities
     with store.db.write() as s:
         held = claim_next(s, user(store, "ann").id, lease_minutes=5)
@@ -297,6 +298,11 @@ def test_suggestions_wait_for_a_good_enough_model_and_are_pre_marked_only_when_l
         shown = actions.suggestions(store, held, vocabulary)
         assert shown == ([] if version is None else
                          [Suggestion("dog", 0.95, True), Suggestion("cat", 0.6, False)])  # premark_probability 0.9
+    stricter = replace(held, explanation={**held.explanation, PREMARK_THRESHOLD_KEY: 0.96})  # calibrated above 0.9
+    uncalibrated = replace(held, explanation={**held.explanation, PREMARK_THRESHOLD_KEY: None})  # too few validation labels
+    for current in (stricter, uncalibrated):
+        assert actions.suggestions(store, current, vocabulary) == [Suggestion("dog", 0.95, False),
+                                                                   Suggestion("cat", 0.6, False)]
     old = replace(held, explanation={"suggested_labels": ["pizza", "zebra"]})
     assert actions.suggestions(store, old, vocabulary) == [Suggestion("pizza", None, False)]
 

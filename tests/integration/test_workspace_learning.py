@@ -65,6 +65,8 @@ def test_demo_build_encodes_trains_and_selects_a_first_ascmr_round(store):
         assert len(likeliest) == selection.MAX_SUGGESTIONS and all(0.0 <= p <= 1.0 for p in likeliest.values())
         assert list(likeliest.values()) == sorted(likeliest.values(), reverse=True)
         assert set(why["suggested_labels"]) <= set(likeliest)
+        threshold = why[selection.PREMARK_THRESHOLD_KEY]  # calibrated on the validation pairs, or None
+        assert threshold is None or 0.0 <= threshold <= 1.0
 
 
 def test_streamed_ascmr_scoring_chooses_what_the_in_memory_path_chooses(store):

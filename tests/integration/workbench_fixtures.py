@@ -6,6 +6,7 @@ from pathlib import Path
 
 import app
 from app.services.select import run_selection
+from app.services.settings import open_workspace
 from storage.importers import import_source
 from storage.models import Pair
 from storage.store import Store, init_workspace
@@ -70,6 +71,9 @@ def build_trainable(root: Path, *, pool: int = 8, test: int = 0, database_url: s
     from app.services.encode import encode_workspace
 
     store = init_workspace(root, labels=LABELS, database_url=database_url)
+    set_table(root, "train", FAST_TRAIN)
+    store.close()
+    store = open_workspace(root)  # settings are parsed once per open store: this one reads FAST_TRAIN
     manifest = root / "manifest.jsonl"
     images = sorted(SAMPLE_IMAGES.glob("*.jpg"))[:pool + test]
     manifest.write_text("".join(json.dumps({"id": f"p{i}", "image": str(img), "text": f"photo {i}",
@@ -79,7 +83,6 @@ def build_trainable(root: Path, *, pool: int = 8, test: int = 0, database_url: s
     with store.db.write() as s:
         add_user(s, "op", "operator", PASSWORD)
     encode_workspace(store)
-    set_table(root, "train", FAST_TRAIN)
     return store
 
 

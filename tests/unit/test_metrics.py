@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from learner.metrics import evaluate_retrieval, mean_average_precision, precision_at_k
+from learner.metrics import evaluate_retrieval, mean_average_precision, precision_at_k, premark_threshold
 
 # Two queries, four gallery items, two classes A=[1,0], B=[0,1].
 QUERY = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -80,3 +80,34 @@ def test_invalid_input_raises_value_error(bad):
         kwargs["top_k"] = 0
     with pytest.raises(ValueError):
         mean_average_precision(**kwargs)
+
+
+def _wilson_lower(hits: int, n: int, z: float = 1.645) -> float:
+    p = hits / n
+    return (p + z * z / (2 * n) - z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+
+
+def test_premark_threshold_is_the_lowest_probability_whose_predictions_above_it_are_precise_enough():
+    rng = np.random.default_rng(0)
+    probs = rng.random((300, 8))
+    truth = (rng.random((300, 8)) < probs).astype(np.float32)  # calibrated by construction: P(label) = p
+    t = premark_threshold(probs, truth, 0.9)
+    above = probs >= t
+    assert _wilson_lower(int(truth[above].sum()), int(above.sum())) >= 0.9
+    for lower in np.unique(probs[probs < t])[-50:]:             # every lower cut fails the bound
+        cut = probs >= lower
+        assert _wilson_lower(int(truth[cut].sum()), int(cut.sum())) < 0.9
+    assert 0.8 < t < 0.95  # a calibrated model's precision above t is about (1 + t) / 2
+
+
+def test_premark_threshold_needs_evidence():
+    perfect = np.array([[0.99, 0.01], [0.98, 0.02], [0.97, 0.03]])
+    truth = np.array([[1, 0], [1, 0], [1, 0]])
+    assert premark_threshold(perfect, truth, 0.9) is None        # 3 correct labels cannot show 90 %
+    many = np.tile(perfect, (20, 1)), np.tile(truth, (20, 1))
+    assert premark_threshold(*many, 0.9) == pytest.approx(0.97)  # 60 of 60 correct can
+    noise = np.random.default_rng(1).random((200, 5))
+    assert premark_threshold(noise, (np.random.default_rng(2).random((200, 5)) < 0.2), 0.9) is None
+    assert premark_threshold(np.zeros((0, 3)), np.zeros((0, 3)), 0.9) is None
+    with pytest.raises(ValueError, match="must be in"):
+        premark_threshold(perfect, truth, 1.0)
