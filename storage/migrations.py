@@ -14,8 +14,8 @@ from sqlalchemy import Connection, UniqueConstraint, inspect, text
 from sqlalchemy.schema import AddConstraint
 from sqlalchemy.orm import Session
 
-from storage.models import (AuditRun, AuditScore, Job, LoginAttempt, PairState, PairStateLabel, QueueItem, Round, Selection,
-                            UserSession)
+from storage.models import (AuditRun, AuditScore, Job, LoginAttempt, PairState, PairStateLabel, QueueItem, Round,
+                            Selection, UserSession)
 from storage.pair_state import rebuild_pair_states
 
 

@@ -2,10 +2,11 @@
 
 Each pair that has events has one row holding what ``storage.annotations.derive_label`` derives from
 its events (labels, status, verdict, flag, annotators, agreement, comments, last event and round) plus
-the agreement votes (labels None: a verdict-only answer). ``refresh_pair_states`` recomputes the rows of some pairs from their events and
-runs in the transaction that adds those events (``record_event``, the importer), so the table always
-equals the log; ``rebuild_pair_states`` recomputes every row (``pairlab rebuild-state``). Readers
-(``pair_states``, the read models, ``label_matrix``, the exporters) filter, count and page it in SQL.
+the agreement votes (labels None: a verdict-only answer). ``refresh_pair_states`` recomputes the rows of
+some pairs from their events and runs in the transaction that adds those events (``record_event``, the
+importer), so the table always equals the log; ``rebuild_pair_states`` recomputes every row (``pairlab
+rebuild-state``). Readers (``pair_states``, the read models, ``label_matrix``, the exporters) filter, count
+and page it in SQL.
 """
 from __future__ import annotations
 
