@@ -3,13 +3,17 @@ of different labels (the truth is known), encoded (EfficientNet-Lite0, TF-IDF), 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from sqlalchemy import func, select
 
 from app.cli.demo import sample_captions
+from app.cli.parser import main
 from app.jobs.worker import run_worker
 from learner.audit import AUDIT_COMPONENTS
 from app.services.encode import encode_workspace
@@ -21,9 +25,12 @@ from app.services.train import pairing_weights, train_workspace
 from storage.audit import audit_page, latest_audit
 from storage.importers import import_source
 from storage.jobs import enqueue, recent_jobs
+from storage.models import Pair, PairState, Round, Selection
+from storage.queue import claim_next, submit
 from storage.store import init_workspace
 from storage.model_versions import latest_model_version
 from storage.users import add_user, get_user
+from tests.integration.workbench_fixtures import user
 
 pytestmark = pytest.mark.slow
 
@@ -122,6 +129,65 @@ def test_audit_refuses_an_output_inside_the_workspace_before_any_work(audited):
     with store.db.read() as s:
         after = latest_audit(s).id if latest_audit(s) else None
     assert after == before
+
+
+def test_audit_queues_its_top_pairs_for_verification_and_skips_them_once_judged(audited, caplog):
+    store, swapped, _, _ = audited
+    with store.db.write() as s:
+        for name in ("vera", "walt"):
+            add_user(s, name, "annotator", "pw-annotator-1")
+    done = subprocess.run([sys.executable, "-m", "app.cli", "audit", str(store.root), "--top", "20", "--queue",
+                           "--assign", "vera,walt", "--overlap", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"verification round \d+: 20 pairs queued \(40 slots\) from audit \d+; skipped 0 already "
+                        r"in an open verification round and 0 given a verdict since the audit", line), line
+    with store.db.read() as s:
+        rnd = s.scalar(select(Round).order_by(Round.number.desc()).limit(1))
+        queued = s.scalars(select(Pair.external_id).join(Selection, Selection.pair_id == Pair.id)
+                           .where(Selection.round_id == rnd.id).order_by(Selection.rank)).all()
+    assert rnd.kind == "verification" and len(queued) == 20
+    for name in ("vera", "walt"):  # each gives the verdict the truth says, through the store
+        uid = user(store, name).id
+        while (held := _claim(store, uid)) is not None:
+            assert held.verification
+            with store.db.write() as s:
+                submit(s, uid, held.queue_item_id, pair_id=held.pair_id, labels=[],
+                       verdict="mismatch" if held.external_id in swapped else "match")
+    with store.db.read() as s:
+        verdicts = dict(s.execute(select(Pair.external_id, PairState.verdict)
+                                  .join(PairState, PairState.pair_id == Pair.id)
+                                  .where(Pair.external_id.in_(queued))).all())
+    assert verdicts == {i: "mismatch" if i in swapped else "match" for i in queued}
+    caplog.set_level(logging.INFO, logger="pairlab")
+    assert main(["audit", str(store.root), "--latest", "--queue", "--top", "20"]) == 0
+    assert caplog.messages[-1] == ("no pair queued from audit %d; skipped 0 already in an open verification round "
+                                   "and 20 given a verdict since the audit" % rnd.params["audit"])
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--assign", "vera"], "--assign: only with --queue"),
+    (["--overlap", "2"], "--overlap: only with --queue"),
+    (["--queue"], "--queue: give --top N, how many of the most suspicious pairs to queue"),
+    (["--queue", "--top", "0"], "--top: must be >= 1"),
+    (["--queue", "--top", "5", "--assign", "vera", "--overlap", "2"],
+     "--overlap: 2 annotators per pair needs at least 2 assigned, got 1"),
+    (["--queue", "--top", "5", "--assign", "nobody"], "user 'nobody' does not exist"),
+    (["--latest", "--queue", "--top", "5", "--out", "x.jsonl"], "--out: not with --latest"),
+])
+def test_audit_queue_options_are_refused_with_one_line_before_any_work(audited, capsys, args, error):
+    store, _, _, _ = audited
+    with store.db.read() as s:
+        before = (latest_audit(s).id, s.scalar(select(func.count(Round.id))))
+    assert main(["audit", str(store.root), *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"pairlab: error: {error}")
+    with store.db.read() as s:
+        assert (latest_audit(s).id, s.scalar(select(func.count(Round.id)))) == before
+
+
+def _claim(store, uid):
+    with store.db.write() as s:
+        return claim_next(s, uid, lease_minutes=5)
 
 
 def test_confirmed_mismatches_leave_the_next_trainings_pairing_loss(audited, monkeypatch):
