@@ -12,19 +12,36 @@ import torch
 from torch.nn import functional as F
 
 
-def classification_loss(logits_image: torch.Tensor, logits_text: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """sum_i w_i v_i / sum_i w_i over (B,) values; the plain mean without weights, 0 when every weight is 0."""
+    if weights is None:
+        return values.mean()
+    return (weights * values).sum() / weights.sum().clamp_min(1e-12)
+
+
+def classification_loss(logits_image: torch.Tensor, logits_text: torch.Tensor, labels: torch.Tensor,
+                        text_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-label BCE-with-logits on both modalities of labelled pairs (MemBank; DESIGN §4 "Classification").
 
-    logits_image, logits_text: (B, C); labels: (B, C) in {0, 1}. Returns the mean over both branches.
+    logits_image, logits_text: (B, C); labels: (B, C) in {0, 1}. text_weights: (B,) >= 0 or None, how much
+    each pair's caption counts as describing its image (the labels do): the text branch's per-pair BCE is
+    averaged with these weights, the image branch's plainly. Returns the mean over both branches.
     """
-    return 0.5 * (F.binary_cross_entropy_with_logits(logits_image, labels)
-                  + F.binary_cross_entropy_with_logits(logits_text, labels))
+    image = F.binary_cross_entropy_with_logits(logits_image, labels)
+    text = F.binary_cross_entropy_with_logits(logits_text, labels, reduction="none").mean(1)     # (B,)
+    return 0.5 * (image + _weighted_mean(text, text_weights))
 
 
-def info_nce(mu_image: torch.Tensor, mu_text: torch.Tensor, temperature: float, hard_negative_beta: float = 0.0) -> torch.Tensor:
+def info_nce(mu_image: torch.Tensor, mu_text: torch.Tensor, temperature: float, hard_negative_beta: float = 0.0,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE between paired embeddings, optionally with SEDE hard-negative weights.
 
-    mu_image, mu_text: (B, d), L2-normalised; pair i is (mu_image[i], mu_text[i]).
+    mu_image, mu_text: (B, d), L2-normalised; pair i is (mu_image[i], mu_text[i]). weights: (B,) in
+    [0, 1] or None (all 1), soft correspondence (after NCR, Huang et al., NeurIPS 2021): pair i's two
+    rows (its image's query, its caption's query) enter the mean with weight w_i,
+    sum_i w_i l_i / sum_i w_i, and as a negative of the other rows its caption (image) counts w_i times,
+    exp(s_ik/tau) -> w_k exp(s_ik/tau); so w_i = 0 takes a mismatched pair out entirely (a caption
+    swapped in from another class would otherwise be a false negative for that class's images).
     Loss (Oord et al. 2018; CLIP, Radford et al. 2021), per row i:
         -log exp(s_ii/tau) / (exp(s_ii/tau) + sum_{k != i} w_ik exp(s_ik/tau))
     with s = cosine similarity. SEDE (Pan & Huang, IJMIR 2022) weights negatives by
@@ -42,7 +59,9 @@ def info_nce(mu_image: torch.Tensor, mu_text: torch.Tensor, temperature: float, 
             neg = (hard_negative_beta * s.detach()).masked_fill(eye, float("-inf"))
             log_w = math.log(b - 1) + torch.log_softmax(neg, dim=1)      # (B, B), -inf on diagonal
             logits = logits + log_w.masked_fill(eye, 0.0)
-        losses.append(F.cross_entropy(logits, target))
+        if weights is not None:
+            logits = logits + torch.log(weights).unsqueeze(0).masked_fill(eye, 0.0)   # w_k on negative k
+        losses.append(_weighted_mean(F.cross_entropy(logits, target, reduction="none"), weights))
     return 0.5 * (losses[0] + losses[1])
 
 
@@ -53,18 +72,21 @@ def jaccard_matrix(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tens
     return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
 
 
-def soft_multilabel_contrastive(mu_image: torch.Tensor, mu_text: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+def soft_multilabel_contrastive(mu_image: torch.Tensor, mu_text: torch.Tensor, labels: torch.Tensor, temperature: float,
+                                pair_weights: torch.Tensor | None = None) -> torch.Tensor:
     """DAGNN soft multi-label contrastive loss on labelled pairs (Qian et al., TPAMI 2023; DESIGN §4).
 
     mu_image, mu_text: (B, d), L2-normalised; labels: (B, C) in {0, 1}.
     Cross-modal positives of query i are weighted by label Jaccard overlap J_ij (J_ii = 1, the
     pair itself): target t_ij = J_ij / sum_j J_ij, loss = -sum_j t_ij log softmax_j(s_ij / tau),
-    averaged over rows and over image->text and text->image.
+    averaged over rows and over image->text and text->image. pair_weights: (B,) >= 0 or None (all 1):
+    J_ii = w_i, so a mismatched pair (w_i = 0) is not its own positive; a row left without positives
+    has target 0 (contributes nothing).
     """
     sim = mu_image @ mu_text.T / temperature                             # (B, B)
     weights = jaccard_matrix(labels, labels)                             # (B, B)
-    weights.fill_diagonal_(1.0)
-    targets = weights / weights.sum(1, keepdim=True)                     # (B, B), rows sum to 1 (J symmetric)
+    weights.diagonal().copy_(torch.ones(weights.shape[0]) if pair_weights is None else pair_weights)
+    targets = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)   # (B, B), rows sum to 1 or 0 (J symmetric)
     i2t = -(targets * torch.log_softmax(sim, dim=1)).sum(1).mean()
     t2i = -(targets * torch.log_softmax(sim.T, dim=1)).sum(1).mean()
     return 0.5 * (i2t + t2i)
@@ -78,20 +100,22 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(1).mean()
 
 
-def pcme_match_loss(z_image: torch.Tensor, z_text: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def pcme_match_loss(z_image: torch.Tensor, z_text: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
     """PCME soft contrastive loss on sampled embeddings (Chun et al., CVPR 2021).
 
     z_image, z_text: (B, K, d), K samples z ~ N(mu, sigma^2) of each of B pairs; a > 0, b scalars.
     p_ij = mean_{k,l} sigmoid(-a * ||z_v^{ik} - z_t^{jl}|| + b); positives are the true pairs
     (i = j). Loss = mean_i -log p_ii + mean_{i != j} -log(1 - p_ij): positives and negatives are
-    averaged separately so the B - 1 negatives per row do not swamp the positive.
+    averaged separately so the B - 1 negatives per row do not swamp the positive. weights: (B,) >= 0
+    or None: the positives' mean is weighted by w_i (a mismatched pair, w_i = 0, is not taught to match).
     """
     bsz, k, d = z_image.shape
     dist = torch.cdist(z_image.reshape(bsz * k, d), z_text.reshape(bsz * k, d))        # (B*K, B*K)
     p = torch.sigmoid(-a * dist + b).reshape(bsz, k, bsz, k).mean(dim=(1, 3))          # (B, B)
     p = p.clamp(1e-6, 1 - 1e-6)
     eye = torch.eye(bsz, dtype=torch.bool, device=p.device)
-    pos = -torch.log(p[eye]).mean()
+    pos = _weighted_mean(-torch.log(p[eye]), weights)
     if bsz == 1:
         return pos
     return pos - torch.log1p(-p[~eye]).mean()

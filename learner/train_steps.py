@@ -71,30 +71,38 @@ def weighted_loss(terms: dict[str, torch.Tensor], config: TrainConfig) -> torch.
     return sum(getattr(config, f"w_{name}") * value for name, value in terms.items())
 
 
-def labelled_terms(out: ModelOutputs, nl: int, y_lab: torch.Tensor, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Labelled-batch terms (rows :nl, labels y_lab (nl, C)): classification (MemBank L_cls) and DAGNN."""
+def labelled_terms(out: ModelOutputs, nl: int, y_lab: torch.Tensor, config: TrainConfig,
+                   w_lab: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Labelled-batch terms (rows :nl, labels y_lab (nl, C)): classification (MemBank L_cls) and DAGNN.
+    w_lab: (nl,) pair weights or None; they weigh the caption as a description of its image (the text
+    branch's classification, DAGNN's own-pair positive)."""
     terms: dict[str, torch.Tensor] = {}
     if nl == 0:
         return terms
     if config.use_classification:
-        terms["classification"] = losses.classification_loss(out.logits_image[:nl], out.logits_text[:nl], y_lab)
+        terms["classification"] = losses.classification_loss(out.logits_image[:nl], out.logits_text[:nl], y_lab, w_lab)
     if config.use_dagnn and nl > 1:
-        terms["dagnn"] = losses.soft_multilabel_contrastive(out.mu_image[:nl], out.mu_text[:nl], y_lab, config.temperature)
+        terms["dagnn"] = losses.soft_multilabel_contrastive(out.mu_image[:nl], out.mu_text[:nl], y_lab, config.temperature,
+                                                            w_lab)
     return terms
 
 
-def pool_terms(model: CrossModalModel, out: ModelOutputs, nl: int, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Pool-batch terms (rows nl:): InfoNCE (+SEDE), PCME match loss, KL variance regulariser."""
+def pool_terms(model: CrossModalModel, out: ModelOutputs, nl: int, config: TrainConfig,
+               w_pool: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Pool-batch terms (rows nl:): InfoNCE (+SEDE), PCME match loss, KL variance regulariser.
+    w_pool: (B,) pair weights of the pool batch or None; they weigh each pair as a positive of InfoNCE
+    and of the match loss (the KL term is per item and unweighted)."""
     terms: dict[str, torch.Tensor] = {}
     mu_v, mu_t = out.mu_image[nl:], out.mu_text[nl:]               # (B, d)
     lv_v, lv_t = out.logvar_image[nl:], out.logvar_text[nl:]       # (B, d)
     if config.use_infonce and mu_v.shape[0] > 1:
-        terms["infonce"] = losses.info_nce(mu_v, mu_t, config.temperature, config.hard_negative_beta)
+        terms["infonce"] = losses.info_nce(mu_v, mu_t, config.temperature, config.hard_negative_beta, w_pool)
     if config.use_match:
         m = config.match_batch_size                                # the pool batch is shuffled
         z_v = sample_gaussian(mu_v[:m], lv_v[:m], config.match_samples)    # (M, K, d)
         z_t = sample_gaussian(mu_t[:m], lv_t[:m], config.match_samples)    # (M, K, d)
-        terms["match"] = losses.pcme_match_loss(z_v, z_t, model.match_a, model.match_b)
+        terms["match"] = losses.pcme_match_loss(z_v, z_t, model.match_a, model.match_b,
+                                                None if w_pool is None else w_pool[:m])
     if config.use_kl:
         terms["kl"] = 0.5 * (losses.kl_to_standard_normal(mu_v, lv_v) + losses.kl_to_standard_normal(mu_t, lv_t))
     return terms

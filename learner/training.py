@@ -85,6 +85,16 @@ def _validate_inputs(image_features: np.ndarray, text_features: np.ndarray, labe
                              f"{(h['image_dim'], h['text_dim'], h['num_classes'])}, data has {expected}")
 
 
+def _pair_weights(pair_weights: np.ndarray, n: int) -> torch.Tensor:
+    """Checked (N,) pair weights in [0, 1] as a float32 tensor."""
+    w = np.asarray(pair_weights)
+    if w.shape != (n,) or not np.issubdtype(w.dtype, np.number):
+        raise ValueError(f"pair_weights: expected ({n},) numbers, got {w.dtype} {w.shape}")
+    if not (np.isfinite(w).all() and (w >= 0).all() and (w <= 1).all()):
+        raise ValueError("pair_weights: expected finite values in [0, 1]")
+    return _tensor(w)
+
+
 def _split_labelled(labelled: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labelled indices -> (train, val); no validation split when it would hold < 2 pairs.
 
@@ -159,8 +169,10 @@ class _Epochs:
     """
 
     def __init__(self, model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, y: torch.Tensor,
-                 split: _Split, config: TrainConfig, rng: np.random.Generator) -> None:
+                 split: _Split, config: TrainConfig, rng: np.random.Generator,
+                 pair_weights: torch.Tensor | None = None) -> None:
         self.model, self.xv, self.xt, self.y, self.split, self.config, self.rng = model, xv, xt, y, split, config, rng
+        self.pair_weights = pair_weights                                              # (N,) or None
         self.optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.bank = None
         if config.use_membank and split.unlab_pool.size > 0 and split.lab_train.size > 0:
@@ -191,8 +203,9 @@ class _Epochs:
         idx = torch.from_numpy(np.concatenate([lab_b, self.pool_cycle.take(self.pool_bs)]))   # (nl + B,)
         out = self.model(self.xv[idx], self.xt[idx])
         nl = lab_b.size
-        terms = labelled_terms(out, nl, self.y[idx[:nl]], self.config)
-        terms.update(pool_terms(self.model, out, nl, self.config))
+        w = None if self.pair_weights is None else self.pair_weights[idx]                    # (nl + B,)
+        terms = labelled_terms(out, nl, self.y[idx[:nl]], self.config, None if w is None else w[:nl])
+        terms.update(pool_terms(self.model, out, nl, self.config, None if w is None else w[nl:]))
         if anchors is not None:
             pool_t = idx[nl:]
             unl = ~self.is_lab[pool_t]
@@ -232,6 +245,7 @@ def train_model(
     *,
     init_model: CrossModalModel | None = None,
     validation: np.ndarray | None = None,
+    pair_weights: np.ndarray | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> TrainResult:
     """Train (or warm-start) a ``CrossModalModel`` on N pairs.
@@ -244,15 +258,21 @@ def train_model(
     every strategy and round of a simulation, the workspace's fixed validation pairs); None draws
     ``val_fraction`` of the labelled rows per row from ``seed`` (``_split_labelled``). Held-out rows
     take no part in training, not even in the pool batch.
+    ``pair_weights``: (N,) floats in [0, 1] or None (all 1): how much pair i's caption counts as a
+    description of its image, i.e. its weight as a positive in the pairing terms (InfoNCE, PCME match,
+    DAGNN's own pair) and in the text branch's classification; 0 leaves a confirmed mismatch out of
+    them, P(clean) down-weights a suspected one (soft correspondence, NCR, Huang et al. NeurIPS 2021).
+    The pair's labels describe its image and keep training the image branch.
     """
     _validate_inputs(image_features, text_features, labels, labelled, init_model, validation)
+    weights = None if pair_weights is None else _pair_weights(pair_weights, labels.shape[0])
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     split = _make_split(labelled, config, validation)
     model = _initial_model(image_features, text_features, labels.shape[1], config, init_model)
     xv, xt, y = _tensor(image_features), _tensor(text_features), _tensor(labels)    # (N, Di), (N, Dt), (N, C)
-    trainer = _Epochs(model, xv, xt, y, split, config, rng)
+    trainer = _Epochs(model, xv, xt, y, split, config, rng, weights)
     stopper = None
     if split.val.size:
         stopper = EarlyStopping(xv[split.val], xt[split.val], labels[split.val].astype(np.float32),

@@ -3,9 +3,11 @@
 Rules for the current label of a pair (DESIGN §2):
 - undone events are ignored (an ``undo`` event retracts the event it names);
 - the latest ``adjudicate`` event, if any, is final;
-- otherwise each annotator's latest ``submit`` counts once; with one annotator that is the label, with
+- otherwise each annotator's latest ``submit`` that carries labels counts once for the labels, and their
+  latest verdict once for the caption verdict (a verification answer may give only a verdict: ``labels``
+  None, "not judged", leaves the labels as they were); with one annotator that is the label, with
   several a label is in when a strict majority chose it, and a tie on any label or on the caption
-  verdict marks the pair for review;
+  verdict marks the pair for review; a pair with a verdict but no labels stays ``unlabelled``;
 - labels given at import count only while no person has submitted the pair: the import (the
   ``system`` user) is never one of the voters, so it never disagrees with a human.
 """
@@ -82,20 +84,24 @@ def derive_label(pair_id: int, events: Sequence[EventRow], comments: Sequence[st
         final = adjudications[-1]
         return CurrentLabel(labels=final.labels, status="adjudicated", verdict=final.verdict,
                             annotators=(final.user,), agreement=None, **common)
-    latest: dict[str, EventRow] = {}
+    label_votes: dict[str, EventRow] = {}  # each voter's latest event carrying labels
+    verdict_votes: dict[str, str] = {}  # each person's latest verdict
     for e in live:
-        if e.kind in LABELLING_KINDS:
-            latest[e.user] = e
-    if any(e.kind == "submit" for e in latest.values()):  # people have labelled it: the import is no vote
-        latest = {user: e for user, e in latest.items() if e.kind == "submit"}
-    if not latest:
+        if e.kind in LABELLING_KINDS and e.labels is not None:
+            label_votes[e.user] = e
+        if e.kind == "submit" and e.verdict is not None:
+            verdict_votes[e.user] = e.verdict
+    if any(e.kind == "submit" for e in label_votes.values()):  # people have labelled it: the import is no vote
+        label_votes = {user: e for user, e in label_votes.items() if e.kind == "submit"}
+    if not label_votes and not verdict_votes:
         return CurrentLabel(labels=None, status="unlabelled", verdict=None, annotators=(),
                             agreement=None, **common)
-    votes = list(latest.values())
-    labels, agreement, label_tie = _majority([set(v.labels or ()) for v in votes])
-    verdict, verdict_tie = _majority_verdict([v.verdict for v in votes])
-    status = "conflict" if label_tie or verdict_tie else "labelled"
-    return CurrentLabel(labels=labels, status=status, verdict=verdict, annotators=tuple(latest),
+    labels, agreement, label_tie = (_majority([set(v.labels) for v in label_votes.values()]) if label_votes
+                                    else (None, None, False))
+    verdict, verdict_tie = _majority_verdict(list(verdict_votes.values()))
+    status = "conflict" if label_tie or verdict_tie else "labelled" if labels is not None else "unlabelled"
+    annotators = tuple(dict.fromkeys([*label_votes, *verdict_votes]))
+    return CurrentLabel(labels=labels, status=status, verdict=verdict, annotators=annotators,
                         agreement=agreement, **common)
 
 

@@ -1,7 +1,8 @@
-"""Mismatch audits in the store: each run's ranking of every pair, written in batches, read in pages."""
+"""Mismatch audits in the store: each run's ranking of every pair, written in batches, read in pages, and the
+pairs of a run that are due for verification (``verification_candidates``)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,7 +10,11 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from storage.models import AuditRun, AuditScore, Pair
+from storage.errors import NotFoundError
+from storage.models import VERDICTS, AuditRun, AuditScore, Event, Pair, PairState, QueueItem, Round, User
+
+CHUNK = 500  # pair ids per statement (well below SQLite's bound-parameter limit)
+VERDICT_FILTERS = ("none", *VERDICTS)  # the Clean-up page's filter on a pair's current verdict
 
 INSERT_BATCH = 5000  # audit rows per INSERT statement
 
@@ -44,6 +49,7 @@ class AuditRow:
     breakdown: dict[str, Any]
     image_path: str
     text: str
+    verdict: str | None = None  # the pair's current caption verdict (``pair_states``), None before any
 
 
 def record_audit(session: Session, *, model_version_id: int | None, params: dict[str, Any],
@@ -75,11 +81,84 @@ def latest_audit(session: Session) -> AuditRunInfo | None:
                                                  row.created_at)
 
 
-def audit_page(session: Session, run_id: int, *, offset: int = 0, limit: int = 50) -> list[AuditRow]:
-    """Ranks offset+1 .. offset+limit of one run, most suspicious first (an index range scan)."""
+def audit_page(session: Session, run_id: int, *, offset: int = 0, limit: int = 50,
+               verdict: str | None = None) -> list[AuditRow]:
+    """Up to ``limit`` pairs of one run, most suspicious first, skipping the first ``offset``; with the
+    current verdict of each. Unfiltered, ranks offset+1 .. offset+limit (an index range scan); ``verdict``
+    (one of ``VERDICT_FILTERS``; ``none``: no verdict yet) keeps only pairs whose current verdict is that,
+    walking the rank index until the page is full."""
+    if verdict is not None and verdict not in VERDICT_FILTERS:
+        raise ValueError(f"verdict filter {verdict!r}; allowed: {', '.join(VERDICT_FILTERS)}")
     query = (select(AuditScore.pair_id, Pair.external_id, AuditScore.rank, AuditScore.score, AuditScore.breakdown,
-                    Pair.image_path, Pair.text)
+                    Pair.image_path, Pair.text, PairState.verdict)
              .join(Pair, Pair.id == AuditScore.pair_id)
-             .where(AuditScore.audit_run_id == run_id, AuditScore.rank > offset, AuditScore.rank <= offset + limit)
+             .outerjoin(PairState, PairState.pair_id == AuditScore.pair_id)
+             .where(AuditScore.audit_run_id == run_id)
              .order_by(AuditScore.rank))
+    if verdict is None:
+        query = query.where(AuditScore.rank > offset, AuditScore.rank <= offset + limit)
+    else:
+        query = query.where(PairState.verdict.is_(None) if verdict == "none" else PairState.verdict == verdict)
+        query = query.offset(offset).limit(limit)
     return [AuditRow(*row) for row in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class VerificationCandidates:
+    """What ``verification_candidates`` found: the pairs to queue, in rank order, and how many it left out."""
+
+    chosen: list[AuditedPair]
+    in_open_round: int  # an unanswered slot in an open verification round already
+    verdict_given: int  # a person gave the caption verdict after the audit ran
+
+
+def verification_candidates(session: Session, run_id: int, *, top: int | None = None,
+                            pair_ids: Iterable[int] | None = None) -> VerificationCandidates:
+    """The pairs of audit run ``run_id`` to queue for verification: its ranks 1..``top``, or the given
+    ``pair_ids`` (those the run ranked), leaving out pairs that already wait in an open verification round
+    and pairs a person (not the import) gave a caption verdict since the run, in an answer not undone.
+    Reads O(top) rows. Raises ``NotFoundError`` for an unknown run."""
+    run = session.get(AuditRun, run_id)
+    if run is None:
+        raise NotFoundError(f"audit {run_id} does not exist")
+    query = select(AuditScore.pair_id, AuditScore.rank, AuditScore.score, AuditScore.breakdown).where(
+        AuditScore.audit_run_id == run_id)
+    if top is not None:
+        ranked = session.execute(query.where(AuditScore.rank <= top).order_by(AuditScore.rank)).all()
+    else:
+        wanted = sorted({int(p) for p in pair_ids or ()})
+        ranked = sorted((row for chunk in _chunks(wanted)
+                         for row in session.execute(query.where(AuditScore.pair_id.in_(chunk)))),
+                        key=lambda row: row.rank)
+    waiting, judged = set(), set()
+    for chunk in _chunks([row.pair_id for row in ranked]):
+        waiting |= set(session.scalars(
+            select(QueueItem.pair_id).join(Round, Round.id == QueueItem.round_id)
+            .where(QueueItem.pair_id.in_(chunk), QueueItem.done_at.is_(None), Round.kind == "verification",
+                   Round.closed_at.is_(None))))
+        undone = select(Event.undoes_id).where(Event.kind == "undo", Event.pair_id.in_(chunk),
+                                               Event.undoes_id.is_not(None))
+        judged |= set(session.scalars(
+            select(Event.pair_id).join(User, User.id == Event.user_id)
+            .where(Event.pair_id.in_(chunk), Event.kind.in_(("submit", "adjudicate")), Event.verdict.is_not(None),
+                   Event.created_at >= run.created_at, User.role != "system", Event.id.not_in(undone))))
+    chosen = [AuditedPair(row.pair_id, row.rank, row.score, dict(row.breakdown or {})) for row in ranked
+              if row.pair_id not in waiting and row.pair_id not in judged]
+    skipped_open = sum(row.pair_id in waiting for row in ranked)
+    return VerificationCandidates(chosen, skipped_open, len(ranked) - len(chosen) - skipped_open)
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start:start + CHUNK]
+
+
+def audit_component_values(session: Session, run_id: int, component: str) -> Iterator[tuple[int, float]]:
+    """(pair id, raw value of ``component`` in its breakdown) of every pair of one run that has it, by pair
+    id, streamed (the primary key's range scan)."""
+    query = (select(AuditScore.pair_id, AuditScore.breakdown).where(AuditScore.audit_run_id == run_id)
+             .order_by(AuditScore.pair_id).execution_options(yield_per=5000))
+    for pair_id, breakdown in session.execute(query):
+        value = ((breakdown or {}).get("components") or {}).get(component, {}).get("value")
+        if isinstance(value, (int, float)):
+            yield pair_id, float(value)

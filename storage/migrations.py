@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, UniqueConstraint, inspect, text
+from sqlalchemy.schema import AddConstraint
 from sqlalchemy.orm import Session
 
-from storage.models import AuditRun, AuditScore, Job, LoginAttempt, PairState, PairStateLabel, Round, UserSession
+from storage.models import (AuditRun, AuditScore, Job, LoginAttempt, PairState, PairStateLabel, QueueItem, Round,
+                            Selection, UserSession)
 from storage.pair_state import rebuild_pair_states
 
 
@@ -58,9 +60,49 @@ def _audit_runs(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _verification_rounds(conn: Connection) -> None:
+    """5 -> 6: ``rounds.kind`` and ``selections.kind`` (``active`` for every existing row); the unique
+    ``selections.pair_id`` becomes unique over the ``active`` rows only (a partial index), plus unique
+    ``(round_id, pair_id)``, so a verification round may take a pair that was selected before.
+
+    PostgreSQL drops the constraint in place. SQLite cannot drop a constraint, so both tables are rebuilt
+    within the upgrade's transaction, without turning foreign keys off (a pragma SQLite ignores inside a
+    transaction): the old tables are renamed away (SQLite rewrites ``queue_items``' reference to follow),
+    the new ones created and filled, then the old child and the old parent dropped, in that order, so no
+    drop ever deletes a row something still references. Idempotent.
+    """
+    for table in ("rounds", "selections"):
+        if "kind" not in {column["name"] for column in inspect(conn).get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'active'"))
+    unique_pair = [unique["name"] for unique in inspect(conn).get_unique_constraints("selections")
+                   if unique["column_names"] == ["pair_id"]]
+    if not unique_pair:
+        return  # already done
+    if conn.dialect.name != "sqlite":
+        conn.execute(text(f'ALTER TABLE selections DROP CONSTRAINT "{unique_pair[0]}"'))
+        for index in Selection.__table__.indexes:
+            index.create(conn)
+        for constraint in Selection.__table__.constraints:
+            if isinstance(constraint, UniqueConstraint):
+                conn.execute(AddConstraint(constraint))
+        return
+    for index in QueueItem.__table__.indexes:  # index names are global: free them for the new tables
+        conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+    conn.execute(text("ALTER TABLE queue_items RENAME TO queue_items_v5"))
+    conn.execute(text("ALTER TABLE selections RENAME TO selections_v5"))
+    Selection.__table__.create(conn)
+    QueueItem.__table__.create(conn)
+    for table in (Selection.__table__, QueueItem.__table__):
+        columns = ", ".join(column.name for column in table.columns)
+        conn.execute(text(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.name}_v5"))
+    conn.execute(text("DROP TABLE queue_items_v5"))
+    conn.execute(text("DROP TABLE selections_v5"))
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _jobs_heartbeat_and_cancel,
     2: _sessions_and_round_order,
     3: _pair_states,
     4: _audit_runs,
+    5: _verification_rounds,
 }

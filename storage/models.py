@@ -11,15 +11,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 5  # storage.migrations.MIGRATIONS upgrades older databases when a workspace opens
+SCHEMA_VERSION = 6  # storage.migrations.MIGRATIONS upgrades older databases when a workspace opens
 
 SPLITS = ("pool", "train", "val", "test")
 ROLES = ("annotator", "reviewer", "operator", "system")
 EVENT_KINDS = ("submit", "skip", "flag", "adjudicate", "undo", "import")
 VERDICTS = ("match", "mismatch", "unsure")
+ROUND_KINDS = ("active", "verification")  # active learning (select) or checking captions (audit --queue)
 
 
 def utcnow() -> datetime:
@@ -83,6 +84,9 @@ class Pair(Base):
 class Round(Base):
     """One selection round: the strategy, its settings and the model version it scored with.
 
+    kind: ``active`` (a selection strategy chose unlabelled pairs; a pair is in at most one such round,
+    ever) or ``verification`` (audited pairs queued for a caption-match verdict; any pair, again and again).
+
     priority: claims take slots of the highest-priority open round first (``storage.queue``); a new round
     gets its number, so the newest comes first until an operator says otherwise. closed_at: set when an
     operator closes the round; its slots are never claimed again.
@@ -91,6 +95,7 @@ class Round(Base):
     __tablename__ = "rounds"
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[int] = mapped_column(Integer, unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     strategy: Mapped[str] = mapped_column(String(32))
     budget: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -107,12 +112,23 @@ class Round(Base):
 
 
 class Selection(Base):
-    """A pair chosen in a round, with its score breakdown ("why selected")."""
+    """A pair chosen in a round, with its score breakdown ("why selected").
+
+    kind: the round's kind, copied so the database itself enforces that a pair is selected by active
+    learning at most once, ever (a unique index on ``pair_id`` over the ``active`` rows); verification
+    selections may repeat a pair across rounds, never within one.
+    """
 
     __tablename__ = "selections"
+    __table_args__ = (
+        UniqueConstraint("round_id", "pair_id"),
+        Index("ux_selections_active_pair", "pair_id", unique=True,
+              sqlite_where=text("kind = 'active'"), postgresql_where=text("kind = 'active'")),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
-    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), unique=True)  # selected at most once, ever
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     explanation: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -2,10 +2,11 @@
 
 Each pair that has events has one row holding what ``storage.annotations.derive_label`` derives from
 its events (labels, status, verdict, flag, annotators, agreement, comments, last event and round) plus
-the agreement votes. ``refresh_pair_states`` recomputes the rows of some pairs from their events and
-runs in the transaction that adds those events (``record_event``, the importer), so the table always
-equals the log; ``rebuild_pair_states`` recomputes every row (``pairlab rebuild-state``). Readers
-(``pair_states``, the read models, ``label_matrix``, the exporters) filter, count and page it in SQL.
+the agreement votes (labels None: a verdict-only answer). ``refresh_pair_states`` recomputes the rows of
+some pairs from their events and runs in the transaction that adds those events (``record_event``, the
+importer), so the table always equals the log; ``rebuild_pair_states`` recomputes every row (``pairlab
+rebuild-state``). Readers (``pair_states``, the read models, ``label_matrix``, the exporters) filter, count
+and page it in SQL.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _write(session: Session, pair_ids: list[int]) -> int:
     rows, labels = [], []
     for pid, events, comments in pair_events(session, pair_ids):
         label = derive_label(pid, events, comments)
-        votes = [[list(e.labels or ()), e.verdict] for e in latest_submits(events).values()]
+        votes = [[None if e.labels is None else list(e.labels), e.verdict] for e in latest_submits(events).values()]
         rows.append(_row(label, votes))
         labels += [{"pair_id": pid, "label": name} for name in label.labels or ()]
     if rows:
@@ -101,3 +102,11 @@ def trusted_labels(session: Session, statuses: Sequence[str]) -> Iterator[tuple[
     for pair_id, labels in session.execute(query):
         yield pair_id, labels
 
+
+
+def pairs_with_verdict(session: Session, verdicts: Sequence[str]) -> Iterator[tuple[int, str]]:
+    """(pair id, verdict) of the pairs whose current caption-match verdict is one of ``verdicts``, by id, streamed."""
+    query = (select(PairState.pair_id, PairState.verdict).where(PairState.verdict.in_(list(verdicts)))
+             .order_by(PairState.pair_id).execution_options(yield_per=5000))
+    for pair_id, verdict in session.execute(query):
+        yield pair_id, verdict

@@ -8,6 +8,12 @@ claimant's own ``users`` row is locked first (``FOR NO KEY UPDATE``), so one per
 and undos (several browser tabs) take turns and never see a slot of the same pair as free twice. A
 lease that expires returns its slot to the queue.
 
+A round is ``active`` (a strategy's choice; a pair is selected by active learning at most once, ever,
+which the database enforces) or ``verification`` (audited pairs queued for the caption-match verdict: a
+pair may be verified again in a later round). A ``submit`` in a verification round must carry a verdict;
+its labels are optional, and none marked is recorded as "labels not judged" (``labels`` None), which
+leaves the pair's labels as they were.
+
 Claims take the open round of highest ``Round.priority`` first (a new round gets its number, so the newest
 comes first; ``set_round_priority`` changes it), then pairs by rank. ``close_round`` ends a round: its
 leases are released and its slots are never claimed again.
@@ -26,7 +32,8 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.annotations import last_undoable_event, record_event
 from storage.errors import ConflictError, NotFoundError, PairlabError, StaleLeaseError
-from storage.models import EVENT_KINDS, SPLITS, Event, Pair, QueueItem, Round, Selection, User, utcnow
+from storage.models import (EVENT_KINDS, ROUND_KINDS, SPLITS, VERDICTS, Event, Pair, QueueItem, Round, Selection, User,
+                            utcnow)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,12 @@ class Claim:
     rank: int
     explanation: dict[str, Any]
     lease_expires_at: datetime
+    round_kind: str = "active"
+
+    @property
+    def verification(self) -> bool:
+        """The slot asks first for the caption-match verdict (a verification round)."""
+        return self.round_kind == "verification"
 
 
 def selectable_pair_ids(session: Session, *, splits: Sequence[str], labelled_by: Sequence[str]) -> np.ndarray:
@@ -72,14 +85,16 @@ def selectable_pair_ids(session: Session, *, splits: Sequence[str], labelled_by:
 
 def create_round(session: Session, *, strategy: str, selected: Sequence[SelectedPair], params: dict[str, Any],
                  overlap: int = 1, assignees: Sequence[int] = (), model_version_id: int | None = None,
-                 created_by: int | None = None) -> Round:
-    """Record a round and queue its pairs.
+                 created_by: int | None = None, kind: str = "active") -> Round:
+    """Record a round of ``kind`` (``ROUND_KINDS``) and queue its pairs.
 
     overlap: distinct annotators per pair. assignees: user ids the slots are dealt to round-robin
     (slot k of the r-th pair goes to ``assignees[(r + k) % len]``); empty means anyone may claim.
     Raises ``ConflictError`` when a concurrent selection took one of the pairs (or the round number)
-    first: a pair is selected at most once, which the database enforces.
+    first: a pair is selected by an active round at most once, which the database enforces.
     """
+    if kind not in ROUND_KINDS:
+        raise ValueError(f"round kind {kind!r}; allowed: {', '.join(ROUND_KINDS)}")
     if overlap < 1:
         raise ValueError("overlap must be >= 1")
     if assignees and overlap > len(assignees):
@@ -87,14 +102,15 @@ def create_round(session: Session, *, strategy: str, selected: Sequence[Selected
     if len({s.pair_id for s in selected}) != len(selected):
         raise ValueError("selected pairs must be distinct")
     try:
-        return _insert_round(session, strategy, selected, params, overlap, assignees, model_version_id, created_by)
+        return _insert_round(session, kind, strategy, selected, params, overlap, assignees, model_version_id,
+                             created_by)
     except IntegrityError:
         raise ConflictError("select: another selection took some of these pairs meanwhile; run it again") from None
 
 
-def _insert_round(session, strategy, selected, params, overlap, assignees, model_version_id, created_by) -> Round:
+def _insert_round(session, kind, strategy, selected, params, overlap, assignees, model_version_id, created_by) -> Round:
     number = (session.scalar(select(func.max(Round.number))) or 0) + 1
-    rnd = Round(number=number, strategy=strategy, budget=len(selected), params=dict(params, overlap=overlap),
+    rnd = Round(number=number, kind=kind, strategy=strategy, budget=len(selected), params=dict(params, overlap=overlap),
                 model_version_id=model_version_id, created_by=created_by, priority=number)
     session.add(rnd)
     session.flush()
@@ -102,7 +118,7 @@ def _insert_round(session, strategy, selected, params, overlap, assignees, model
         return rnd
     # two bulk inserts (a budget of 10,000 took 33 s as one flush per selection)
     selection_ids = list(session.scalars(insert(Selection).returning(Selection.id, sort_by_parameter_order=True), [
-        {"round_id": rnd.id, "pair_id": item.pair_id, "rank": rank, "score": float(item.score),
+        {"round_id": rnd.id, "pair_id": item.pair_id, "kind": kind, "rank": rank, "score": float(item.score),
          "explanation": item.explanation} for rank, item in enumerate(selected)]))
     session.execute(insert(QueueItem), [
         {"selection_id": selection_id, "pair_id": item.pair_id, "round_id": rnd.id,
@@ -192,7 +208,7 @@ def _claim_view(session: Session, item: QueueItem) -> Claim:
     rnd = session.get(Round, item.round_id)
     return Claim(queue_item_id=item.id, pair_id=pair.id, external_id=pair.external_id, image_path=pair.image_path,
                  text=pair.text, round_id=rnd.id, round_number=rnd.number, rank=sel.rank,
-                 explanation=dict(sel.explanation or {}), lease_expires_at=item.lease_expires_at)
+                 explanation=dict(sel.explanation or {}), lease_expires_at=item.lease_expires_at, round_kind=rnd.kind)
 
 
 def submit(session: Session, user_id: int, queue_item_id: int, *, pair_id: int | None = None, kind: str = "submit",
@@ -202,7 +218,9 @@ def submit(session: Session, user_id: int, queue_item_id: int, *, pair_id: int |
     pair_id: the pair the person was shown (checked against the slot when given). Raises
     ``StaleLeaseError`` and writes nothing unless ``user_id`` holds a live lease on the slot (not done,
     leased to them, not expired): an answer is never recorded for a slot, or a pair, the person no longer
-    holds. ``kind`` is ``submit``, ``skip`` or ``flag``; a skip hands the slot back to the queue.
+    holds. ``kind`` is ``submit``, ``skip`` or ``flag``; a skip hands the slot back to the queue. In a
+    verification round a submit without a verdict raises ``PairlabError`` (nothing written), and no labels
+    are recorded as None (not judged; see the module docstring).
     """
     if kind not in ("submit", "skip", "flag"):
         raise ValueError(f"kind {kind!r}; allowed: submit, skip, flag")
@@ -213,6 +231,11 @@ def submit(session: Session, user_id: int, queue_item_id: int, *, pair_id: int |
     problem = lease_problem(item, user_id, pair_id, utcnow())
     if problem is not None:
         raise StaleLeaseError(problem)
+    if kind == "submit" and session.scalar(select(Round.kind).where(Round.id == item.round_id)) == "verification":
+        if verdict is None:
+            raise PairlabError(f"verdict: this pair is in a verification round; say whether its caption matches "
+                               f"the image ({', '.join(VERDICTS)}) before submitting")
+        labels = list(labels) if labels else None
     event = record_event(session, pair_id=item.pair_id, user_id=user_id, kind=kind,
                          labels=None if kind == "skip" else labels, verdict=verdict, comment=comment,
                          round_id=item.round_id)

@@ -122,7 +122,7 @@ def agreement_summary(session: Session) -> AgreementSummary:
     names = label_names(session)
     overlapping = list(session.scalars(select(PairState.submit_votes).where(PairState.submitters >= 2)
                                        .order_by(PairState.pair_id)))
-    votes = [[set(labels) for labels, _ in unit] for unit in overlapping]
+    votes = [[set(labels) for labels, _ in unit if labels is not None] for unit in overlapping]  # None: verdict only
     verdicts = [[verdict for _, verdict in unit if verdict] for unit in overlapping]
     return AgreementSummary(len(overlapping), label_alphas(votes, names), nominal_alpha(verdicts))
 
@@ -130,7 +130,7 @@ def agreement_summary(session: Session) -> AgreementSummary:
 # --- rounds ------------------------------------------------------------------------------------
 
 def round_history(session: Session) -> list[dict[str, Any]]:
-    """One row per round, newest first: strategy, budget, overlap, slots (done), who created it, its claim
+    """One row per round, newest first: kind (active or verification), strategy, budget, overlap, slots (done), who created it, its claim
     priority and whether it is closed."""
     done = dict(session.execute(select(QueueItem.round_id, func.count(QueueItem.id))
                                 .where(QueueItem.done_at.is_not(None)).group_by(QueueItem.round_id)).all())
@@ -138,7 +138,7 @@ def round_history(session: Session) -> list[dict[str, Any]]:
                                  .group_by(QueueItem.round_id)).all())
     rows = session.execute(select(Round, User.name).outerjoin(User, User.id == Round.created_by)
                            .order_by(Round.number.desc())).all()
-    return [{"round": r.number, "strategy": r.strategy, "budget": r.budget,
+    return [{"round": r.number, "kind": r.kind, "strategy": r.strategy, "budget": r.budget,
              "overlap": (r.params or {}).get("overlap", 1), "slots done": done.get(r.id, 0),
              "slots": slots.get(r.id, 0), "model version": r.model_version_id, "by": name or "",
              "created (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M"), "priority": r.priority,

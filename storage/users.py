@@ -22,6 +22,7 @@ PERMISSIONS = {
     "annotate": ("annotator", "reviewer", "operator"),
     "review": ("reviewer", "operator"),
     "operate": ("operator", "system"),
+    "verify": ("reviewer", "operator", "system"),  # send audited pairs to a verification round (Clean-up)
 }
 
 

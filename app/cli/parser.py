@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("audit", cmd_audit, "rank every pair by how likely its caption does not belong to its image")
     p.add_argument("workspace")
     p.add_argument("--out", help="write the ranking as JSONL, most suspicious first")
+    p.add_argument("--top", type=int, help="the most suspicious pairs to queue (with --queue) or print (default 10)")
+    p.add_argument("--queue", action="store_true",
+                   help="queue the top N as a verification round (the Annotate page asks for the caption verdict)")
+    p.add_argument("--latest", action="store_true",
+                   help="with --queue: queue from the latest stored audit instead of running a new one")
+    p.add_argument("--assign", help="with --queue: comma-separated annotators to deal the pairs to")
+    p.add_argument("--overlap", type=int,
+                   help="with --queue: annotators per pair (default: the workspace's [annotation].overlap)")
     p.add_argument("--user", default="system", help="acting operator (default: the CLI's system user)")
 
     p = verb("evaluate", cmd_evaluate, "print retrieval metrics of the latest model as JSON")

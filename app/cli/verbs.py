@@ -185,22 +185,42 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from app.services.audit import run_audit
+    from app.services.audit import check_verification_request, queue_verification, run_audit
     from app.services.settings import open_workspace
     from storage.users import get_user
 
+    assign = split_names(args.assign)
+    if not args.queue:
+        for given, name in ((args.assign, "--assign"), (args.overlap, "--overlap"), (args.latest, "--latest")):
+            if given:
+                raise PairlabError(f"{name}: only with --queue")
+    elif args.top is None:
+        raise PairlabError("--queue: give --top N, how many of the most suspicious pairs to queue")
+    if args.latest and args.out:
+        raise PairlabError("--out: not with --latest, which runs no audit")
+    check_verification_request(args.top, args.overlap, assign)
     store = open_workspace(args.workspace)
     with store.db.read() as s:
         actor = get_user(s, args.user)
-    update, close = step_bar("audit")
-    try:
-        report = run_audit(store, actor=actor, out=Path(args.out) if args.out else None, progress=update)
-    finally:
-        close()
-    log.info("audit %d: %d pairs ranked with model v%d%s", report.run_id, report.pairs, report.model_version,
-             f", written to {args.out}" if args.out else "")
-    for item in report.top:
-        log.info("  %4d. %s  mismatch %.3f", item["rank"], item["id"], item["mismatch"])
+        for name in assign:  # before the audit runs, not after
+            get_user(s, name)
+    run_id = None
+    if not args.latest:
+        update, close = step_bar("audit")
+        try:
+            report = run_audit(store, actor=actor, out=Path(args.out) if args.out else None, progress=update,
+                               show=10 if args.queue or args.top is None else args.top)
+        finally:
+            close()
+        log.info("audit %d: %d pairs ranked with model v%d%s", report.run_id, report.pairs, report.model_version,
+                 f", written to {args.out}" if args.out else "")
+        for item in report.top:
+            log.info("  %4d. %s  mismatch %.3f", item["rank"], item["id"], item["mismatch"])
+        run_id = report.run_id
+    if args.queue:
+        queued = queue_verification(store, actor=actor, top=args.top, run_id=run_id, assign=assign,
+                                    overlap=args.overlap)
+        log.info("%s", queued.summary())
     return 0
 
 

@@ -42,6 +42,15 @@ def launch_encode(store: Store, actor: UserInfo) -> JobView:
         return enqueue_once(s, "encode", {"actor": actor.name}, created_by=actor.id)
 
 
+def launch_audit(store: Store, actor: UserInfo) -> JobView:
+    """Queue a mismatch audit of every pair with the current model; params ``{"actor": name}``; a request
+    still queued is returned instead of a second one."""
+    require(actor, "operate")
+    settings(store)  # a bad [audit] table fails here, before queueing
+    with store.db.write() as s:
+        return enqueue_once(s, "audit", {"actor": actor.name}, created_by=actor.id)
+
+
 def launch_export(store: Store, actor: UserInfo, *, fmt: str) -> JobView:
     """Queue an export to ``WS/exports/pairlab-<UTC time>.<ext>``."""
     require(actor, "operate")

@@ -5,12 +5,15 @@ run, and optionally writes it as JSONL, one object per pair, most suspicious fir
 id as imported), ``mismatch`` (the audit score, higher = more likely mismatched), ``rank`` and the
 breakdown; the top ``[audit].evidence_rows`` pairs also name the pool's best alternative caption for
 their image and image for their caption.
+
+``queue_verification`` queues pairs of an audit (its top N, or pairs picked on the Clean-up page) as a
+*verification* round, where the Annotate page asks first for the caption-match verdict.
 """
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +24,18 @@ from app.services.progress import StepProgress, quiet
 from app.services.settings import encoder_choice, settings
 from learner.audit import AuditConfig, AuditScores, audit_pairs, best_alternatives, breakdown
 from learner.inference import infer
-from storage.audit import AuditedPair, record_audit
+from storage.audit import (AuditedPair, AuditRow, AuditRunInfo, audit_page, latest_audit, record_audit,
+                           verification_candidates)
 from storage.errors import PairlabError
 from storage.exporters import atomic_text_file
 from storage.exporters.targets import check_export_target
 from storage.model_versions import model_version_id
 from storage.pairs import PairColumns
+from storage.queue import SelectedPair, create_round
 from storage.store import Store
-from storage.users import UserInfo, require
+from storage.users import UserInfo, get_user, require
+
+VERIFICATION_STRATEGY = "audit"  # the ``Round.strategy`` of verification rounds
 
 
 @dataclass(frozen=True)
@@ -95,3 +102,120 @@ def _record(scores: AuditScores, rank: int, row: int, table: PairColumns, eviden
         item["breakdown"]["best_caption"] = {"id": ids[caption], "text": table.texts[caption]}
         item["breakdown"]["best_image"] = {"id": ids[image], "image": table.image_paths[image]}
     return item
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """What ``queue_verification`` did: round_number None when no pair was left to queue."""
+
+    audit_run: int
+    round_number: int | None
+    queued: int
+    slots: int
+    in_open_round: int   # left out: already waiting in an open verification round
+    verdict_given: int   # left out: a person gave the verdict after the audit
+
+    def summary(self) -> str:
+        done = (f"verification round {self.round_number}: {self.queued} pairs queued ({self.slots} slots)"
+                if self.round_number is not None else "no pair queued")
+        return (f"{done} from audit {self.audit_run}; skipped {self.in_open_round} already in an open verification "
+                f"round and {self.verdict_given} given a verdict since the audit")
+
+
+def check_verification_request(top: int | None, overlap: int | None, assign: Sequence[str]) -> None:
+    """The checks of a verification request that need no data, with ``pairlab select``'s wording."""
+    if top is not None and top < 1:
+        raise PairlabError("--top: must be >= 1")
+    if overlap is not None and overlap < 1:
+        raise PairlabError("--overlap: must be >= 1")
+    if assign and overlap is not None and overlap > len(assign):
+        raise PairlabError(f"--overlap: {overlap} annotators per pair needs at least {overlap} assigned, "
+                           f"got {len(assign)}")
+
+
+def queue_verification(store: Store, *, actor: UserInfo, top: int | None = None, pair_ids: Sequence[int] = (),
+                       run_id: int | None = None, assign: Sequence[str] = (),
+                       overlap: int | None = None) -> VerificationReport:
+    """Queue the top ``top`` pairs of audit ``run_id`` (default: the latest), or its ``pair_ids``, as a
+    verification round with ``overlap`` annotators per pair (default ``[annotation].overlap``), dealt to
+    ``assign`` when given. Pairs already waiting in an open verification round, or given a verdict by a
+    person since the audit, are left out and counted (``storage.audit.verification_candidates``)."""
+    require(actor, "verify")
+    if (top is None) == (not pair_ids):
+        raise PairlabError("verification: give either the top N of the audit or the pairs to queue")
+    check_verification_request(top, overlap, assign)
+    overlap = overlap or settings(store).annotation.overlap
+    with store.db.write() as s:
+        if run_id is None:
+            latest = latest_audit(s)
+            if latest is None:
+                raise PairlabError("audit: no audit has run yet; run 'pairlab audit WS' (or Run audit) first")
+            run_id = latest.id
+        assignees = [get_user(s, name).id for name in assign]
+        found = verification_candidates(s, run_id, top=top, pair_ids=pair_ids)
+        number = None
+        if found.chosen:
+            selected = [SelectedPair(item.pair_id, item.score,
+                                     {"audit": run_id, "audit_rank": item.rank, "mismatch": item.score,
+                                      **item.breakdown}) for item in found.chosen]
+            params = {"audit": run_id, "top": top, "requested": top or len(pair_ids)}
+            number = create_round(s, kind="verification", strategy=VERIFICATION_STRATEGY, selected=selected,
+                                  params=params, overlap=overlap, assignees=assignees, created_by=actor.id).number
+    return VerificationReport(run_id, number, len(found.chosen), len(found.chosen) * overlap, found.in_open_round,
+                              found.verdict_given)
+
+
+@dataclass(frozen=True)
+class CleanupRow:
+    """One ranked pair as the Clean-up page shows it: the score breakdown as table rows (component, value,
+    its rank-normalised place in the pool in [0, 1] with 1 the most suspicious pair, weight), the fraction of
+    candidate captions closer to its image than its own (``caption_rank``) and of candidate images closer to
+    its caption (``image_rank``), and the pool's best alternative caption and image when the audit stored
+    them (its top ``[audit].evidence_rows`` pairs)."""
+
+    pair_id: int
+    external_id: str
+    rank: int
+    score: float
+    image_path: str
+    text: str
+    verdict: str | None
+    components: list[dict[str, Any]]
+    caption_rank: float | None
+    image_rank: float | None
+    best_caption: dict[str, Any] | None
+    best_image: dict[str, Any] | None
+
+
+def latest_run(store: Store, actor: UserInfo) -> AuditRunInfo | None:
+    """The latest audit run (None before the first), for reviewers and operators."""
+    require(actor, "verify")
+    with store.db.read() as s:
+        return latest_audit(s)
+
+
+def cleanup_page(store: Store, actor: UserInfo, run_id: int, *, page: int, page_size: int,
+                 verdict: str | None = None) -> tuple[list[CleanupRow], bool]:
+    """Page ``page`` (0-based) of audit ``run_id``, most suspicious first, optionally only pairs whose current
+    verdict is ``verdict`` (``storage.audit.VERDICT_FILTERS``); and whether a next page exists. Reads
+    ``page_size + 1`` rows through the rank index, never the whole run."""
+    require(actor, "verify")
+    with store.db.read() as s:
+        rows = audit_page(s, run_id, offset=page * page_size, limit=page_size + 1, verdict=verdict)
+    return [_cleanup_row(row) for row in rows[:page_size]], len(rows) > page_size
+
+
+RANK_COLUMN = "pool rank"  # in [0, 1], 1 = the most suspicious pair of the pool
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _cleanup_row(row: AuditRow) -> CleanupRow:
+    parts = row.breakdown or {}
+    components = [{"component": name, "value": _rounded(c.get("value")), RANK_COLUMN: _rounded(c.get("rank")),
+                   "weight": c.get("weight")} for name, c in (parts.get("components") or {}).items()]
+    return CleanupRow(row.pair_id, row.external_id, row.rank, row.score, row.image_path, row.text, row.verdict,
+                      components, parts.get("caption_rank"), parts.get("image_rank"), parts.get("best_caption"),
+                      parts.get("best_image"))

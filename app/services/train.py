@@ -5,6 +5,8 @@ import dataclasses
 import logging
 import re
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,14 +16,17 @@ from app.services.progress import StepProgress, quiet
 from app.services.models import cached_model, current_model, feature_signatures, latest_model
 from app.services.retrieval import model_embeddings
 from app.services.settings import EncoderChoice, encoder_choice, settings
+from learner.audit import CLEAN_PROBABILITY_COMPONENT, clean_probability
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.inference import evaluate_model
 from learner.model import CrossModalModel
 from learner.training import train_model
+from storage.audit import audit_component_values, latest_audit
 from storage.errors import PairlabError
 from storage.faults import crash_point
 from storage.model_versions import ModelVersionInfo, add_model_version, latest_validation_pairs
 from storage.models import utcnow
+from storage.pair_state import pairs_with_verdict
 from storage.pairs import PairColumns
 from storage.store import Store
 
@@ -54,6 +59,56 @@ def validation_pairs(store: Store, ids: np.ndarray, labelled: np.ndarray, val_fr
         if len(kept) >= 2:
             return kept
     return np.sort(candidates[_id_uniform(candidates, seed) < val_fraction])
+
+
+@dataclass(frozen=True)
+class PairingWeights:
+    """weights: (N,) float32 in [0, 1] for ``train_model(pair_weights=...)``, or None when every pair
+    counts fully; summary: what was excluded or down-weighted (recorded in the model version's metrics)."""
+
+    weights: np.ndarray | None
+    summary: dict[str, Any]
+
+
+def _rows_of(ids: np.ndarray, pairs: Iterable[tuple[int, Any]]) -> tuple[np.ndarray, list[Any]]:
+    """Rows of ``ids`` (sorted (N,)) that the streamed (pair id, value) items name, and their values."""
+    rows, values = [], []
+    for pair_id, value in pairs:
+        where = int(np.searchsorted(ids, pair_id))
+        if where < len(ids) and ids[where] == pair_id:
+            rows.append(where)
+            values.append(value)
+    return np.asarray(rows, dtype=np.int64), values
+
+
+def pairing_weights(store: Store, ids: np.ndarray, mode: str) -> PairingWeights:
+    """Each training pair's weight as a positive of the pairing loss, for ``ids`` (N,) sorted pair ids.
+
+    A pair whose current verdict (the materialised pair state) is "mismatch" gets 0: its caption does
+    not describe its image. Its labels describe the image and still train (``train_model``). With
+    ``mode`` "audit" (``[train].correspondence_weighting``) every other pair the latest audit run scored
+    gets P(clean) of its raw ``inconsistency`` value in that run (``learner.audit.clean_probability``,
+    fitted on these pairs' values), except that a "match" verdict keeps 1: a person's word beats the
+    audit's guess.
+    """
+    weights = np.ones(len(ids), dtype=np.float32)
+    summary: dict[str, Any] = {"correspondence_weighting": mode, "audit_run": None}
+    with store.db.read() as s:
+        verdict_rows, verdicts = _rows_of(ids, pairs_with_verdict(s, ("mismatch", "match")))
+        run = latest_audit(s) if mode == "audit" else None
+        if run is not None:
+            audited, values = _rows_of(ids, audit_component_values(s, run.id, CLEAN_PROBABILITY_COMPONENT))
+    if run is not None and len(audited) >= 2:
+        weights[audited] = clean_probability(np.asarray(values, dtype=np.float64), seed=settings(store).audit.seed)
+        summary["audit_run"] = run.id
+    verdicts = np.asarray(verdicts, dtype=object)
+    mismatched = verdict_rows[verdicts == "mismatch"]
+    weights[verdict_rows[verdicts == "match"]] = 1.0
+    weights[mismatched] = 0.0
+    summary.update(excluded_mismatch=int(len(mismatched)),
+                   down_weighted=int(((weights > 0) & (weights < 1)).sum()),
+                   weight_sum=round(float(weights.sum(dtype=np.float64)), 2), pairs=int(len(ids)))
+    return PairingWeights(None if (weights == 1).all() else weights, summary)
 
 
 def _warm_start_model(previous: ModelVersionInfo | None, signatures: dict[str, str], shape: tuple[int, int, int]):
@@ -122,13 +177,16 @@ def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int
     init = _warm_start_model(previous, signatures, (image.shape[1], text.shape[1], len(everything.vocabulary))) \
         if config.warm_start else None
     held_out = validation_pairs(store, table.ids[rows], labelled, config.val_fraction, config.seed)
-    progress(0.0, f"training on {len(rows)} pairs, {n_labelled} labelled, {len(held_out)} of them held out for validation")
+    pairing = pairing_weights(store, table.ids[rows], config.correspondence_weighting)
+    progress(0.0, f"training on {len(rows)} pairs, {n_labelled} labelled, {len(held_out)} of them held out for "
+                  f"validation, {pairing.summary['excluded_mismatch']} confirmed mismatches out of the pairing loss")
     result = train_model(image, text, labels, labelled, config, init_model=init,
-                         validation=np.searchsorted(table.ids[rows], held_out),
+                         validation=np.searchsorted(table.ids[rows], held_out), pair_weights=pairing.weights,
                          progress=lambda f, m: progress(0.95 * f, m))
     del image, text  # (N, Di + Dt) in memory: gone before the embeddings of every pair are computed below
     metrics: dict[str, Any] = {"validation": dict(result.best_metrics), "seconds": round(result.seconds, 2),
-                               "best_epoch": result.best_epoch, "validation_pairs": len(result.val_rows)}
+                               "best_epoch": result.best_epoch, "validation_pairs": len(result.val_rows),
+                               "pairing": pairing.summary}
     test = _labelled_rows(table, everything, "test")
     if len(test) >= 2:
         metrics["test"] = _evaluate_rows(store, result.model, table, everything, test, choice)

@@ -5,7 +5,9 @@ Labels, the label filter, the verdict and the comment live in the browser, so a 
 for the server. Each action sends one ``action`` trigger with the whole answer and the slot, pair and
 screen token it was shown (``parse_action`` checks its shape); Python records it and mounts the widget
 again with the next pair. ``data["token"]`` names one screen: the widget keeps what is typed while it
-stays the same and starts over from ``data["answer"]`` when it changes.
+stays the same and starts over from ``data["answer"]`` when it changes. ``data["verification"]``: the slot
+is in a verification round, so the verdict is asked first and a submit without one is refused in the
+browser (and by ``storage.queue.submit``).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from storage.queue import Claim
 
 ASSETS = Path(__file__).parent / "assets"
 ACTIONS = ("submit", "skip", "flag", "undo")
-DEFAULT_VERDICT = "match"
+DEFAULT_VERDICT = "match"  # pre-set in active rounds; a verification round starts with none chosen
 
 _mount = st.components.v2.component(
     "pairlab_annotator",
@@ -82,6 +84,7 @@ def annotator(*, key: str, claim: Claim, revision: int, vocabulary: Sequence[str
         "token": screen_token(claim, revision),
         "queue_item_id": claim.queue_item_id,
         "pair_id": claim.pair_id,
+        "verification": claim.verification,
         "labels": list(vocabulary),
         "suggestions": [asdict(s) for s in suggestions],
         "answer": {"labels": list(answer.labels), "verdict": answer.verdict, "comment": answer.comment,

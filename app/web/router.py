@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import streamlit as st
 
-from app.web.pages import annotate, explore, export, login, review, rounds, users
+from app.web.pages import annotate, cleanup, explore, export, login, review, rounds, users
 from storage.users import PERMISSIONS, UserInfo
 
 
@@ -23,6 +23,7 @@ class PageSpec:
 PAGES = (
     PageSpec("Annotate", "annotate", annotate.render, "annotate", ":material/label:"),
     PageSpec("Review", "review", review.render, "review", ":material/rule:"),
+    PageSpec("Clean-up", "cleanup", cleanup.render, "review", ":material/cleaning_services:"),
     PageSpec("Explore", "explore", explore.render, "annotate", ":material/search:"),
     PageSpec("Rounds", "rounds", rounds.render, "operate", ":material/model_training:"),
     PageSpec("Export", "export", export.render, "operate", ":material/download:"),

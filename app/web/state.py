@@ -38,6 +38,14 @@ ROUNDS_JOB = "rounds.job_id"  # the job this session launched last and is watchi
 ROUNDS_WARM_START = "rounds.warm_start"
 ROUNDS_CONTROL = "rounds.control"  # the round whose priority is set or that is closed
 
+# Clean-up
+CLEANUP_VERDICT = "cleanup.verdict"  # the verdict filter: "all" or one of storage.audit.VERDICT_FILTERS
+CLEANUP_PAGE = "cleanup.page"  # 0-based page of the ranked list
+CLEANUP_PICK = "cleanup.pick"  # item_key(CLEANUP_PICK, run, pair): the row's "send" checkbox
+CLEANUP_ASSIGN = "cleanup.assign"
+CLEANUP_OVERLAP = "cleanup.overlap"
+CLEANUP_JOB = "cleanup.job_id"  # the audit job this session launched and is watching
+
 # Export
 EXPORT_FORMAT = "export.format"
 EXPORT_JOB = "export.job_id"

@@ -11,7 +11,8 @@
   ``textarea`` result (``from_name`` "comment") for its comment. ``data.image`` is the absolute path, or
   with ``[export] image_root`` the path relative to it, prefixed with ``image_url`` when set (e.g.
   Label Studio's ``/data/local-files/?d=``); an image outside the root fails the export naming the pair.
-  ``data.pairlab`` is the manifest record (comments of every event included).
+  ``data.pairlab`` is the manifest record (comments of every event included; the current ``verdict``,
+  ``audit_score`` and ``audit_rank`` as in ``jsonl``).
 """
 from __future__ import annotations
 

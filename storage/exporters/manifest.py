@@ -3,10 +3,13 @@
 - ``jsonl``: one manifest row per pair (DESIGN §2) - ``id``, ``image`` (absolute path; feature-only
   pairs keep their reference), ``text``, ``labels`` (consensus labels; omitted when unlabelled),
   ``split`` - plus ``annotators``, ``timestamp`` (last event, UTC ISO 8601), ``round`` (number),
-  ``agreement``, ``status``, ``verdict`` (caption match) and ``comments`` (the live comments of every
-  event of the pair, oldest first). Re-import needs ``allow_absolute``.
+  ``agreement``, ``status``, ``verdict`` (caption match: the current ``match``/``mismatch``/``unsure``),
+  ``comments`` (the live comments of every event of the pair, oldest first), and ``audit_score`` and
+  ``audit_rank`` (the latest ``pairlab audit`` run's score, higher = more likely mismatched, and rank,
+  1 = most suspicious; null when that run did not score the pair or before any audit). Re-import needs
+  ``allow_absolute`` (the importer ignores the state columns).
 - ``csv``: the same columns plus ``labelled`` (1/0), labels and annotators joined with ``|``, comments as
-  a JSON array (a comment may hold ``|`` or a line break); a cell starting with
+  a JSON array, an empty cell for a null audit score or rank (a comment may hold ``|`` or a line break); a cell starting with
   ``= + - @``, tab or CR (or ``'`` followed by one of those or ``'``) gets a leading ``'`` against
   formula injection, which the manifest importer strips again, so the file round-trips.
 """
@@ -22,7 +25,7 @@ from storage.exporters.rows import RowCounter, export_rows, manifest_record, rou
 from storage.importers.manifest import FORMULA_START
 
 CSV_COLUMNS = ("id", "image", "text", "labels", "labelled", "split", "annotators", "timestamp", "round",
-               "agreement", "status", "verdict", "comments")
+               "agreement", "status", "verdict", "comments", "audit_score", "audit_rank")
 
 
 def write_jsonl(session: Session, fh: TextIO, counter: RowCounter) -> int:

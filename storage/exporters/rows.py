@@ -1,17 +1,18 @@
-"""Reading pairs for an export: each pair with its current label, streamed in batches, and the
-manifest record (DESIGN §2) plus annotation state (comments included) that the text and JSON formats share."""
+"""Reading pairs for an export: each pair with its current label and its place in the latest audit,
+streamed in batches, and the manifest record (DESIGN §2) plus annotation state (comments included) and
+audit score that the text and JSON formats share."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from storage.annotations import CurrentLabel
 from storage.faults import crash_point
-from storage.models import Pair, Round
+from storage.models import AuditRun, AuditScore, Pair, Round
 from storage.pair_state import pair_states
 from storage.progress import CountProgress
 
@@ -20,7 +21,8 @@ BATCH = 1000
 
 @dataclass(frozen=True)
 class ExportRow:
-    """A pair with its derived state (``label`` is None while the pair has no events)."""
+    """A pair with its derived state (``label`` is None while the pair has no events) and its score and
+    rank in the latest audit run (None when that run did not score it, or before the first audit)."""
 
     pair_id: int
     external_id: str
@@ -29,6 +31,8 @@ class ExportRow:
     text: str
     split: str
     label: CurrentLabel | None
+    audit_score: float | None = None
+    audit_rank: int | None = None
 
     @property
     def labels(self) -> list[str] | None:
@@ -51,14 +55,18 @@ class RowCounter:
 
 
 def export_rows(session: Session, *, by_image: bool = False) -> Iterator[ExportRow]:
-    """All pairs in id order (or grouped by image sha256), streamed with ``yield_per``."""
+    """All pairs in id order (or grouped by image sha256), streamed with ``yield_per``; the latest audit
+    run's score and rank come in the same query (an outer join on ``audit_scores``' primary key)."""
     order = (Pair.image_sha256, Pair.id) if by_image else (Pair.id,)
-    query = (select(Pair.id, Pair.external_id, Pair.image_path, Pair.image_sha256, Pair.text, Pair.split)
+    latest_run = select(func.max(AuditRun.id)).scalar_subquery()
+    query = (select(Pair.id, Pair.external_id, Pair.image_path, Pair.image_sha256, Pair.text, Pair.split,
+                    AuditScore.score, AuditScore.rank)
+             .outerjoin(AuditScore, and_(AuditScore.pair_id == Pair.id, AuditScore.audit_run_id == latest_run))
              .order_by(*order).execution_options(yield_per=BATCH))
     for batch in session.execute(query).partitions():
         labels = pair_states(session, [r[0] for r in batch])
-        for pid, ext, image, sha, text, split in batch:
-            yield ExportRow(pid, ext, image, sha, text, split, labels.get(pid))
+        for pid, ext, image, sha, text, split, score, rank in batch:
+            yield ExportRow(pid, ext, image, sha, text, split, labels.get(pid), score, rank)
 
 
 def round_number_by_id(session: Session) -> dict[int, int]:
@@ -86,5 +94,7 @@ def manifest_record(row: ExportRow, rounds: dict[int, int]) -> dict:
         status=state.status if state else "unlabelled",
         verdict=state.verdict if state else None,
         comments=list(state.comments) if state else [],
+        audit_score=row.audit_score,
+        audit_rank=row.audit_rank,
     )
     return record

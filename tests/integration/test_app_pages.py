@@ -111,9 +111,9 @@ def test_images_are_shown_upright_as_the_encoder_sees_them(tmp_path):
 def test_router_shows_pages_by_role(store):
     assert [p.title for p in pages_for(None)] == ["Sign in"]
     assert [p.title for p in pages_for(user(store, "ann"))] == ["Annotate", "Explore"]
-    assert [p.title for p in pages_for(user(store, "rev"))] == ["Annotate", "Review", "Explore"]
-    assert [p.title for p in pages_for(user(store, "op"))] == ["Annotate", "Review", "Explore", "Rounds", "Export",
-                                                               "Users"]
+    assert [p.title for p in pages_for(user(store, "rev"))] == ["Annotate", "Review", "Clean-up", "Explore"]
+    assert [p.title for p in pages_for(user(store, "op"))] == ["Annotate", "Review", "Clean-up", "Explore", "Rounds",
+                                                               "Export", "Users"]
 
 
 @pytest.mark.parametrize("name, landing", [("ann", "Annotate"), ("rev", "Review"), ("op", "Rounds")])
@@ -155,7 +155,7 @@ def test_rounds_cancels_the_job_it_watches(store):
         jobs.cancel_job(store, user(store, "ann"), job.id)
 
 
-@pytest.mark.parametrize("name", ["rounds", "export", "users", "review"])
+@pytest.mark.parametrize("name", ["rounds", "export", "users", "review", "cleanup"])
 def test_operator_pages_refuse_an_annotator_even_when_reached(store, name):
     at = page(name, user(store, "ann"))
     assert not at.exception

@@ -3,22 +3,34 @@ of different labels (the truth is known), encoded (EfficientNet-Lite0, TF-IDF), 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from sqlalchemy import func, select
 
 from app.cli.demo import sample_captions
+from app.cli.parser import main
 from app.jobs.worker import run_worker
 from learner.audit import AUDIT_COMPONENTS
 from app.services.encode import encode_workspace
-from app.services.train import train_workspace
+import app.services.train as train_service
+from app.services.annotate import adjudicate
+from app.services.audit import run_audit
+from app.services.data import TRAINING_SPLITS, pair_table
+from app.services.train import pairing_weights, train_workspace
 from storage.audit import audit_page, latest_audit
 from storage.importers import import_source
 from storage.jobs import enqueue, recent_jobs
+from storage.models import Pair, PairState, Round, Selection
+from storage.queue import claim_next, submit
 from storage.store import init_workspace
-from storage.users import add_user
+from storage.model_versions import latest_model_version
+from storage.users import add_user, get_user
+from tests.integration.workbench_fixtures import user
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +69,15 @@ def audited(tmp_path_factory):
     import_source(store, manifest, "manifest", allow_absolute=True)
     with store.db.write() as s:
         add_user(s, "olga", "operator", "pw-olga-1")
+        add_user(s, "rita", "reviewer", "pw-rita-1")
     encode_workspace(store)
     train_workspace(store)
-    yield store, swapped, len(rows)
+    yield store, swapped, len(rows), {f"coco:{r.caption_id}": list(r.labels) for r in rows}
     store.close()
 
 
 def test_audit_writes_every_pair_most_suspicious_first_and_swapped_pairs_rank_high(audited, tmp_path):
-    store, swapped, n = audited
+    store, swapped, n, _ = audited
     out = tmp_path / "audit.jsonl"
     done = subprocess.run([sys.executable, "-m", "app.cli", "audit", str(store.root), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
@@ -86,7 +99,7 @@ def test_audit_writes_every_pair_most_suspicious_first_and_swapped_pairs_rank_hi
 
 
 def test_the_audit_run_is_stored_and_read_back_in_pages(audited):
-    store, _, n = audited
+    store, _, n, _ = audited
     with store.db.write() as s:
         job = enqueue(s, "audit", {"actor": "olga"})
     run_worker(store.root, once=True)   # the workbench's path: a job the worker runs
@@ -106,7 +119,7 @@ def test_the_audit_run_is_stored_and_read_back_in_pages(audited):
 
 
 def test_audit_refuses_an_output_inside_the_workspace_before_any_work(audited):
-    store, _, _ = audited
+    store, _, _, _ = audited
     with store.db.read() as s:
         before = latest_audit(s).id if latest_audit(s) else None
     done = subprocess.run([sys.executable, "-m", "app.cli", "audit", str(store.root), "--out",
@@ -116,3 +129,111 @@ def test_audit_refuses_an_output_inside_the_workspace_before_any_work(audited):
     with store.db.read() as s:
         after = latest_audit(s).id if latest_audit(s) else None
     assert after == before
+
+
+def test_audit_queues_its_top_pairs_for_verification_and_skips_them_once_judged(audited, caplog):
+    store, swapped, _, _ = audited
+    with store.db.write() as s:
+        for name in ("vera", "walt"):
+            add_user(s, name, "annotator", "pw-annotator-1")
+    done = subprocess.run([sys.executable, "-m", "app.cli", "audit", str(store.root), "--top", "20", "--queue",
+                           "--assign", "vera,walt", "--overlap", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"verification round \d+: 20 pairs queued \(40 slots\) from audit \d+; skipped 0 already "
+                        r"in an open verification round and 0 given a verdict since the audit", line), line
+    with store.db.read() as s:
+        rnd = s.scalar(select(Round).order_by(Round.number.desc()).limit(1))
+        queued = s.scalars(select(Pair.external_id).join(Selection, Selection.pair_id == Pair.id)
+                           .where(Selection.round_id == rnd.id).order_by(Selection.rank)).all()
+    assert rnd.kind == "verification" and len(queued) == 20
+    for name in ("vera", "walt"):  # each gives the verdict the truth says, through the store
+        uid = user(store, name).id
+        while (held := _claim(store, uid)) is not None:
+            assert held.verification
+            with store.db.write() as s:
+                submit(s, uid, held.queue_item_id, pair_id=held.pair_id, labels=[],
+                       verdict="mismatch" if held.external_id in swapped else "match")
+    with store.db.read() as s:
+        verdicts = dict(s.execute(select(Pair.external_id, PairState.verdict)
+                                  .join(PairState, PairState.pair_id == Pair.id)
+                                  .where(Pair.external_id.in_(queued))).all())
+    assert verdicts == {i: "mismatch" if i in swapped else "match" for i in queued}
+    caplog.set_level(logging.INFO, logger="pairlab")
+    assert main(["audit", str(store.root), "--latest", "--queue", "--top", "20"]) == 0
+    assert caplog.messages[-1] == ("no pair queued from audit %d; skipped 0 already in an open verification round "
+                                   "and 20 given a verdict since the audit" % rnd.params["audit"])
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--assign", "vera"], "--assign: only with --queue"),
+    (["--overlap", "2"], "--overlap: only with --queue"),
+    (["--queue"], "--queue: give --top N, how many of the most suspicious pairs to queue"),
+    (["--queue", "--top", "0"], "--top: must be >= 1"),
+    (["--queue", "--top", "5", "--assign", "vera", "--overlap", "2"],
+     "--overlap: 2 annotators per pair needs at least 2 assigned, got 1"),
+    (["--queue", "--top", "5", "--assign", "nobody"], "user 'nobody' does not exist"),
+    (["--latest", "--queue", "--top", "5", "--out", "x.jsonl"], "--out: not with --latest"),
+])
+def test_audit_queue_options_are_refused_with_one_line_before_any_work(audited, capsys, args, error):
+    store, _, _, _ = audited
+    with store.db.read() as s:
+        before = (latest_audit(s).id, s.scalar(select(func.count(Round.id))))
+    assert main(["audit", str(store.root), *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"pairlab: error: {error}")
+    with store.db.read() as s:
+        assert (latest_audit(s).id, s.scalar(select(func.count(Round.id)))) == before
+
+
+def _claim(store, uid):
+    with store.db.write() as s:
+        return claim_next(s, uid, lease_minutes=5)
+
+
+def test_confirmed_mismatches_leave_the_next_trainings_pairing_loss(audited, monkeypatch):
+    """Audit, a reviewer confirms the swapped pairs among the top 36 as mismatched (their image's labels
+    kept) and one clean top pair as a match, through the ordinary adjudication events; the next
+    ``train_workspace`` (default "audit" weighting) hands the learner weight 0 for the confirmed rows,
+    1 for the confirmed match, P(clean) for the others (the unconfirmed swapped pairs weigh less than
+    the clean ones) and records the count; with "off" only the confirmed rows are 0."""
+    store, swapped, _, labels_of = audited
+    with store.db.read() as s:
+        olga, rita = get_user(s, "olga"), get_user(s, "rita")
+    run_audit(store, actor=olga)
+    with store.db.read() as s:
+        top = audit_page(s, latest_audit(s).id, offset=0, limit=36)
+    confirmed = [r for r in top if r.external_id in swapped]
+    clean_top = next(r for r in top if r.external_id not in swapped)
+    assert len(confirmed) >= 6, [r.rank for r in top if r.external_id in swapped]
+    for row in confirmed:
+        adjudicate(store, rita, row.pair_id, labels=labels_of[row.external_id], verdict="mismatch")
+    adjudicate(store, rita, clean_top.pair_id, labels=labels_of[clean_top.external_id], verdict="match")
+
+    handed = []
+    real_train = train_service.train_model
+    monkeypatch.setattr(train_service, "train_model",
+                        lambda *args, **kwargs: (handed.append(kwargs["pair_weights"]), real_train(*args, **kwargs))[1])
+    train_workspace(store, epochs=2)
+    table = pair_table(store)
+    trained_ids = table.ids[np.isin(table.splits, TRAINING_SPLITS)]
+    (weights,) = handed
+    by_id = dict(zip(trained_ids.tolist(), weights.tolist()))
+    confirmed_ids = {r.pair_id for r in confirmed}
+    assert all(by_id[pid] == 0 for pid in confirmed_ids) and by_id[clean_top.pair_id] == 1
+    external = dict(zip(table.ids.tolist(), table.external_ids))
+    unconfirmed = [w for pid, w in by_id.items() if external[pid] in swapped and pid not in confirmed_ids]
+    clean = [w for pid, w in by_id.items() if external[pid] not in swapped and pid != clean_top.pair_id]
+    assert not unconfirmed or np.mean(unconfirmed) < np.mean(clean) - 0.2, (unconfirmed, np.mean(clean))
+    with store.db.read() as s:
+        pairing = latest_model_version(s).metrics["pairing"]
+    assert pairing["excluded_mismatch"] == len(confirmed) and pairing["correspondence_weighting"] == "audit"
+    assert pairing["audit_run"] == latest_audit_id(store) and pairing["down_weighted"] > 0
+    assert np.array_equal(pairing_weights(store, trained_ids, "audit").weights, weights)
+
+    hard = pairing_weights(store, trained_ids, "off").weights
+    assert set(trained_ids[hard == 0].tolist()) == confirmed_ids and (hard[hard != 0] == 1).all()
+
+
+def latest_audit_id(store):
+    with store.db.read() as s:
+        return latest_audit(s).id

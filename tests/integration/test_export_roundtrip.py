@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from storage.annotations import current_labels, record_event
+from storage.audit import AuditedPair, record_audit
 from storage.errors import NotFoundError
 from storage.exporters import export_workspace, neutralise
 from storage.importers import import_source
@@ -171,3 +172,59 @@ def test_npz_export_round_trips_through_the_features_importer(wiki_dir, make_wor
     original = np.load(feature_files(store)["text"][0])
     copied = np.load(feature_files(fresh)["text"][0])
     assert np.array_equal(original, copied)
+
+
+@pytest.fixture()
+def audited_export(labelled):
+    """``labelled`` with a mismatch verdict on item5, an older audit of every pair and a latest audit that
+    scored all but item4 and the pair without an id: the exports must carry the latest run's figures."""
+    with labelled.db.write() as s:
+        ids = dict(s.execute(select(Pair.external_id, Pair.id)).all())
+        alice = s.scalar(select(User.id).where(User.name == "alice"))
+        record_event(s, pair_id=ids["item5"], user_id=alice, kind="submit", labels=["cat"], verdict="mismatch")
+        order = sorted(ids, key=ids.__getitem__)
+        record_audit(s, model_version_id=None, params={}, created_by=None,
+                     scored=[AuditedPair(ids[e], r + 1, 0.5, {}) for r, e in enumerate(order)])
+        scored = [e for e in order if e.startswith("item") and e != "item4"]
+        run = record_audit(s, model_version_id=None, params={}, created_by=None,
+                           scored=[AuditedPair(ids[e], r + 1, 1.0 - r / 10, {}) for r, e in enumerate(reversed(scored))])
+    expected = {e: (1.0 - r / 10, r + 1) for r, e in enumerate(reversed(scored))}
+    return labelled, run, expected, set(ids) - set(scored)
+
+
+def test_every_manifest_and_label_studio_export_carries_the_verdict_and_the_latest_audit(audited_export, tmp_path):
+    store, _, expected, unscored = audited_export
+    statements = []
+    engine = store.db.engine
+    listen = lambda conn, cursor, statement, *rest: statements.append(statement)   # noqa: E731
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        for fmt in ("jsonl", "csv", "label-studio"):
+            export_workspace(store, fmt, tmp_path / f"audit.{fmt}")
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    # one streamed query per export reads the audit, whatever the number of pairs
+    assert sum("audit_scores" in sql for sql in statements) == 3
+    jsonl = {r["id"]: r for r in map(json.loads, (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines())}
+    with (tmp_path / "audit.csv").open(encoding="utf-8", newline="") as fh:
+        csv_rows = {r["id"]: r for r in csv.DictReader(fh)}
+    tasks = {t["data"]["pairlab"]["id"]: t["data"]["pairlab"]
+             for t in json.loads((tmp_path / "audit.label-studio").read_text(encoding="utf-8"))}
+    assert set(jsonl) == set(csv_rows) == set(tasks) == set(expected) | unscored
+    for ext, (score, rank) in expected.items():
+        assert (jsonl[ext]["audit_score"], jsonl[ext]["audit_rank"]) == (pytest.approx(score), rank)
+        assert (float(csv_rows[ext]["audit_score"]), int(csv_rows[ext]["audit_rank"])) == (pytest.approx(score), rank)
+        assert (tasks[ext]["audit_score"], tasks[ext]["audit_rank"]) == (pytest.approx(score), rank)
+    for ext in unscored:
+        assert jsonl[ext]["audit_score"] is None and jsonl[ext]["audit_rank"] is None
+        assert csv_rows[ext]["audit_score"] == csv_rows[ext]["audit_rank"] == ""
+        assert tasks[ext]["audit_score"] is None and tasks[ext]["audit_rank"] is None
+    assert jsonl["item5"]["verdict"] == csv_rows["item5"]["verdict"] == tasks["item5"]["verdict"] == "mismatch"
+    assert jsonl["item1"]["verdict"] == csv_rows["item1"]["verdict"] == tasks["item1"]["verdict"] == "match"
+    assert jsonl["item4"]["verdict"] is None and csv_rows["item4"]["verdict"] == ""
+
+
+def test_exports_before_any_audit_have_null_audit_fields(labelled, tmp_path):
+    export_workspace(labelled, "jsonl", tmp_path / "plain.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows and all(r["audit_score"] is None and r["audit_rank"] is None for r in rows)

@@ -107,7 +107,7 @@ def test_round_history_curve_distribution_and_activity(ws):
         activity = annotator_activity(s)
         numbers = round_numbers(s)
     created = history[0].pop("created (UTC)")
-    assert history == [{"round": 1, "strategy": "random", "budget": 2, "overlap": 2, "slots done": 3, "slots": 4,
+    assert history == [{"round": 1, "kind": "active", "strategy": "random", "budget": 2, "overlap": 2, "slots done": 3, "slots": 4,
                         "model version": None, "by": "rev", "priority": 1, "closed": False}]
     assert len(created) == len("2024-01-01 00:00")
     assert curve == [{"version": 1, "labelled": 2, "measured_on": "validation", "validation avg": 0.4},

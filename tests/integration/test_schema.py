@@ -4,20 +4,41 @@ throw-away PostgreSQL server."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy import JSON, Column, Float, ForeignKey, Integer, MetaData, Table, create_engine, inspect, select, text
 
-from storage.errors import WorkspaceError
+from storage.errors import ConflictError, WorkspaceError
 from storage.jobs import get_job, request_cancel
-from storage.models import SCHEMA_VERSION
+from storage.models import SCHEMA_VERSION, Pair, QueueItem, Round, Selection
+from storage.queue import SelectedPair, create_round
 from storage.store import init_workspace, open_store
 from tests.support.cli import pairlab
+
+
+def _selections_of_version_5(conn) -> None:
+    """``selections`` as versions 1-5 made it (``pair_id`` unique, no ``kind``) and ``queue_items`` over it."""
+    old = MetaData()
+    for name in ("rounds", "pairs", "users"):
+        Table(name, old, autoload_with=conn)
+    selections = Table("selections", old, Column("id", Integer, primary_key=True),
+                       Column("round_id", ForeignKey("rounds.id"), nullable=False),
+                       Column("pair_id", ForeignKey("pairs.id"), nullable=False, unique=True),
+                       Column("rank", Integer, nullable=False), Column("score", Float, nullable=False),
+                       Column("explanation", JSON, nullable=False))
+    queue = QueueItem.__table__.to_metadata(old)
+    conn.execute(text("DROP TABLE queue_items"))
+    conn.execute(text("DROP TABLE selections"))
+    old.create_all(conn, tables=[selections, queue])
 
 
 def _as_version_1(store) -> None:
     """Turn a new database into what pairlab's schema version 1 made: ``jobs`` without ``heartbeat_at`` and
     ``cancel_requested_at``, ``jobs.status`` of 8 characters, no sessions, pair-state or audit tables,
-    ``rounds`` without ``priority`` and ``closed_at``; a job left running and a queued one."""
+    ``rounds`` without ``priority``, ``closed_at`` and ``kind``, ``selections.pair_id`` unique; a job left
+    running and a queued one, and a round with one queued pair."""
     with store.db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE rounds DROP COLUMN kind"))
+        _selections_of_version_5(conn)
         for table in ("audit_scores", "audit_runs", "pair_state_labels", "pair_states"):
             conn.execute(text(f"DROP TABLE {table}"))
         conn.execute(text("DROP TABLE user_sessions"))
@@ -34,6 +55,15 @@ def _as_version_1(store) -> None:
                           "'2026-01-01 10:00:00', '2026-01-01 10:00:01')"))
         conn.execute(text("INSERT INTO jobs (kind, status, params, progress, message, created_at) VALUES "
                           "('export', 'queued', '{}', 0.0, 'queued', '2026-01-01 10:00:02')"))
+        for i in (1, 2):
+            conn.execute(text(f"INSERT INTO pairs (external_id, image_path, image_sha256, text, split, created_at) "
+                              f"VALUES ('p{i}', '/img/{i}.jpg', '{'0' * 64}', 't{i}', 'pool', '2026-01-01')"))
+        conn.execute(text("INSERT INTO rounds (number, strategy, budget, params, created_at) VALUES "
+                          "(1, 'random', 1, '{}', '2026-01-01 10:00:03')"))
+        conn.execute(text("INSERT INTO selections (round_id, pair_id, rank, score, explanation) SELECT rounds.id, "
+                          "pairs.id, 0, 0.5, '{}' FROM rounds, pairs WHERE pairs.external_id = 'p1'"))
+        conn.execute(text("INSERT INTO queue_items (selection_id, pair_id, round_id, priority, slot) "
+                          "SELECT id, pair_id, round_id, 1000000, 0 FROM selections"))
     store.close()
 
 
@@ -57,6 +87,22 @@ def test_a_version_1_workspace_is_upgraded_when_it_opens(tmp_path, database_url)
             assert (job.kind, job.status, job.message, job.heartbeat_at) == ("train", "running", "epoch 3", None)
             assert request_cancel(s, 1).cancel_requested
             assert request_cancel(s, 2).status == "cancelled"  # 9 characters: the widened column holds it
+            assert s.scalar(select(Round.kind)) == "active" and s.scalar(select(Selection.kind)) == "active"
+            first, second = s.scalars(select(Pair.id).order_by(Pair.external_id)).all()
+            selection = s.scalar(select(Selection.id))
+            assert s.execute(select(QueueItem.selection_id, QueueItem.pair_id)).all() == [(selection, first)]
+        with pytest.raises(ConflictError):  # upgraded, active learning still selects a pair at most once
+            with store.db.write() as s:
+                create_round(s, strategy="random", selected=[SelectedPair(second, 1.0), SelectedPair(first, 0.5)],
+                             params={})
+        for _ in range(2):  # a verification round may take it, and a later one again
+            with store.db.write() as s:
+                create_round(s, kind="verification", strategy="audit", selected=[SelectedPair(first, 0.9)], params={})
+        with pytest.raises(IntegrityError):  # never twice in one round: the database says so, not only Python
+            with store.db.write() as s:
+                verification = s.scalar(select(Round.id).where(Round.kind == "verification"))
+                s.add(Selection(round_id=verification, pair_id=first, kind="verification", rank=1, score=0.1))
+                s.flush()
     finally:
         store.close()
     again = open_store(tmp_path / "ws")  # the next open finds the current version and changes nothing

@@ -37,13 +37,14 @@ def test_defaults_when_the_learner_tables_are_absent(make_workspace):
 def test_every_table_becomes_its_frozen_config(make_workspace):
     store = make_workspace()
     write_tables(store, '[encoders]\nimage = "precomputed"\n'
-                        '[train]\nwarm_start = true\nepochs = 7\nlr = 1\n'
+                        '[train]\nwarm_start = true\nepochs = 7\nlr = 1\ncorrespondence_weighting = "audit"\n'
                         '[inference]\nmc_samples = 3\n'
                         '[selection.ascmr]\nlam = 2.0\nweights = {mismatch = 1.0}\n'
                         '[annotation]\noverlap = 2\n')
     config = settings(open_workspace(store.root))
     assert config.encoders.image == "precomputed" and config.encoders.text is None
     assert (config.train.warm_start, config.train.epochs, config.train.lr) == (True, 7, 1)
+    assert config.train.correspondence_weighting == "audit"
     assert config.inference.mc_samples == 3 and config.inference.dropout_samples == InferenceConfig().dropout_samples
     ascmr = config.selection["ascmr"]
     assert isinstance(ascmr, AscmrConfig) and ascmr.lam == 2.0 and ascmr.weights.mismatch == 1.0
@@ -57,6 +58,8 @@ def test_every_table_becomes_its_frozen_config(make_workspace):
     ("[train]\nwarm_start = \"yes\"\n", r"\[train\]\.warm_start", "expected true or false, got 'yes'"),
     ("[train]\nepochs = 2.5\n", r"\[train\]\.epochs", "expected an integer, got 2.5"),
     ("[train]\nlr = -1.0\n", r"\[train\]", "TrainConfig.lr: expected > 0"),
+    ("[train]\ncorrespondence_weighting = \"soft\"\n", r"\[train\]",
+     "TrainConfig.correspondence_weighting: expected one of off, audit, got 'soft'"),
     ("[inference]\nmc_samples = -1\n", r"\[inference\]", "mc_samples"),
     ("[inference]\nsamples = 4\n", r"\[inference\]\.samples", "unknown key"),
     ("[selection.ascmr]\nlamda = 1.0\n", r"\[selection\.ascmr\]\.lamda", "unknown key; allowed: weights, k"),

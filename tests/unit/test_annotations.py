@@ -74,3 +74,18 @@ def test_the_import_is_never_a_disagreeing_voter():
     assert label.annotators == ("ann",) and label.agreement is None
     undone = derive_label(1, [imported, ev(2, "ann", labels=["dog"]), ev(3, "ann", kind="undo", labels=None, undoes=2)])
     assert undone.labels == ("cat",)  # the person's answer retracted: the import's labels again
+
+
+def test_a_verdict_only_answer_changes_the_verdict_and_leaves_the_labels():
+    imported = ev(1, "system", kind="import", labels=["cat"], verdict=None)
+    verified = derive_label(1, [imported, ev(2, "ann", labels=None, verdict="mismatch")])
+    assert verified.labels == ("cat",) and verified.verdict == "mismatch" and verified.needs_review
+    assert verified.status == "labelled" and verified.annotators == ("system", "ann")
+    labelled = [ev(1, "ann", labels=["dog"], verdict="match"), ev(2, "bob", labels=["dog"], verdict="match")]
+    later = derive_label(1, [*labelled, ev(3, "ann", labels=None, verdict="mismatch"),
+                             ev(4, "bob", labels=None, verdict="mismatch")])
+    assert later.labels == ("dog",) and later.agreement == 1.0 and later.verdict == "mismatch"
+    bare = derive_label(1, [ev(1, "ann", labels=None, verdict="unsure")])
+    assert bare.labels is None and bare.status == "unlabelled" and bare.verdict == "unsure"
+    split = derive_label(1, [ev(1, "ann", labels=None, verdict="match"), ev(2, "bob", labels=None, verdict="mismatch")])
+    assert split.status == "conflict" and split.labels is None

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, best_alternatives, breakdown, \
-    candidate_rows, contrastive_losses, mismatch_posterior, neighbour_consistency, reduce_features
+    candidate_rows, clean_probability, contrastive_losses, mismatch_posterior, neighbour_consistency, reduce_features
 from learner.outputs import InferenceOutputs
 
 
@@ -76,6 +76,16 @@ def test_the_mixture_posterior_separates_two_loss_populations():
     posterior = mismatch_posterior(np.concatenate([clean, noisy]))
     assert posterior[:180].max() < 0.05 and posterior[180:].min() > 0.95
     assert np.all(mismatch_posterior(np.full(10, 2.0)) == 0.5)
+
+
+def test_clean_probability_is_low_for_the_high_score_population_and_constant_scores_give_one_half():
+    """P(clean) from raw suspicion values: 80 % of pairs spread over 0.05-0.75, 20 % around 0.95 (the swapped)."""
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([rng.uniform(0.05, 0.75, 800), rng.normal(0.95, 0.02, 200)])
+    p_clean = clean_probability(scores, seed=0)
+    assert p_clean.shape == (1000,) and ((p_clean >= 0) & (p_clean <= 1)).all()
+    assert p_clean[800:].max() < 0.1 and np.median(p_clean[:800]) > 0.9
+    assert np.array_equal(clean_probability(np.full(5, 0.3)), np.full(5, 0.5))
 
 
 def test_the_mixture_fits_on_a_sample_but_scores_every_row():

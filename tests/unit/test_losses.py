@@ -114,3 +114,43 @@ def test_memory_bank_momentum_update():
     assert torch.allclose(bank.probs_image, torch.tensor([[0.5]])) and torch.allclose(bank.probs_text, torch.tensor([[0.5]]))
     with pytest.raises(ValueError, match="momentum"):
         losses.MemoryBank(bank.mu_image, bank.mu_text, bank.probs_image, bank.probs_text, momentum=1.0)
+
+
+def test_pair_weights_take_a_pair_out_as_a_positive_of_every_pairing_term():
+    """Weight 0 on pair 0 (its caption does not describe its image): InfoNCE is the loss of the other
+    pairs alone (pair 0 is no negative either), the PCME positives average the other pairs only, DAGNN drops its own-pair target, the text branch's BCE skips it;
+    weights of 1 give the unweighted losses."""
+    mu_v, mu_t = _unit(6, 8), _unit(6, 8, seed=5)
+    w = torch.tensor([0.0, 1, 1, 1, 1, 1])
+    ones = torch.ones(6)
+    sim = mu_v @ mu_t.T / 0.2
+    target = torch.arange(6)
+    rest = sim[1:, 1:]                        # pair 0 is neither a positive nor a negative of the others
+    rows = 0.5 * (F.cross_entropy(rest, target[:5], reduction="none") + F.cross_entropy(rest.T, target[:5], reduction="none"))
+    assert losses.info_nce(mu_v, mu_t, 0.2, weights=w) == pytest.approx(float(rows.mean()), rel=1e-5)
+    half = torch.tensor([0.5, 1, 1, 1, 1, 1])
+    soft_logits = sim + torch.log(half).unsqueeze(0) * (1 - torch.eye(6))   # column 0 counts half as a negative
+    soft_rows = 0.5 * (F.cross_entropy(soft_logits, target, reduction="none")
+                       + F.cross_entropy(sim.T + torch.log(half).unsqueeze(0) * (1 - torch.eye(6)), target, reduction="none"))
+    assert losses.info_nce(mu_v, mu_t, 0.2, weights=half) == pytest.approx(
+        float((half * soft_rows).sum() / half.sum()), rel=1e-5)
+    assert losses.info_nce(mu_v, mu_t, 0.2, weights=ones) == pytest.approx(float(losses.info_nce(mu_v, mu_t, 0.2)), rel=1e-5)
+    assert losses.info_nce(mu_v, mu_t, 0.2, weights=torch.zeros(6)) == 0.0
+
+    z_v, z_t = mu_v.unsqueeze(1).repeat(1, 2, 1), mu_t.unsqueeze(1).repeat(1, 2, 1)
+    a, b = torch.tensor(5.0), torch.tensor(2.0)
+    p = torch.sigmoid(-a * torch.cdist(mu_v, mu_t) + b).clamp(1e-6, 1 - 1e-6)
+    eye = torch.eye(6, dtype=torch.bool)
+    expected = -torch.log(p.diagonal()[1:]).mean() - torch.log1p(-p[~eye]).mean()
+    assert losses.pcme_match_loss(z_v, z_t, a, b, weights=w) == pytest.approx(float(expected), rel=1e-4)
+
+    labels = torch.eye(6)                     # no pair shares a label: pair 0's only positive is itself
+    dagnn = losses.soft_multilabel_contrastive(mu_v, mu_t, labels, 0.2, pair_weights=w)
+    plain_rows = -0.5 * (sim.log_softmax(1).diagonal() + sim.T.log_softmax(1).diagonal())
+    assert dagnn == pytest.approx(float(plain_rows[1:].sum() / 6), rel=1e-5)
+
+    logits_v, logits_t = torch.randn(6, 3), torch.randn(6, 3)
+    y = (torch.rand(6, 3) < 0.5).float()
+    text_rows = F.binary_cross_entropy_with_logits(logits_t, y, reduction="none").mean(1)
+    expected_cls = 0.5 * (F.binary_cross_entropy_with_logits(logits_v, y) + text_rows[1:].mean())
+    assert losses.classification_loss(logits_v, logits_t, y, w) == pytest.approx(float(expected_cls), rel=1e-5)

@@ -175,3 +175,33 @@ def test_an_epoch_takes_at_most_its_step_budget_of_pool_batches():
     assert [record["steps"] for record in unbounded.history] == [10.0, 10.0]
     with pytest.raises(ValueError, match="max_steps_per_epoch"):
         TrainConfig(min_steps_per_epoch=20, max_steps_per_epoch=10)
+
+
+def test_pair_weights_zero_keep_a_swapped_caption_from_being_learned_as_its_images_match():
+    """Swap the captions of 10 pairs of different classes. Trained with them at weight 0, the model
+    does not pull those images towards their wrong captions: their mu_v . mu_t stays lower than when
+    the same pairs train at weight 1 (which memorises the wrong pairing). Bad weights are refused."""
+    xv, xt, y = _noisy_multilabel(noise=0.3)
+    first = np.flatnonzero(y[:, 0] == 1)[:5]
+    second = np.flatnonzero((y[:, 1] == 1) & (y[:, 0] == 0))[:5]
+    text_row = np.arange(N)
+    text_row[first], text_row[second] = second, first
+    swapped = np.concatenate([first, second])
+    xt = xt[text_row]
+    labelled = np.zeros(N, dtype=bool)
+    labelled[::4] = True
+    cfg = TrainConfig(dim=16, hidden=32, batch_size=32, labelled_batch_size=16, min_steps_per_epoch=10, epochs=8,
+                      min_epochs=8, val_fraction=0.0, lr=3e-3)
+    weights = np.ones(N, dtype=np.float32)
+    weights[swapped] = 0.0
+
+    def swapped_similarity(pair_weights):
+        model = train_model(xv, xt, y, labelled, cfg, pair_weights=pair_weights).model
+        with torch.no_grad():
+            out = model(torch.from_numpy(xv[swapped]), torch.from_numpy(xt[swapped]))
+        return float((out.mu_image * out.mu_text).sum(1).mean())
+
+    assert swapped_similarity(weights) < swapped_similarity(np.ones(N, dtype=np.float32)) - 0.1
+    for bad in (np.ones(N - 1), np.full(N, 1.5), np.full(N, np.nan)):
+        with pytest.raises(ValueError, match="pair_weights"):
+            train_model(xv, xt, y, labelled, cfg, pair_weights=bad)

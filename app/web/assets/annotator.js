@@ -3,6 +3,8 @@
 // the verdict and the comment. Each action (submit, skip, flag, undo) sends ONE trigger, "action",
 // carrying the whole answer and the slot and pair it was shown, so nothing typed is lost and the
 // server can refuse an answer for a lease the person no longer holds.
+// In a verification round (data.verification) the caption-match verdict comes first and is required:
+// submitting without one is refused here (and by the server), labels are optional.
 // Data from Python is only ever written with textContent, never parsed as HTML.
 
 const DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
@@ -14,7 +16,7 @@ const instances = new WeakMap(); // parentElement -> widget state
 const TEMPLATE = `
 <div class="pl-annotator" data-testid="plAnnotator">
   <div class="pl-row pl-verdict" role="group" aria-label="Does the caption match the image?">
-    <span class="pl-caption">Caption matches the image?</span>
+    <span class="pl-caption pl-verdict-question">Caption matches the image?</span>
   </div>
   <input class="pl-comment" type="text" aria-label="Comment (optional)" placeholder="Comment (optional, c)" autocomplete="off">
   <div class="pl-row pl-actions">
@@ -43,7 +45,8 @@ function build(root) {
   root.appendChild(el);
   const ui = {
     root, el, token: null, data: null, selected: new Set(), verdict: null, visible: [], pending: null,
-    verdictBox: el.querySelector(".pl-verdict"), comment: el.querySelector(".pl-comment"),
+    verdictBox: el.querySelector(".pl-verdict"), question: el.querySelector(".pl-verdict-question"),
+    comment: el.querySelector(".pl-comment"),
     filter: el.querySelector(".pl-filter"), count: el.querySelector(".pl-count"),
     pills: el.querySelector(".pl-pills"), marked: el.querySelector(".pl-marked"),
     suggestionBox: el.querySelector(".pl-suggestions"), status: el.querySelector(".pl-status"),
@@ -115,10 +118,15 @@ function reset(ui, data) {
   const known = new Set(data.labels);
   ui.selected = new Set((answer.labels || []).filter((name) => known.has(name)));
   ui.verdict = answer.verdict;
+  ui.el.classList.toggle("pl-verify", Boolean(data.verification));
+  ui.question.textContent = data.verification
+    ? "Verification: does the caption match the image? Choose first (m / n / u); labels are optional."
+    : "Caption matches the image?";
   ui.comment.value = answer.comment || "";
   ui.filter.value = "";
   clearPending(ui);
   ui.status.textContent = "";
+  ui.verdictBox.classList.remove("pl-missing");
   const active = ui.root.activeElement; // hotkeys (Enter included) work at once on the new screen:
   if (active && ui.el.contains(active)) active.blur(); // not held by our last pressed button,
   const outside = document.activeElement; // nor by a link or button the person clicked to get here
@@ -189,7 +197,9 @@ function renderPills(ui) {
 
 function renderMarked(ui) {
   const marked = ui.data.labels.filter((name) => ui.selected.has(name));
-  ui.marked.textContent = "Marked: " + (marked.length ? marked.join(", ") : "none (submitting means no label applies)");
+  const none = ui.data.verification ? "none (optional here: the pair's labels stay as they are)"
+    : "none (submitting means no label applies)";
+  ui.marked.textContent = "Marked: " + (marked.length ? marked.join(", ") : none);
 }
 
 function toggle(ui, label) {
@@ -205,6 +215,7 @@ function toggle(ui, label) {
 function setVerdict(ui, verdict) {
   if (ui.pending) return;
   ui.verdict = verdict;
+  ui.verdictBox.classList.remove("pl-missing");
   saveDraft(ui);
   renderVerdict(ui);
 }
@@ -217,6 +228,11 @@ function clearPending(ui) {
 
 function act(ui, kind) {
   if (ui.pending || !ui.data) return; // one action per screen: a double press sends nothing twice
+  if (kind === "submit" && ui.data.verification && !ui.verdict) {
+    ui.status.textContent = "Choose the verdict first: match (m), mismatch (n) or unsure (u).";
+    ui.verdictBox.classList.add("pl-missing");
+    return;
+  }
   ui.pending = setTimeout(() => { clearPending(ui); ui.status.textContent = "No answer from the server; try again."; },
     PENDING_TIMEOUT_MS);
   ui.el.classList.add("pl-busy");

@@ -15,7 +15,7 @@ import streamlit as st
 
 from app.services import annotate as actions
 from app.web import runtime, state, widgets
-from app.web.annotator import Action, Answer, action_payload, annotator, parse_action
+from app.web.annotator import DEFAULT_VERDICT, Action, Answer, action_payload, annotator, parse_action
 from storage.errors import PairlabError, StaleLeaseError
 from storage.models import utcnow
 from storage.queue import Claim
@@ -54,8 +54,9 @@ def render() -> None:
     with picture:  # drawn before the widget: keys never reach a pair whose image is not on screen yet
         st.text(current.text)
         widgets.pair_image(current.image_path, key=state.item_key("annotate.zoom", current.queue_item_id))
-        with st.expander("Why selected", expanded=False):
-            st.caption(f"Round {current.round_number}, rank {current.rank + 1}")
+        with st.expander("Why flagged (mismatch audit)" if current.verification else "Why selected", expanded=False):
+            st.caption(f"{'Verification round' if current.verification else 'Round'} {current.round_number}, "
+                       f"rank {current.rank + 1}")
             if current.explanation:
                 widgets.key_value_table(current.explanation)
             else:
@@ -97,7 +98,8 @@ def _put_on_screen(store: Store, current: Claim | None, restore: tuple[int, Answ
     if restore is not None and current is not None and restore[0] == current.pair_id:
         answer = restore[1]
     else:
-        answer = Answer(labels=tuple(s.label for s in suggestions if s.premarked), fresh=True)
+        answer = Answer(labels=tuple(s.label for s in suggestions if s.premarked), fresh=True,
+                        verdict=None if current is not None and current.verification else DEFAULT_VERDICT)
     st.session_state.update({state.ANN_ACTIVE: True, state.ANN_CLAIM: current, state.ANN_SUGGESTIONS: suggestions,
                              state.ANN_ANSWER: answer, state.ANN_REVISION: st.session_state.get(state.ANN_REVISION, 0) + 1,
                              state.ANN_RENEWED_AT: renewed_at})
