@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from learner.outputs import InferenceOutputs
-from learner.selection import AscmrConfig, InformativenessWeights, get_strategy
+from learner.selection import InformativenessWeights, get_strategy
 from learner.selection.density import (
     cluster_coverage, cluster_embeddings, cluster_weights, greedy_coreset, greedy_select, largest_remainder,
     max_similarity, semantic_density,
