@@ -21,6 +21,7 @@ from typing import Any
 from app.services.data import feature_matrices, pair_table
 from app.services.models import cached_model, current_model
 from app.services.progress import StepProgress, quiet
+from app.services.select import check_overlap
 from app.services.settings import encoder_choice, settings
 from learner.audit import AuditConfig, AuditScores, audit_pairs, best_alternatives, breakdown
 from learner.inference import infer
@@ -126,11 +127,7 @@ def check_verification_request(top: int | None, overlap: int | None, assign: Seq
     """The checks of a verification request that need no data, with ``pairlab select``'s wording."""
     if top is not None and top < 1:
         raise PairlabError("--top: must be >= 1")
-    if overlap is not None and overlap < 1:
-        raise PairlabError("--overlap: must be >= 1")
-    if assign and overlap is not None and overlap > len(assign):
-        raise PairlabError(f"--overlap: {overlap} annotators per pair needs at least {overlap} assigned, "
-                           f"got {len(assign)}")
+    check_overlap(overlap, assign)
 
 
 def queue_verification(store: Store, *, actor: UserInfo, top: int | None = None, pair_ids: Sequence[int] = (),

@@ -68,6 +68,11 @@ def check_selection_request(strategy: str, budget: int, overlap: int | None, ass
         raise PairlabError(f"--strategy {strategy!r}; allowed: {', '.join(STRATEGY_NAMES)}")
     if budget < 1:
         raise PairlabError("--budget: must be >= 1")
+    check_overlap(overlap, assign)
+
+
+def check_overlap(overlap: int | None, assign: Sequence[str]) -> None:
+    """``--overlap`` is at least 1 and, with ``--assign``, no more than the annotators assigned."""
     if overlap is not None and overlap < 1:
         raise PairlabError("--overlap: must be >= 1")
     if assign and overlap is not None and overlap > len(assign):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,10 +29,11 @@ from storage.features import list_features
 from storage.importers import import_source
 from storage.jobs import enqueue, get_job
 from storage.model_versions import latest_model_version
-from storage.models import FeatureSet, ModelVersion
+from storage.models import ModelVersion
 from storage.store import init_workspace, open_store
 from tests.integration.workbench_fixtures import FAST_TRAIN, build_trainable, set_table
 from tests.support.waiting import wait_for
+from tests.support.workspace import copy_workspace
 
 REPO = Path(__file__).resolve().parents[2]
 LONG_TRAIN = {**FAST_TRAIN, "epochs": 100_000, "min_epochs": 100_000, "patience": 100_000, "max_steps": 10 ** 9}
@@ -193,13 +193,7 @@ def trained_template(tmp_path_factory) -> Path:
 @pytest.fixture()
 def trained(trained_template, tmp_path):
     """A copy of ``trained_template``, its feature sets and model versions pointing at the copy's files."""
-    root = shutil.copytree(trained_template, tmp_path / "ws")
-    store = open_store(root)
-    with store.db.write() as s:
-        for feature_set in s.scalars(select(FeatureSet)):
-            feature_set.path = str(root / "features" / Path(feature_set.path).name)
-        for version in s.scalars(select(ModelVersion)):
-            version.path = str(root / "models" / Path(version.path).name)
+    store = copy_workspace(trained_template, tmp_path / "ws")
     yield store
     store.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,10 +20,11 @@ from app.services.train import train_workspace
 from learner.selection.scoring import COMPONENTS
 from storage.features import load_features
 from storage.importers import import_source
-from storage.models import FeatureSet, ModelVersion, Pair, Selection
-from storage.store import init_workspace, open_store
+from storage.models import FeatureSet, Pair, Selection
+from storage.store import init_workspace
 from storage.users import get_user
 from tests.integration.workbench_fixtures import FAST_TRAIN, LABELS, SAMPLE_IMAGES, set_table
+from tests.support.workspace import copy_workspace
 
 WORKERS = 2
 
@@ -118,19 +118,6 @@ def trained_features(tmp_path_factory) -> Path:
     return root
 
 
-def _copy(template: Path, root: Path):
-    """A copy of a workspace whose feature sets and model versions point at the copy's files."""
-    shutil.copytree(template, root)
-    store = open_store(root)
-    with store.db.write() as s:
-        for feature_set in s.scalars(select(FeatureSet)):
-            feature_set.path = str(root / "features" / Path(feature_set.path).name)
-        for version in s.scalars(select(ModelVersion)):
-            version.path = str(root / "models" / Path(version.path).name)
-    store.close()
-    return open_workspace(root)
-
-
 def _round(store, engine) -> list[tuple[str, dict]]:
     """The pairs an ``ascmr`` round chose, in order, with each one's recorded explanation."""
     with store.db.read() as s:
@@ -142,7 +129,7 @@ def _round(store, engine) -> list[tuple[str, dict]]:
 
 
 def test_ray_select_chooses_the_pairs_of_local_select(ray_cluster, trained_features, tmp_path):
-    local, on_ray = _copy(trained_features, tmp_path / "local"), _copy(trained_features, tmp_path / "ray")
+    local, on_ray = copy_workspace(trained_features, tmp_path / "local"), copy_workspace(trained_features, tmp_path / "ray")
     try:
         expected = _round(local, None)
         chosen = _round(on_ray, ray_cluster)

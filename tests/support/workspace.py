@@ -27,3 +27,25 @@ def feature_files(store) -> dict[str, tuple[Path, Path]]:
 
     with store.db.read() as s:
         return {f.modality: (Path(f.path), Path(f.ids_path)) for f in list_features(s) if f.encoder == PRECOMPUTED}
+
+
+def copy_workspace(template: Path, root: Path):
+    """A copy of the workspace at ``template`` made at ``root`` whose feature sets and model versions point
+    at the copy's files; returns it opened as ``pairlab`` opens it (settings validated)."""
+    import shutil
+
+    from sqlalchemy import select
+
+    from app.services.settings import open_workspace
+    from storage.models import FeatureSet, ModelVersion
+    from storage.store import open_store
+
+    shutil.copytree(template, root)
+    store = open_store(root)
+    with store.db.write() as s:
+        for feature_set in s.scalars(select(FeatureSet)):
+            feature_set.path = str(root / "features" / Path(feature_set.path).name)
+        for version in s.scalars(select(ModelVersion)):
+            version.path = str(root / "models" / Path(version.path).name)
+    store.close()
+    return open_workspace(root)
