@@ -332,3 +332,26 @@ def test_tfidf_is_fitted_on_pool_and_train_texts_only(store, monkeypatch):
     expected = [t for t, split in zip(table.texts, table.splits) if split in ("pool", "train")]
     assert fitted == [expected] and len(expected) < len(table.texts)
     train.train_workspace(store, epochs=6)  # the re-encoded features need a new model for the tests after this one
+
+
+def test_select_records_the_premark_threshold_its_model_shows_on_the_validation_pairs(store, monkeypatch):
+    """The threshold stored with each selected pair is ``premark_threshold`` of the scoring model's
+    predictions on the fixed validation pairs, recomputed here from the public pieces."""
+    from app.services.settings import _PARSED, settings
+    from learner.inference import infer
+    from learner.metrics import premark_threshold
+
+    lenient = replace(settings(store).annotation, premark_precision=0.3)  # the demo's few validation labels can show 30 %
+    monkeypatch.setitem(_PARSED, store.workspace, replace(settings(store), annotation=lenient))
+    report = selection.run_selection(store, strategy="entropy", budget=3, actor=operator(store), seed=2)
+    table = pair_table(store)
+    labels = label_matrix(store, table.ids)
+    val = np.flatnonzero(np.isin(table.ids, read(store, latest_validation_pairs)) & labels.labelled)
+    image, text = feature_matrices(store, table.ids[val], encoder_choice(store))
+    out = infer(models.cached_model(models.current_model(store).path), image, text, mc_samples=0)
+    expected = premark_threshold((out.probs_image + out.probs_text) / 2, labels.labels[val], 0.3)
+    assert expected is not None
+    with store.db.read() as s:
+        rnd = s.scalar(select(Round).where(Round.number == report.round_number))
+        stored = [sel.explanation[selection.PREMARK_THRESHOLD_KEY] for sel in rnd.selections]
+    assert stored == pytest.approx([expected] * 3)
