@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from paired_aulc import protocol_key  # benchmarks/ is the script's own directory, first on sys.path
+
 
 def mean_curve(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labelled (R,), mean avg mAP (R,), std over seeds (R,)) over the rounds every run has."""
@@ -44,14 +46,10 @@ def pooled(documents: list[dict]) -> dict:
     """One document whose strategies hold the runs of every document (refused unless they share the
     dataset, pool, test split, initial set size, budget and rounds) and whose full supervision is
     the mean of theirs."""
-    def protocol(doc: dict) -> tuple:
-        p = doc.get("protocol", {})
-        return (doc["dataset"], doc["pool_size"], doc["test_size"], p.get("evaluated_on"), p.get("initial"),
-                p.get("budget"), p.get("rounds"), p.get("warm_start"))
     first = documents[0]
     for doc in documents[1:]:
-        if protocol(doc) != protocol(first):
-            raise SystemExit(f"label_efficiency: {protocol(doc)} and {protocol(first)} are different protocols")
+        if protocol_key(doc) != protocol_key(first):
+            raise SystemExit(f"label_efficiency: {protocol_key(doc)} and {protocol_key(first)} are different protocols")
     strategies: dict[str, list] = {}
     for doc in documents:
         for name, runs in doc["strategies"].items():

@@ -25,16 +25,21 @@ sys.path.insert(0, str(ROOT))
 from app.bench.reports import paired_area_differences  # noqa: E402
 
 
+def protocol_key(doc: dict) -> tuple:
+    """What two results files must share to be compared: dataset, pool, test split, where they were
+    evaluated, initial set size, budget, rounds and warm start."""
+    protocol = doc.get("protocol", {})
+    return (doc["dataset"], doc["pool_size"], doc["test_size"], protocol.get("evaluated_on"), protocol.get("initial"),
+            protocol.get("budget"), protocol.get("rounds"), protocol.get("warm_start"))
+
+
 def merge_same_protocol(documents: list[dict]) -> list[dict]:
     """Merge the strategies of files that ran the same protocol on the same seeds (same dataset, pool,
     evaluation split, initial set size, budget and rounds; with ``--evaluate-on validation`` the
     carve follows the first seed): their runs share each seed's initial set and can be paired."""
     merged: dict[tuple, dict] = {}
     for doc in documents:
-        protocol = doc.get("protocol", {})
-        key = (doc["dataset"], tuple(doc["seeds"]), doc["pool_size"], doc["test_size"], protocol.get("evaluated_on"),
-               protocol.get("initial"), protocol.get("budget"), protocol.get("rounds"), protocol.get("warm_start"))
-        target = merged.setdefault(key, {**doc, "strategies": {}})
+        target = merged.setdefault((tuple(doc["seeds"]), *protocol_key(doc)), {**doc, "strategies": {}})
         for name, runs in doc["strategies"].items():
             target["strategies"].setdefault(name, runs)
     return list(merged.values())

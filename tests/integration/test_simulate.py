@@ -16,6 +16,7 @@ from app.bench.data import SimulationData, load_simulation_data, split_pool_and_
 from app.bench.simulate import SimulationConfig, run_simulation
 from learner.encoders.tfidf import TfidfEncoder
 from learner.training import TrainConfig
+from tests.support.simulation import synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 WIKI = REPO.parent / "shared" / "datasets" / "wiki-features"
@@ -53,17 +54,6 @@ def test_carved_test_split_keeps_every_image_on_one_side():
     pool, test = split_pool_and_test(np.array(["pool"] * 100, dtype=object), groups, seed=0)
     assert len(test) == 20 and len(pool) == 80
     assert not set(groups[pool]) & set(groups[test])
-
-
-def synthetic(n: int = 120, n_test: int = 30, seed: int = 0) -> SimulationData:
-    """Pairs whose image and text features both derive from their one-hot class (4 classes)."""
-    rng = np.random.default_rng(seed)
-    labels = np.eye(4, dtype=np.float32)[rng.integers(4, size=n)]
-    image = (labels @ rng.normal(size=(4, 16)) + 0.3 * rng.normal(size=(n, 16))).astype(np.float32)
-    text = (labels @ rng.normal(size=(4, 8)) + 0.3 * rng.normal(size=(n, 8))).astype(np.float32)
-    split = np.array(["train"] * (n - n_test) + ["test"] * n_test, dtype=object)
-    return SimulationData("synthetic", image, text, labels, split, np.array([f"g{i}" for i in range(n)], dtype=object),
-                          {"image": "precomputed", "text": "precomputed"})
 
 
 def test_a_validation_run_never_reads_the_test_split():

@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.bench.data import SimulationData, carve_by_group
+from app.bench.data import carve_by_group
 from app.bench.simulate import SimulationConfig, run_simulation
 from app.bench.variants import Variant, load_variants
 from learner.selection.strategies import AscmrStrategy, get_strategy
 from learner.training import TrainConfig
 from storage.errors import InputError, PairlabError
+from tests.support.simulation import synthetic
 
 
 def write(tmp_path, text: str):
@@ -87,17 +88,6 @@ def test_carving_keeps_every_group_on_one_side_and_depends_only_on_the_seed():
     assert not np.array_equal(carve_by_group(rows, groups, 0.2, seed=5)[1], carved)
 
 
-def _synthetic(n: int = 140, n_test: int = 30) -> SimulationData:
-    """Pairs whose image and text features derive from their one-hot class (4 classes)."""
-    rng = np.random.default_rng(0)
-    labels = np.eye(4, dtype=np.float32)[rng.integers(4, size=n)]
-    image = (labels @ rng.normal(size=(4, 16)) + 0.3 * rng.normal(size=(n, 16))).astype(np.float32)
-    text = (labels @ rng.normal(size=(4, 8)) + 0.3 * rng.normal(size=(n, 8))).astype(np.float32)
-    split = np.array(["train"] * (n - n_test) + ["test"] * n_test, dtype=object)
-    return SimulationData("synthetic", image, text, labels, split, np.array([f"g{i}" for i in range(n)], dtype=object),
-                          {"image": "precomputed", "text": "precomputed"})
-
-
 def test_every_strategy_and_round_of_a_run_holds_out_the_same_validation_rows():
     """One fixed validation set per seed: drawn from the initial set, used by every strategy in every
     round and by full supervision, and recorded in the protocol."""
@@ -105,7 +95,7 @@ def test_every_strategy_and_round_of_a_run_holds_out_the_same_validation_rows():
     config = SimulationConfig(strategies=strategies, initial=20, budget=6, rounds=1, seeds=(0, 1),
                               train=TrainConfig(dim=16, hidden=32, epochs=2, max_steps=8, min_epochs=1, batch_size=32,
                                                 labelled_batch_size=8, min_steps_per_epoch=2))
-    results = run_simulation(_synthetic(), config)
+    results = run_simulation(synthetic(n=140), config)
     validation = results["protocol"]["validation"]
     assert validation["size"] == 4 and "every strategy in every round" in validation["rule"]
     per_seed = validation["rows_per_seed"]
