@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import uuid
 import zipfile
 import zlib
@@ -54,6 +55,52 @@ def load_arrays(source: Path) -> dict[str, np.ndarray]:
             MatReadError) as exc:
         raise InputError(path, None, "source", f"cannot read {suffix} file ({exc.__class__.__name__}: "
                                                f"{str(exc)[:200]})") from None
+
+
+def npz_arrays(source: Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` by name, each stored (``np.savez``) member memory-mapped read-only, so
+    nothing is read until it is used; compressed (``np.savez_compressed``), empty or version-3 members are
+    read into memory, and object arrays refused (``ValueError``) as ``np.load(allow_pickle=False)`` does.
+
+    A stored member is a ``.npy`` file at a fixed offset of the zip: after its local header (30 bytes, the
+    name, the extra field; APPNOTE 4.3.7), the ``.npy`` header, then the raw array.
+    """
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(source) as archive, open(source, "rb") as fh:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            mapped = _stored_member(source, fh, info) if info.compress_type == zipfile.ZIP_STORED else None
+            if mapped is None:
+                with archive.open(info) as member:
+                    mapped = np.lib.format.read_array(member, allow_pickle=False)
+            out[name] = mapped
+    return out
+
+
+def _stored_member(source: Path, fh, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """The stored ``.npy`` member ``info`` memory-mapped, or None when it cannot be (empty, version 3)."""
+    fh.seek(info.header_offset)
+    local = fh.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"no local header for {info.filename}")
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    fh.seek(start)
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):
+        return None
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(fh)
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename}: object arrays cannot be loaded without pickles")
+    offset = fh.tell()
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size == 0:
+        return None
+    if offset - start + size != info.file_size:
+        raise zipfile.BadZipFile(f"{info.filename}: {info.file_size} bytes stored, the header declares "
+                                 f"{offset - start + size}")
+    return np.memmap(source, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def feature_matrix(value: object, path: str, field_name: str) -> np.ndarray:
