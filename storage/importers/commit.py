@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from storage.errors import InputError
 from storage.faults import crash_point
@@ -31,6 +31,9 @@ from storage.vocabulary import add_labels as add_vocabulary, label_names
 log = logging.getLogger(__name__)
 
 _DB_CHUNK = 500
+# SQLite's page cache for the import's transaction: the pairs' indexes of 1M pairs (~130 MiB) stay in it,
+# where SQLite's default 2 MiB spilled a page to the WAL on most inserts into the image_sha256 index.
+_IMPORT_CACHE_MIB = 256
 
 
 def labels_to_add(rows: Iterable[SourceRow], vocabulary: list[str], known: list[str], *,
@@ -92,7 +95,7 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
     written: list[Path] = []
     replaced: list[Path] = []
     try:
-        with store.db.write() as session:
+        with store.db.write(cache_mib=_IMPORT_CACHE_MIB) as session:
             added_labels = add_vocabulary(session, labels_to_add(
                 rows, parsed.vocabulary, label_names(session), add_labels=add_labels))
             new_index, skipped, earlier = _split_existing(session, rows, shas, ids, keep)
@@ -134,6 +137,8 @@ def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int, lis
     """
     candidates = [i for i, k in enumerate(keep) if k]
     existing: dict[str, tuple] = {}
+    if session.scalar(select(Pair.id).limit(1)) is None:  # the first import: nothing to look up
+        return candidates, len(rows) - len(candidates), []
     for start in range(0, len(candidates), _DB_CHUNK):
         chunk = [ids[i] for i in candidates[start:start + _DB_CHUNK]]
         found = session.execute(select(Pair.id, Pair.external_id, Pair.image_sha256, Pair.text, Pair.split)
@@ -196,20 +201,21 @@ def _check_features_unchanged(session, rows, ids, features: Mapping[str, np.ndar
 
 
 def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
-    """Insert the new pairs with one executemany and read their ids back by external id, in row order.
+    """Insert the new pairs with one executemany and read their ids back, in row order.
 
     (``INSERT ... RETURNING`` in parameter order ran one statement per row on SQLite: 25 s of a
-    100k-pair import.)"""
+    100k-pair import.) The ids are read back by one query over the ids above the largest one before
+    the insert: the new rows are among them (SQLite's writer is alone; a PostgreSQL sequence only grows),
+    and a row another transaction committed meanwhile has an external id that is not ours."""
     if not new_index:
         return []
     now = utcnow()
+    before = session.scalar(select(func.coalesce(func.max(Pair.id), 0)))
     session.execute(insert(Pair.__table__), [{"external_id": ids[i], "image_path": rows[i].image_ref, "image_sha256": shas[i],
                                     "text": rows[i].text, "split": rows[i].split, "created_at": now}
                                    for i in new_index])
-    by_external: dict[str, int] = {}
-    for start in range(0, len(new_index), _DB_CHUNK):
-        chunk = [ids[i] for i in new_index[start:start + _DB_CHUNK]]
-        by_external.update(session.execute(select(Pair.external_id, Pair.id).where(Pair.external_id.in_(chunk))).all())
+    by_external = {external: pid for external, pid in session.execute(
+        select(Pair.external_id, Pair.id).where(Pair.id > before).execution_options(yield_per=50_000))}
     return [by_external[ids[i]] for i in new_index]
 
 
