@@ -34,6 +34,7 @@ _DB_CHUNK = 500
 # SQLite's page cache for the import's transaction: the pairs' indexes of 1M pairs (~130 MiB) stay in it,
 # where SQLite's default 2 MiB spilled a page to the WAL on most inserts into the image_sha256 index.
 _IMPORT_CACHE_MIB = 256
+_WRITE_ROWS = 65_536  # feature rows copied at a time into the new feature files
 
 
 def labels_to_add(rows: Iterable[SourceRow], vocabulary: list[str], known: list[str], *,
@@ -113,7 +114,7 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
             if pair_ids and parsed.features:
                 features_dir = store.workspace.subdir("features")
                 for modality, matrix in parsed.features.items():
-                    info = _write_features(session, features_dir, modality, matrix[new_index],
+                    info = _write_features(session, features_dir, modality, matrix, new_index,
                                            np.asarray(pair_ids, dtype=np.int64), written, replaced, rows[0].path)
                     infos.append(info)
             crash_point("import.before_commit")
@@ -219,36 +220,41 @@ def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
     return [by_external[ids[i]] for i in new_index]
 
 
-def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarray, pair_ids: np.ndarray,
-                    written: list[Path], replaced: list[Path], source: str) -> FeatureSetInfo:
-    """Write the ``precomputed`` feature set of ``modality``, its old rows and then the new ones, to new files
-    (listed in ``written``) and register them; the files they replace are added to ``replaced``."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)  # (n_new, D)
+def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarray, new_index: list[int],
+                    pair_ids: np.ndarray, written: list[Path], replaced: list[Path], source: str) -> FeatureSetInfo:
+    """Write the ``precomputed`` feature set of ``modality``, its old rows and then the new ones (``matrix``
+    (N, D) float32, maybe memory-mapped, at the increasing rows ``new_index``), to new files (listed in
+    ``written``) and register them; the files they replace are added to ``replaced``."""
+    dim = matrix.shape[1]
     row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality, FeatureSet.encoder == PRECOMPUTED))
     old_rows = 0
     if row is not None:
-        if row.dim != matrix.shape[1]:
-            raise InputError(source, None, modality, f"has dim {matrix.shape[1]} but the workspace's precomputed "
+        if row.dim != dim:
+            raise InputError(source, None, modality, f"has dim {dim} but the workspace's precomputed "
                                                      f"{modality} features have dim {row.dim}")
         old_rows = row.rows
     final = unique_feature_path(features_dir, modality, PRECOMPUTED)
     final_ids = Path(ids_path(str(final)))
-    n = old_rows + len(matrix)
-    for target, dtype, shape, old, new in ((final, np.float32, (n, matrix.shape[1]), row and row.path, matrix),
-                                           (final_ids, np.int64, (n,), row and ids_path(row.path), pair_ids)):
+    n = old_rows + len(new_index)
+    every_row = len(new_index) == len(matrix)  # increasing, so 0..N-1
+    for target, dtype, shape, old, new, where in (
+            (final, np.float32, (n, dim), row and row.path, matrix, None if every_row else np.asarray(new_index)),
+            (final_ids, np.int64, (n,), row and ids_path(row.path), pair_ids, None)):
         tmp = temporary_name(target)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             if old_rows:
                 out[:old_rows] = np.load(old, mmap_mode="r")
-            out[old_rows:] = new
+            for start in range(0, n - old_rows, _WRITE_ROWS):  # memory bounded by a block, not by N
+                stop = min(start + _WRITE_ROWS, n - old_rows)
+                out[old_rows + start:old_rows + stop] = new[start:stop] if where is None else new[where[start:stop]]
             out.flush()
             del out
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         written.append(target)
-    info, previous = register_features(session, modality, PRECOMPUTED, final, matrix.shape[1], n)
+    info, previous = register_features(session, modality, PRECOMPUTED, final, dim, n)
     if previous:
         replaced += [Path(previous), Path(ids_path(previous))]
     return info
