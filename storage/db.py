@@ -63,20 +63,36 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, *, cache_mib: int | None = None) -> Iterator[Session]:
         """A write transaction: committed on success, rolled back on any error.
 
         The transaction has begun (on SQLite: holds the write lock) before the block runs; a busy SQLite
         database is waited for as the module docstring says, then ``DatabaseBusyError``.
+        cache_mib: SQLite's page cache for this transaction (default 2 MiB), for a bulk write whose
+        indexes outgrow it (an import of 1M pairs); the connection's own size is restored before it ends.
         """
         session = self._begin_write()
         with session:
             try:
-                yield session
+                with self._page_cache(session, cache_mib):
+                    yield session
             except BaseException:
                 session.rollback()
                 raise
             session.commit()
+
+    @contextmanager
+    def _page_cache(self, session: Session, cache_mib: int | None) -> Iterator[None]:
+        if not (self.is_sqlite and cache_mib):
+            yield
+            return
+        connection = session.connection()
+        before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+        connection.exec_driver_sql(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")  # negative: KiB
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
 
     def _begin_write(self) -> Session:
         """A session whose write transaction has begun, retrying the BEGIN while SQLite is busy."""

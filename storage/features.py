@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import uuid
 import zipfile
 import zlib
@@ -32,8 +33,9 @@ class FeatureSetInfo:
 
 
 def load_arrays(source: Path) -> dict[str, np.ndarray]:
-    """The arrays of a ``.npz`` (no pickles) or ``.mat`` file by name; ``InputError`` (field ``source``)
-    when it is not a regular file, not of that format, corrupt, or declares arrays too large to allocate."""
+    """The arrays of a ``.npz`` (no pickles; stored members memory-mapped, ``npz_arrays``) or ``.mat`` file
+    by name; ``InputError`` (field ``source``) when it is not a regular file, not of that format, corrupt
+    (a CRC-32 that does not match included), or declares arrays too large to allocate."""
     path, suffix = str(source), source.suffix.lower()
     if suffix not in (".npz", ".mat"):
         raise InputError(path, None, "format", f"unknown features extension {suffix!r}; use .npz or .mat")
@@ -43,8 +45,7 @@ def load_arrays(source: Path) -> dict[str, np.ndarray]:
 
     try:
         if suffix == ".npz":
-            with np.load(source, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
+            return npz_arrays(source, verify=True)
         from scipy.io import loadmat
 
         return {k: v for k, v in loadmat(source).items() if not k.startswith("__")}
@@ -56,22 +57,100 @@ def load_arrays(source: Path) -> dict[str, np.ndarray]:
                                                f"{str(exc)[:200]})") from None
 
 
+def npz_arrays(source: Path, *, verify: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` by name, each stored (``np.savez``) member memory-mapped read-only, so
+    nothing is read until it is used; compressed (``np.savez_compressed``), empty or version-3 members are
+    read into memory, and object arrays refused (``ValueError``) as ``np.load(allow_pickle=False)`` does.
+    verify: check each mapped member's CRC-32 as ``np.load`` does while reading (one pass over the file in
+    ``CRC_CHUNK_BYTES`` reads); ``zipfile.BadZipFile`` when one differs.
+
+    A stored member is a ``.npy`` file at a fixed offset of the zip: after its local header (APPNOTE 4.3.7),
+    the ``.npy`` header, then the raw array.
+    """
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(source) as archive, open(source, "rb") as fh:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            mapped = _stored_member(source, fh, info) if info.compress_type == zipfile.ZIP_STORED else None
+            if mapped is not None and verify:
+                _check_crc(fh, info)
+            if mapped is None:
+                with archive.open(info) as member:
+                    mapped = np.lib.format.read_array(member, allow_pickle=False)
+            out[name] = mapped
+    return out
+
+
+def _stored_member(source: Path, fh, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """The stored ``.npy`` member ``info`` memory-mapped, or None when it cannot be (empty, version 3)."""
+    start = _member_start(fh, info)
+    fh.seek(start)
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):
+        return None
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(fh)
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename}: object arrays cannot be loaded without pickles")
+    offset = fh.tell()
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size == 0:
+        return None
+    if offset - start + size != info.file_size:
+        raise zipfile.BadZipFile(f"{info.filename}: {info.file_size} bytes stored, the header declares "
+                                 f"{offset - start + size}")
+    return np.memmap(source, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+CRC_CHUNK_BYTES = 16 * 2**20
+VALIDATE_ROWS = 65_536  # rows per finiteness check in ``feature_matrix``
+
+
+def _member_start(fh, info: zipfile.ZipInfo) -> int:
+    """Where member ``info``'s data begins: after its local header (30 bytes, the name, the extra field)."""
+    fh.seek(info.header_offset)
+    local = fh.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"no local header for {info.filename}")
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_length + extra_length
+
+
+def _check_crc(fh, info: zipfile.ZipInfo) -> None:
+    """The stored member's bytes against the CRC-32 in the zip's directory."""
+    fh.seek(_member_start(fh, info))
+    crc, left = 0, info.file_size
+    while left:
+        block = fh.read(min(left, CRC_CHUNK_BYTES))
+        if not block:
+            raise zipfile.BadZipFile(f"{info.filename}: truncated")
+        crc, left = zlib.crc32(block, crc), left - len(block)
+    if crc != info.CRC:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+
+
 def feature_matrix(value: object, path: str, field_name: str) -> np.ndarray:
     """The features validator: ``value`` as an (N, D) float32 matrix, D >= 1, every value finite.
 
     Refuses with ``InputError`` naming the file, the array and the row (``image[3]``): arrays that are
     not 2-d or not of integers or reals (booleans, complex numbers, strings, cells), NaN, infinities,
-    and values that overflow float32 (|x| > 3.4e38).
+    and values that overflow float32 (|x| > 3.4e38). A float32 matrix is returned as is (a memory-map
+    stays one); other types are converted in memory.
     """
     raw = np.asarray(value)
     if raw.ndim != 2 or raw.dtype.kind not in "fiu" or raw.shape[1] == 0:
         raise InputError(path, None, field_name, f"expected a 2-d matrix of numbers, got shape {raw.shape} {raw.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        matrix = raw.astype(np.float32)
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite.all(axis=1))[0])
-        column = int(np.flatnonzero(~finite[row])[0])
+    if raw.dtype == np.float32:
+        matrix = raw  # not copied: a memory-mapped source stays on disk
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            matrix = raw.astype(np.float32)
+    for start in range(0, len(matrix), VALIDATE_ROWS):  # (rows, D) bools at a time, not (N, D)
+        finite = np.isfinite(matrix[start:start + VALIDATE_ROWS])
+        if finite.all():
+            continue
+        at = int(np.flatnonzero(~finite.all(axis=1))[0])
+        row, column = start + at, int(np.flatnonzero(~finite[at])[0])
         found = raw[row, column]
         what = "NaN" if np.isnan(found) else "an infinite value" if np.isinf(found) else f"{found!r} (overflows float32)"
         raise InputError(path, None, f"{field_name}[{row}]", f"{what} at column {column}; features must be finite")

@@ -59,6 +59,7 @@ EXPLORE_SPLIT = "explore.split"
 EXPLORE_PAIR = "explore.pair"
 EXPLORE_PAGE = "explore.page"
 EXPLORE_QUERY = "explore.query"
+EXPLORE_TOP_TEXTS = "explore.top_texts"  # the toggle that asks for the shown pair's top texts
 
 # Users
 USERS_NAME = "users.name"

@@ -13,7 +13,10 @@ one parser per format (``manifest``, ``coco``, ``wiki``, ``features``). The text
 """
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from storage.errors import InputError
@@ -77,12 +80,26 @@ def import_source(store: Store, source: Path, fmt: str, *, split: str | None = N
     progress: called as ``progress(done, total)`` per row while images are verified.
     """
     source = Path(source)
-    parsed = parse_source(source, fmt, split=split, allow_absolute=allow_absolute)
-    if not parsed.rows:
-        raise InputError(str(source), None, "rows", "no pairs found")
-    with store.db.read() as session:
-        labels_to_add(parsed.rows, parsed.vocabulary, label_names(session), add_labels=add_labels)
-    log.info("verifying %d rows from %s", len(parsed.rows), source)
-    shas = verify_images(parsed.rows, store.workspace.config.imports.max_image_pixels, progress)
-    ids, keep = assign_ids(parsed.rows, shas, parsed.features)
-    return commit(store, parsed, shas, ids, keep, add_labels=add_labels)
+    with _cyclic_gc_paused():
+        parsed = parse_source(source, fmt, split=split, allow_absolute=allow_absolute)
+        if not parsed.rows:
+            raise InputError(str(source), None, "rows", "no pairs found")
+        with store.db.read() as session:
+            labels_to_add(parsed.rows, parsed.vocabulary, label_names(session), add_labels=add_labels)
+        log.info("verifying %d rows from %s", len(parsed.rows), source)
+        shas = verify_images(parsed.rows, store.workspace.config.imports.max_image_pixels, progress)
+        ids, keep = assign_ids(parsed.rows, shas, parsed.features)
+        return commit(store, parsed, shas, ids, keep, add_labels=add_labels)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic collector off while an import builds millions of row objects (none in a cycle): its
+    full passes re-walked all of them, 5 of 35 s of a 300k-pair import."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

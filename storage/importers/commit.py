@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from storage.errors import InputError
 from storage.faults import crash_point
@@ -31,6 +31,10 @@ from storage.vocabulary import add_labels as add_vocabulary, label_names
 log = logging.getLogger(__name__)
 
 _DB_CHUNK = 500
+# SQLite's page cache for the import's transaction: the pairs' indexes of 1M pairs (~130 MiB) stay in it,
+# where SQLite's default 2 MiB spilled a page to the WAL on most inserts into the image_sha256 index.
+_IMPORT_CACHE_MIB = 256
+_WRITE_ROWS = 65_536  # feature rows copied at a time into the new feature files
 
 
 def labels_to_add(rows: Iterable[SourceRow], vocabulary: list[str], known: list[str], *,
@@ -92,7 +96,7 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
     written: list[Path] = []
     replaced: list[Path] = []
     try:
-        with store.db.write() as session:
+        with store.db.write(cache_mib=_IMPORT_CACHE_MIB) as session:
             added_labels = add_vocabulary(session, labels_to_add(
                 rows, parsed.vocabulary, label_names(session), add_labels=add_labels))
             new_index, skipped, earlier = _split_existing(session, rows, shas, ids, keep)
@@ -110,7 +114,7 @@ def commit(store: Store, parsed: ParsedSource, shas: list[str], ids: list[str], 
             if pair_ids and parsed.features:
                 features_dir = store.workspace.subdir("features")
                 for modality, matrix in parsed.features.items():
-                    info = _write_features(session, features_dir, modality, matrix[new_index],
+                    info = _write_features(session, features_dir, modality, matrix, new_index,
                                            np.asarray(pair_ids, dtype=np.int64), written, replaced, rows[0].path)
                     infos.append(info)
             crash_point("import.before_commit")
@@ -134,6 +138,8 @@ def _split_existing(session, rows, shas, ids, keep) -> tuple[list[int], int, lis
     """
     candidates = [i for i, k in enumerate(keep) if k]
     existing: dict[str, tuple] = {}
+    if session.scalar(select(Pair.id).limit(1)) is None:  # the first import: nothing to look up
+        return candidates, len(rows) - len(candidates), []
     for start in range(0, len(candidates), _DB_CHUNK):
         chunk = [ids[i] for i in candidates[start:start + _DB_CHUNK]]
         found = session.execute(select(Pair.id, Pair.external_id, Pair.image_sha256, Pair.text, Pair.split)
@@ -196,53 +202,59 @@ def _check_features_unchanged(session, rows, ids, features: Mapping[str, np.ndar
 
 
 def _insert_pairs(session, rows, shas, ids, new_index) -> list[int]:
-    """Insert the new pairs with one executemany and read their ids back by external id, in row order.
+    """Insert the new pairs with one executemany and read their ids back, in row order.
 
     (``INSERT ... RETURNING`` in parameter order ran one statement per row on SQLite: 25 s of a
-    100k-pair import.)"""
+    100k-pair import.) The ids are read back by one query over the ids above the largest one before
+    the insert: the new rows are among them (SQLite's writer is alone; a PostgreSQL sequence only grows),
+    and a row another transaction committed meanwhile has an external id that is not ours."""
     if not new_index:
         return []
     now = utcnow()
+    before = session.scalar(select(func.coalesce(func.max(Pair.id), 0)))
     session.execute(insert(Pair.__table__), [{"external_id": ids[i], "image_path": rows[i].image_ref, "image_sha256": shas[i],
                                     "text": rows[i].text, "split": rows[i].split, "created_at": now}
                                    for i in new_index])
-    by_external: dict[str, int] = {}
-    for start in range(0, len(new_index), _DB_CHUNK):
-        chunk = [ids[i] for i in new_index[start:start + _DB_CHUNK]]
-        by_external.update(session.execute(select(Pair.external_id, Pair.id).where(Pair.external_id.in_(chunk))).all())
+    by_external = {external: pid for external, pid in session.execute(
+        select(Pair.external_id, Pair.id).where(Pair.id > before).execution_options(yield_per=50_000))}
     return [by_external[ids[i]] for i in new_index]
 
 
-def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarray, pair_ids: np.ndarray,
-                    written: list[Path], replaced: list[Path], source: str) -> FeatureSetInfo:
-    """Write the ``precomputed`` feature set of ``modality``, its old rows and then the new ones, to new files
-    (listed in ``written``) and register them; the files they replace are added to ``replaced``."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)  # (n_new, D)
+def _write_features(session, features_dir: Path, modality: str, matrix: np.ndarray, new_index: list[int],
+                    pair_ids: np.ndarray, written: list[Path], replaced: list[Path], source: str) -> FeatureSetInfo:
+    """Write the ``precomputed`` feature set of ``modality``, its old rows and then the new ones (``matrix``
+    (N, D) float32, maybe memory-mapped, at the increasing rows ``new_index``), to new files (listed in
+    ``written``) and register them; the files they replace are added to ``replaced``."""
+    dim = matrix.shape[1]
     row = session.scalar(select(FeatureSet).where(FeatureSet.modality == modality, FeatureSet.encoder == PRECOMPUTED))
     old_rows = 0
     if row is not None:
-        if row.dim != matrix.shape[1]:
-            raise InputError(source, None, modality, f"has dim {matrix.shape[1]} but the workspace's precomputed "
+        if row.dim != dim:
+            raise InputError(source, None, modality, f"has dim {dim} but the workspace's precomputed "
                                                      f"{modality} features have dim {row.dim}")
         old_rows = row.rows
     final = unique_feature_path(features_dir, modality, PRECOMPUTED)
     final_ids = Path(ids_path(str(final)))
-    n = old_rows + len(matrix)
-    for target, dtype, shape, old, new in ((final, np.float32, (n, matrix.shape[1]), row and row.path, matrix),
-                                           (final_ids, np.int64, (n,), row and ids_path(row.path), pair_ids)):
+    n = old_rows + len(new_index)
+    every_row = len(new_index) == len(matrix)  # increasing, so 0..N-1
+    for target, dtype, shape, old, new, where in (
+            (final, np.float32, (n, dim), row and row.path, matrix, None if every_row else np.asarray(new_index)),
+            (final_ids, np.int64, (n,), row and ids_path(row.path), pair_ids, None)):
         tmp = temporary_name(target)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             if old_rows:
                 out[:old_rows] = np.load(old, mmap_mode="r")
-            out[old_rows:] = new
+            for start in range(0, n - old_rows, _WRITE_ROWS):  # memory bounded by a block, not by N
+                stop = min(start + _WRITE_ROWS, n - old_rows)
+                out[old_rows + start:old_rows + stop] = new[start:stop] if where is None else new[where[start:stop]]
             out.flush()
             del out
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         written.append(target)
-    info, previous = register_features(session, modality, PRECOMPUTED, final, matrix.shape[1], n)
+    info, previous = register_features(session, modality, PRECOMPUTED, final, dim, n)
     if previous:
         replaced += [Path(previous), Path(ids_path(previous))]
     return info

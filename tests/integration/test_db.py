@@ -65,3 +65,21 @@ def test_a_write_still_busy_after_the_bound_fails_with_one_line_and_runs_nothing
     assert str(raised.value) == "the database stayed busy for 2 s (another process is writing a lot); try again"
     assert runs == []
     assert 2.0 <= waited < 2.0 + BUSY_TIMEOUT_MS / 1000 + 1.0
+
+
+def test_a_bulk_write_gets_its_page_cache_and_the_connection_gets_its_own_back(make_workspace):
+    """``write(cache_mib=...)`` sizes SQLite's page cache for that transaction only, also when it fails."""
+    from sqlalchemy import text
+
+    store = make_workspace()
+    with store.db.write() as s:
+        default = s.scalar(text("PRAGMA cache_size"))
+    with store.db.write(cache_mib=64) as s:
+        assert s.scalar(text("PRAGMA cache_size")) == -64 * 1024
+    with pytest.raises(RuntimeError), store.db.write(cache_mib=32) as s:
+        raise RuntimeError("the bulk write failed")
+    for _ in range(3):  # whichever pooled connection a later transaction gets
+        with store.db.write() as s:
+            assert s.scalar(text("PRAGMA cache_size")) == default
+        with store.db.read() as s:
+            assert s.scalar(text("PRAGMA cache_size")) == default

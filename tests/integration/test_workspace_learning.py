@@ -218,6 +218,27 @@ def test_explore_page_searches_images_by_text(store, monkeypatch):
     assert shown and shown == expected  # the page shows the service's ranking, best first
 
 
+def test_explore_page_shows_the_top_texts_of_the_shown_pair_only_once_asked(store, monkeypatch):
+    """The first render makes no pass over the text embeddings; the toggle shows the service's ranking."""
+    from app.web.pages import explore
+
+    monkeypatch.setenv(WORKSPACE_ENV, str(store.root))
+    monkeypatch.delenv(AUTO_LOGIN_ENV, raising=False)
+    asked = []
+    monkeypatch.setattr(explore, "texts_for_pair", lambda s, pid, k: asked.append(pid) or retrieval.texts_for_pair(s, pid, k=k))
+    at = AppTest.from_function(_explore, default_timeout=60)
+    at.session_state[state.USER] = operator(store)
+    at.session_state[state.SESSION_STARTED] = utcnow()
+    at.run()
+    assert not at.exception and not asked
+    assert at.toggle(key=state.EXPLORE_TOP_TEXTS).value is False and len(at.dataframe) == 1  # the browse table
+    at.toggle(key=state.EXPLORE_TOP_TEXTS).set_value(True).run()
+    shown = at.selectbox(key=state.EXPLORE_PAIR).value
+    expected = retrieval.texts_for_pair(store, shown, k=explore.SEARCH_HITS)
+    assert not at.exception and asked == [shown]
+    assert list(at.dataframe[1].value["pair"]) == [h.pair_id for h in expected]
+
+
 @contextmanager
 def configured(store, **tables):
     """The workspace reopened with these learner tables in ``pairlab.toml``; the file is restored afterwards."""

@@ -65,8 +65,8 @@ def render() -> None:
 
 def _search_images(store, model_version: int | None) -> None:
     if model_version is None:
-        st.info("Retrieval (type text to see the top images; pick a pair to see the top texts) appears after "
-                "the first trained model.")
+        st.info("Retrieval (type text to see the top images; pick a pair and turn on its top texts) appears "
+                "after the first trained model.")
         return
     st.subheader(f"Search images by text (model v{model_version})")
     query = st.text_input("Describe the image", key=state.EXPLORE_QUERY)
@@ -84,13 +84,17 @@ def _search_images(store, model_version: int | None) -> None:
 
 
 def _top_texts(store, pair_id: int) -> None:
+    """The shown pair's top texts, once asked for: each new pair is a pass over every pair's text
+    embedding (about a second at 1M pairs), which a page that only browses should not wait for."""
     if runtime.read(latest_version_number) is None:
+        return
+    if not st.toggle("Top texts for this image", key=state.EXPLORE_TOP_TEXTS,
+                     help="The workspace's texts nearest to this image under the latest model, best first."):
         return
     found = _search(texts_for_pair, store, pair_id)
     if found is None:
         return
     hits, pairs = found
-    st.text("Top texts for this image")
     st.dataframe([{"pair": h.pair_id, "score": round(h.score, 4), "text": pairs[h.pair_id].text,
                    "own caption": h.pair_id == pair_id} for h in hits], hide_index=True, width="stretch")
 
