@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from learner.inference import InferenceConfig, infer, iter_infer
 from learner.metrics import competence, premark_threshold
 from learner.selection.ascmr import AscmrStrategy
 from learner.selection.scoring import match_noise
-from learner.selection.streaming import stream_fused_means, stream_pool_scores
+from learner.selection.streaming import batch_pool_scores, stream_fused_means, stream_pool_scores
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
 from storage.errors import PairlabError
 from storage.model_versions import ModelVersionInfo, latest_validation_pairs, model_version_id
@@ -157,8 +158,9 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
     The model's competence on the workspace's fixed validation pairs goes with it (``ascmr``'s mix).
 
     Features stay memory-mapped (``feature_rows``). ``ascmr`` (``streamed``, the default for it) scores
-    the pool batch by batch as inference produces it (``learner.selection.streaming``): memory holds
-    one batch of outputs plus the pool's components and joint means. The other strategies read every
+    the pool batch by batch as inference produces it, on the inference threads
+    (``learner.selection.streaming``): memory holds a few batches of outputs plus the pool's components
+    and joint means. The other strategies read every
     output at once (``infer``). ``ray_workers``: the streamed scoring runs on that many Ray actors
     (``app.services.ray_engine``), batch for batch the same.
     """
@@ -173,23 +175,23 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
         streamed = isinstance(query, AscmrStrategy)
     skill, premark = _validation_checks(store, table, model, image, text, labels, inference.batch_size)
     try:
-        if streamed and ray_workers:
+        if streamed:
             rng = np.random.default_rng(seed)
-            noise = match_noise(query.config.match_samples, model.hparams["dim"], seed=rng)  # as stream_pool_scores
-            scored = ray_pool_scores(ray_workers, info.path, image.take(pool), text.take(pool),
-                                     mc_samples=inference.mc_samples, batch_size=inference.batch_size, seed=seed,
-                                     match_samples=query.config.match_samples, noise=noise)
-            mu_covered = ray_fused_means(ray_workers, info.path, image.take(covered), text.take(covered),
-                                         batch_size=inference.batch_size)
-            selection = query.query_scored(scored, mu_covered, budget, rng, competence=skill)
-            chosen = pool[selection.indices]
-        elif streamed:
-            rng = np.random.default_rng(seed)
-            batches = iter_infer(model, image.take(pool), text.take(pool), mc_samples=inference.mc_samples,
-                                 batch_size=inference.batch_size, seed=seed, workers=inference.workers)
-            scored = stream_pool_scores(batches, len(pool), match_samples=query.config.match_samples, rng=rng)
-            mu_covered = stream_fused_means(iter_infer(model, image.take(covered), text.take(covered), mc_samples=0,
-                                                       batch_size=inference.batch_size, workers=inference.workers))
+            noise = match_noise(query.config.match_samples, model.hparams["dim"], seed=rng)   # as pool_scores draws it
+            if ray_workers:
+                scored = ray_pool_scores(ray_workers, info.path, image.take(pool), text.take(pool),
+                                         mc_samples=inference.mc_samples, batch_size=inference.batch_size, seed=seed,
+                                         match_samples=query.config.match_samples, noise=noise)
+                mu_covered = ray_fused_means(ray_workers, info.path, image.take(covered), text.take(covered),
+                                             batch_size=inference.batch_size)
+            else:
+                score = partial(batch_pool_scores, match_samples=query.config.match_samples, noise=noise)
+                scored = stream_pool_scores(iter_infer(model, image.take(pool), text.take(pool),
+                                                       mc_samples=inference.mc_samples, batch_size=inference.batch_size,
+                                                       seed=seed, workers=inference.workers, then=score), len(pool))
+                mu_covered = stream_fused_means(iter_infer(model, image.take(covered), text.take(covered),
+                                                           mc_samples=0, batch_size=inference.batch_size,
+                                                           workers=inference.workers))
             selection = query.query_scored(scored, mu_covered, budget, rng, competence=skill)
             chosen = pool[selection.indices]
         else:
