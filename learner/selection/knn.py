@@ -19,7 +19,6 @@ import numpy as np
 from sklearn import config_context
 from sklearn.metrics import pairwise_distances_argmin, pairwise_distances_argmin_min
 from sklearn.neighbors import NearestNeighbors
-from threadpoolctl import threadpool_limits
 
 FAISS_MIN_ROWS = 50_000  # below this scikit-learn is as fast and needs no extra package
 HAVE_FAISS = importlib.util.find_spec("faiss") is not None
@@ -47,10 +46,14 @@ def _flat_search(index_class: str, ref: np.ndarray, queries: np.ndarray, k: int,
     index.add(prepare(ref))
     scores = np.empty((len(queries), k), dtype=np.float32)
     ids = np.empty((len(queries), k), dtype=np.int64)
-    with threadpool_limits(limits=1, user_api="openmp"):
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)   # this thread's OpenMP setting (threadpoolctl rescans the libraries per call)
+    try:
         for start in range(0, len(queries), _QUERY_CHUNK):
             chunk = slice(start, start + _QUERY_CHUNK)
             scores[chunk], ids[chunk] = index.search(prepare(queries[chunk]), k)
+    finally:
+        faiss.omp_set_num_threads(threads)
     return scores, ids
 
 
