@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from app.services.data import TRAINING_SPLITS, LabelMatrix, feature_matrices, feature_rows, label_matrix, pair_table
+from app.services.data import (
+    TRAINING_SPLITS, LabelMatrix, feature_matrices, feature_rows, label_matrix, pair_ids_and_splits,
+)
 from app.services.models import cached_model, current_model, latest_model
 from app.services.progress import StepProgress, quiet
 from app.services.ray_engine import RayEngine, ray_fused_means, ray_pool_scores, ray_session
@@ -28,7 +30,7 @@ from learner.selection.streaming import batch_pool_scores, stream_fused_means, s
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
 from storage.errors import PairlabError
 from storage.model_versions import ModelVersionInfo, latest_validation_pairs, model_version_id
-from storage.pairs import PairColumns
+from storage.pairs import PairIndex
 from storage.queue import SelectedPair, create_round, selectable_pair_ids
 from storage.store import Store
 from storage.users import UserInfo, get_user, require
@@ -81,7 +83,7 @@ def check_overlap(overlap: int | None, assign: Sequence[str]) -> None:
                            f"got {len(assign)}")
 
 
-def selectable_rows(store: Store, table: PairColumns) -> np.ndarray:
+def selectable_rows(store: Store, table: PairIndex) -> np.ndarray:
     """Rows of ``table`` in a training split that have no labels yet (none imported, none given by a
     person) and that no round selected: labelling budget is never spent on a pair already labelled."""
     with store.db.read() as s:
@@ -102,7 +104,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
                            "without --engine")
     config = settings(store)
     overlap = overlap or config.annotation.overlap
-    table = pair_table(store)
+    table = pair_ids_and_splits(store)
     pool = _pool_rows(store, table, budget)
     start = time.perf_counter()
     progress(0.05, "loading features")
@@ -123,7 +125,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
                        None if choice.model is None else choice.model.version)
 
 
-def _pool_rows(store: Store, table: PairColumns, budget: int) -> np.ndarray:
+def _pool_rows(store: Store, table: PairIndex, budget: int) -> np.ndarray:
     pool = selectable_rows(store, table)
     if len(pool) == 0:
         raise PairlabError("select: no unlabelled pairs left in the pool that no round selected")
@@ -137,7 +139,7 @@ def _random_choice(pool: np.ndarray, budget: int, seed: int) -> _Choice:
     return _Choice(rows, np.zeros(budget), [{"strategy": "random", "rank": r + 1} for r in range(budget)], "random")
 
 
-def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budget: int, seed: int,
+def _cold_start_choice(store: Store, table: PairIndex, pool: np.ndarray, budget: int, seed: int,
                        progress: StepProgress) -> _Choice:
     choice = encoder_choice(store)
     image, text = feature_matrices(store, table.ids, choice)
@@ -147,7 +149,7 @@ def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budge
                    {"encoders": choice.names(), **selection.params})
 
 
-def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
+def _scored_choice(store: Store, table: PairIndex, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
                    inference: InferenceConfig, progress: StepProgress, *, streamed: bool | None = None,
                    ray_workers: int | None = None) -> _Choice:
     """Infer on the pool and the covered training pairs, let the strategy choose, attach suggestions.
@@ -216,7 +218,7 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
                    {"encoders": choice.names(), **selection.params, "model_version": info.version}, info)
 
 
-def _validation_checks(store: Store, table: PairColumns, model, image, text, labels: LabelMatrix,
+def _validation_checks(store: Store, table: PairIndex, model, image, text, labels: LabelMatrix,
                        batch_size: int) -> tuple[float | None, float | None]:
     """The model on the workspace's fixed validation pairs (those the latest version held out and
     that still carry labels): its ``competence`` (``ascmr``'s mix) and its ``premark_threshold`` for
@@ -247,7 +249,7 @@ def _likeliest(probs: np.ndarray, vocabulary: Sequence[str]) -> dict[str, float]
     return {vocabulary[j]: round(float(probs[j]), 4) for j in top}
 
 
-def _record_round(store: Store, strategy: str, table: PairColumns, choice: _Choice, params: dict[str, Any],
+def _record_round(store: Store, strategy: str, table: PairIndex, choice: _Choice, params: dict[str, Any],
                   overlap: int, assign: Sequence[str], actor: UserInfo) -> int:
     # "index" is a row of the scored sub-array, meaningless outside this call
     selected = [SelectedPair(int(table.ids[r]), float(s),
