@@ -8,6 +8,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.db import plain_rows
 from storage.models import Pair
 
 
@@ -43,8 +44,7 @@ class PairIndex:
 
 def pair_index(session: Session) -> PairIndex:
     """Ids and splits of every pair in id order (N = 0 for an empty workspace)."""
-    # plain integer and string columns: the DBAPI rows need no SQLAlchemy result processing
-    rows = session.connection().execute(select(Pair.id, Pair.split).order_by(Pair.id)).cursor.fetchall()
+    rows = plain_rows(session, select(Pair.id, Pair.split).order_by(Pair.id))
     return PairIndex(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
                      np.array([r[1] for r in rows], dtype=object))
 
