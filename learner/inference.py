@@ -1,22 +1,31 @@
 """Batched inference: the arrays selection consumes (``learner.outputs.InferenceOutputs``).
 
-mc_probs_*: K samples z ~ N(mu, sigma^2) per modality through the shared classifier (PCME
-sampling; ASCMR intra-modality uncertainty). dropout_probs: K' stochastic forward passes
-with only the dropout layers active, each the mean of the two branches' probabilities (MC
-dropout, Gal & Ghahramani ICML 2016; BALD, Houlsby et al. 2011). Seeded, so repeated calls agree,
-and the global torch RNG is left untouched. Each batch draws from its own stream (``batch_seed``),
-so one batch computed alone (``infer_batch``, e.g. on a Ray actor) equals that batch of a whole call.
+mc_probs_*: K samples z_k = mu + sigma * eps_k ~ N(mu, sigma^2) per modality through the shared
+classifier (PCME sampling; ASCMR intra-modality uncertainty). The K standard-normal draws eps_k (K, d)
+of a modality are common random numbers: one draw per call (``embedding_noise``, from the seed), shared by
+every row, as ``learner.selection.scoring.match_probability`` shares its draws. Each row still gets K
+independent samples of its own N(mu, sigma^2), so every per-pair Monte-Carlo estimate (entropy, mutual
+information) has the distribution, hence the expectation and bias, it had with per-row draws; only the
+estimates of different pairs are now correlated. The outputs no longer depend on the batching, and
+the draws cost O(K d) per call instead of O(N K d) (``CrossModalModel.classify_samples``).
+dropout_probs: K' stochastic forward passes with only the dropout layers active, each the mean of the
+two branches' probabilities (MC dropout, Gal & Ghahramani ICML 2016; BALD, Houlsby et al. 2011); each
+batch draws its dropout masks from its own stream (``batch_seed``). Seeded, so repeated calls agree,
+and the global torch RNG is left untouched; one batch computed alone (``infer_batch``, e.g. on a Ray
+actor) equals that batch of a whole call.
 """
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from learner.metrics import evaluate_retrieval
@@ -54,6 +63,8 @@ class InferenceConfig:
 
 
 _DEFAULTS = InferenceConfig()
+NOISE_STREAM = 2**62  # the batch_seed stream of the embedding draws: no batch index reaches it
+T = TypeVar("T")
 
 
 def _set_dropout(model: nn.Module, active: bool) -> None:
@@ -72,17 +83,20 @@ def iter_infer(
     batch_size: int = _DEFAULTS.batch_size,
     seed: int = 0,
     workers: int = 1,
-) -> Iterator[InferenceOutputs]:
+    then: Callable[[InferenceOutputs], T] | None = None,
+) -> Iterator[InferenceOutputs] | Iterator[T]:
     """Model outputs of N pairs, one batch of ``batch_size`` rows at a time, in row order.
 
     image_features (N, Di), text_features (N, Dt): anything with ``shape`` whose row slices are float
     arrays - a memory-mapped matrix or a row view of one (``FeatureRows``) - so only one batch of
-    features and outputs is in memory at a time. Batch b draws from the torch stream seeded
-    ``batch_seed(seed, b)`` (:func:`infer_batch`), so the batches equal the rows of :func:`infer`
-    and any one batch can be computed on its own; the global torch RNG is left untouched.
-    ``workers`` > 1 computes that many batches at once on threads, torch at one thread for the
-    duration (restored afterwards), at most ``2 * workers`` batches in flight; the same outputs. It
-    needs ``dropout_samples = 0`` (dropout draws from torch's global RNG).
+    features and outputs is in memory at a time. Every batch is :func:`infer_batch` of its rows (the
+    embedding draws are the call's, the dropout masks batch b's own, ``batch_seed(seed, b)``), so the
+    batches equal the rows of :func:`infer` and any one batch can be computed on its own; the global
+    torch RNG is left untouched. ``then``: a function applied to each batch's outputs on the thread that
+    inferred it (e.g. scoring them), whose results are yielded instead, in row order.
+    ``workers`` > 1 computes that many batches at once on threads, torch and BLAS (``threadpoolctl``)
+    at one thread for the duration (restored afterwards), at most ``2 * workers`` batches in flight;
+    the same outputs. It needs ``dropout_samples = 0`` (dropout draws from torch's global RNG).
     """
     h = model.hparams
     if len(image_features.shape) != 2 or image_features.shape[1] != h["image_dim"]:
@@ -95,10 +109,11 @@ def iter_infer(
     if workers > 1 and dropout_samples:
         raise ValueError("iter_infer: workers > 1 needs dropout_samples = 0 (dropout uses torch's global RNG)")
 
-    def batch(b: int) -> InferenceOutputs:
+    def batch(b: int) -> InferenceOutputs | T:
         rows = slice(b * batch_size, (b + 1) * batch_size)
-        return infer_batch(model, image_features[rows], text_features[rows], mc_samples=mc_samples,
-                           dropout_samples=dropout_samples, seed=seed, batch_index=b)
+        outputs = infer_batch(model, image_features[rows], text_features[rows], mc_samples=mc_samples,
+                              dropout_samples=dropout_samples, seed=seed, batch_index=b)
+        return outputs if then is None else then(outputs)
 
     n_batches = -(-n // batch_size)
     was_training = model.training
@@ -111,8 +126,9 @@ def iter_infer(
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pairlab-infer") as pool:
-                pending: deque[Future[InferenceOutputs]] = deque()
+            with (threadpool_limits(limits=1, user_api="blas"),
+                  ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pairlab-infer") as pool):
+                pending: deque[Future[InferenceOutputs | T]] = deque()
                 for b in range(n_batches):
                     pending.append(pool.submit(batch, b))
                     if len(pending) >= 2 * workers:
@@ -135,30 +151,35 @@ def infer_batch(model: CrossModalModel, image_rows: np.ndarray, text_rows: np.nd
                 dropout_samples: int = 0, seed: int = 0, batch_index: int = 0) -> InferenceOutputs:
     """Outputs of one batch: image_rows (B, Di), text_rows (B, Dt) -> B rows of outputs, equal to batch
     ``batch_index`` of :func:`iter_infer` with the same ``seed``. ``model`` must be in eval mode. The
-    embedding samples come from a generator of the batch's own (``batch_seed``), so batches can run on
-    threads at once; dropout, which draws from torch's global RNG, runs inside ``fork_rng`` seeded the
-    same way, so the global torch RNG is left untouched."""
+    embedding samples use the call's common draws (``embedding_noise``, from ``seed`` alone) through a
+    generator of their own, so batches can run on threads at once; dropout, which draws from torch's
+    global RNG, runs inside ``fork_rng`` seeded ``batch_seed(seed, batch_index)``, so the global torch
+    RNG is left untouched."""
     xv = torch.from_numpy(np.ascontiguousarray(image_rows, dtype=np.float32))    # (B, Di)
     xt = torch.from_numpy(np.ascontiguousarray(text_rows, dtype=np.float32))     # (B, Dt)
-    generator = torch.Generator().manual_seed(batch_seed(seed, batch_index))
+    noise = embedding_noise(mc_samples, model.hparams["dim"], seed)
     with torch.no_grad(), torch.random.fork_rng(devices=[]) if dropout_samples else nullcontext():
         if dropout_samples:
             torch.manual_seed(batch_seed(seed, batch_index))
-        return _infer_batch(model, xv, xt, mc_samples, dropout_samples, generator)
+        return _infer_batch(model, xv, xt, dropout_samples, noise)
 
 
-def _infer_batch(model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, mc_samples: int,
-                 dropout_samples: int, generator: torch.Generator) -> InferenceOutputs:
+def embedding_noise(mc_samples: int, dim: int, seed: int) -> dict[str, torch.Tensor]:
+    """The call's common draws eps (K, d) for the embedding samples, one per modality ("image", "text"),
+    from a torch generator seeded ``batch_seed(seed, NOISE_STREAM)`` (a stream no batch uses)."""
+    generator = torch.Generator().manual_seed(batch_seed(seed, NOISE_STREAM))
+    return {m: torch.randn(mc_samples, dim, generator=generator) for m in ("image", "text")}
+
+
+def _infer_batch(model: CrossModalModel, xv: torch.Tensor, xt: torch.Tensor, dropout_samples: int,
+                 noise: dict[str, torch.Tensor]) -> InferenceOutputs:
     out = model(xv, xt)
-    b = xv.shape[0]
     arrays = {"mu_image": out.mu_image, "mu_text": out.mu_text,                     # (B, d)
               "var_image": out.logvar_image.exp(), "var_text": out.logvar_text.exp(),
               "probs_image": out.logits_image.sigmoid(), "probs_text": out.logits_text.sigmoid()}   # (B, C)
     for m in ("image", "text"):
-        mu, logvar = getattr(out, f"mu_{m}"), getattr(out, f"logvar_{m}")
-        eps = torch.randn(b, mc_samples, mu.shape[1], generator=generator)               # (B, K, d)
-        z = mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps                   # (B, K, d)
-        arrays[f"mc_probs_{m}"] = model.classify(z).sigmoid()                           # (B, K, C)
+        logits = model.classify_samples(getattr(out, f"logits_{m}"), getattr(out, f"logvar_{m}"), noise[m])
+        arrays[f"mc_probs_{m}"] = logits.sigmoid_()                                    # (B, K, C)
     if dropout_samples:
         _set_dropout(model, True)
         runs = []

@@ -133,6 +133,18 @@ class CrossModalModel(nn.Module):
         """
         return self.classifier(self.logit_scale * z)
 
+    def classify_samples(self, logits_mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Class logits of the K points z_k = mu + sigma * eps_k of each row: ``classify`` of them, computed
+        through the classifier's linearity as classify(mu) + s W (sigma * eps_k).
+
+        logits_mu (B, C) = classify(mu), logvar (B, d), eps (K, d) -> (B, K, C): one (B, d) x (d, K C)
+        product, with no (B, K, d) tensor (the MC embedding samples of ``learner.inference``).
+        """
+        (b, d), (k, c) = logvar.shape, (eps.shape[0], logits_mu.shape[1])
+        basis = (eps.unsqueeze(2) * (self.logit_scale * self.classifier.weight.T).unsqueeze(0))   # (K, d, C)
+        noise = (0.5 * logvar).exp() @ basis.transpose(0, 1).reshape(d, k * c)                  # (B, K C)
+        return logits_mu.unsqueeze(1) + noise.view(b, k, c)
+
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> ModelOutputs:
         mu_v, logvar_v = self.encode_image(image_features)   # (B, d)
         mu_t, logvar_t = self.encode_text(text_features)     # (B, d)

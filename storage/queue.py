@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from storage.annotations import last_undoable_event, record_event
+from storage.db import plain_rows
 from storage.errors import ConflictError, NotFoundError, PairlabError, StaleLeaseError
 from storage.models import (EVENT_KINDS, ROUND_KINDS, SPLITS, VERDICTS, Event, Pair, QueueItem, Round, Selection, User,
                             utcnow)
@@ -80,7 +81,8 @@ def selectable_pair_ids(session: Session, *, splits: Sequence[str], labelled_by:
              .where(Pair.split.in_(list(splits)), Pair.id.not_in(select(Selection.pair_id)),
                     Pair.id.not_in(annotated))
              .order_by(Pair.id))
-    return np.fromiter(session.scalars(query), dtype=np.int64)
+    rows = plain_rows(session, query)
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
 def create_round(session: Session, *, strategy: str, selected: Sequence[SelectedPair], params: dict[str, Any],

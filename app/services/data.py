@@ -9,7 +9,7 @@ from app.services.settings import EncoderChoice
 from storage.errors import NotFoundError, PairlabError
 from storage.features import load_features
 from storage.pair_state import trusted_labels
-from storage.pairs import PairColumns, all_pairs
+from storage.pairs import PairColumns, PairIndex, all_pairs, pair_index
 from storage.store import Store
 from storage.vocabulary import label_names
 
@@ -21,7 +21,17 @@ TRUSTED_STATUSES = ("labelled", "adjudicated")
 def pair_table(store: Store) -> PairColumns:
     """All pairs in id order; an error when the workspace has none."""
     with store.db.read() as s:
-        table = all_pairs(s)
+        return _some_pairs(store, all_pairs(s))
+
+
+def pair_ids_and_splits(store: Store) -> PairIndex:
+    """The ids and splits of all pairs in id order (``pair_table`` without texts and paths); an error when
+    the workspace has none."""
+    with store.db.read() as s:
+        return _some_pairs(store, pair_index(s))
+
+
+def _some_pairs(store: Store, table: PairColumns | PairIndex) -> PairColumns | PairIndex:
     if len(table.ids) == 0:
         raise PairlabError(f"{store.root}: the workspace has no pairs; run 'pairlab import' first")
     return table

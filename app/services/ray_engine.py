@@ -10,7 +10,7 @@ memory-mapped files, so on a cluster the workspace and the images must sit on a 
 Results come back in any order with their positions and are put in place. The callers
 (``app.services.encode``, ``app.services.select``) write the store exactly as they do locally.
 
-Inference batch b is seeded ``batch_seed(seed, b)`` on either engine, so a pool scored on Ray equals the
+Inference batch b is ``infer_batch`` of the same rows and seed on either engine, so a pool scored on Ray equals the
 pool scored locally. Each actor takes one CPU and runs torch on one thread.
 """
 from __future__ import annotations

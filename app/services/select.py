@@ -10,11 +10,14 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from app.services.data import TRAINING_SPLITS, LabelMatrix, feature_matrices, feature_rows, label_matrix, pair_table
+from app.services.data import (
+    TRAINING_SPLITS, LabelMatrix, feature_matrices, feature_rows, label_matrix, pair_ids_and_splits,
+)
 from app.services.models import cached_model, current_model, latest_model
 from app.services.progress import StepProgress, quiet
 from app.services.ray_engine import RayEngine, ray_fused_means, ray_pool_scores, ray_session
@@ -23,11 +26,11 @@ from learner.inference import InferenceConfig, infer, iter_infer
 from learner.metrics import competence, premark_threshold
 from learner.selection.ascmr import AscmrStrategy
 from learner.selection.scoring import match_noise
-from learner.selection.streaming import stream_fused_means, stream_pool_scores
+from learner.selection.streaming import batch_pool_scores, stream_fused_means, stream_pool_scores
 from learner.selection.strategies import STRATEGY_NAMES, QueryStrategy, SelectionError, cold_start
 from storage.errors import PairlabError
 from storage.model_versions import ModelVersionInfo, latest_validation_pairs, model_version_id
-from storage.pairs import PairColumns
+from storage.pairs import PairIndex
 from storage.queue import SelectedPair, create_round, selectable_pair_ids
 from storage.store import Store
 from storage.users import UserInfo, get_user, require
@@ -80,7 +83,7 @@ def check_overlap(overlap: int | None, assign: Sequence[str]) -> None:
                            f"got {len(assign)}")
 
 
-def selectable_rows(store: Store, table: PairColumns) -> np.ndarray:
+def selectable_rows(store: Store, table: PairIndex) -> np.ndarray:
     """Rows of ``table`` in a training split that have no labels yet (none imported, none given by a
     person) and that no round selected: labelling budget is never spent on a pair already labelled."""
     with store.db.read() as s:
@@ -101,7 +104,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
                            "without --engine")
     config = settings(store)
     overlap = overlap or config.annotation.overlap
-    table = pair_table(store)
+    table = pair_ids_and_splits(store)
     pool = _pool_rows(store, table, budget)
     start = time.perf_counter()
     progress(0.05, "loading features")
@@ -122,7 +125,7 @@ def run_selection(store: Store, *, strategy: str, budget: int, actor: UserInfo, 
                        None if choice.model is None else choice.model.version)
 
 
-def _pool_rows(store: Store, table: PairColumns, budget: int) -> np.ndarray:
+def _pool_rows(store: Store, table: PairIndex, budget: int) -> np.ndarray:
     pool = selectable_rows(store, table)
     if len(pool) == 0:
         raise PairlabError("select: no unlabelled pairs left in the pool that no round selected")
@@ -136,7 +139,7 @@ def _random_choice(pool: np.ndarray, budget: int, seed: int) -> _Choice:
     return _Choice(rows, np.zeros(budget), [{"strategy": "random", "rank": r + 1} for r in range(budget)], "random")
 
 
-def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budget: int, seed: int,
+def _cold_start_choice(store: Store, table: PairIndex, pool: np.ndarray, budget: int, seed: int,
                        progress: StepProgress) -> _Choice:
     choice = encoder_choice(store)
     image, text = feature_matrices(store, table.ids, choice)
@@ -146,7 +149,7 @@ def _cold_start_choice(store: Store, table: PairColumns, pool: np.ndarray, budge
                    {"encoders": choice.names(), **selection.params})
 
 
-def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
+def _scored_choice(store: Store, table: PairIndex, pool: np.ndarray, query: QueryStrategy, budget: int, seed: int,
                    inference: InferenceConfig, progress: StepProgress, *, streamed: bool | None = None,
                    ray_workers: int | None = None) -> _Choice:
     """Infer on the pool and the covered training pairs, let the strategy choose, attach suggestions.
@@ -157,8 +160,9 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
     The model's competence on the workspace's fixed validation pairs goes with it (``ascmr``'s mix).
 
     Features stay memory-mapped (``feature_rows``). ``ascmr`` (``streamed``, the default for it) scores
-    the pool batch by batch as inference produces it (``learner.selection.streaming``): memory holds
-    one batch of outputs plus the pool's components and joint means. The other strategies read every
+    the pool batch by batch as inference produces it, on the inference threads
+    (``learner.selection.streaming``): memory holds a few batches of outputs plus the pool's components
+    and joint means. The other strategies read every
     output at once (``infer``). ``ray_workers``: the streamed scoring runs on that many Ray actors
     (``app.services.ray_engine``), batch for batch the same.
     """
@@ -173,23 +177,23 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
         streamed = isinstance(query, AscmrStrategy)
     skill, premark = _validation_checks(store, table, model, image, text, labels, inference.batch_size)
     try:
-        if streamed and ray_workers:
+        if streamed:
             rng = np.random.default_rng(seed)
-            noise = match_noise(query.config.match_samples, model.hparams["dim"], seed=rng)  # as stream_pool_scores
-            scored = ray_pool_scores(ray_workers, info.path, image.take(pool), text.take(pool),
-                                     mc_samples=inference.mc_samples, batch_size=inference.batch_size, seed=seed,
-                                     match_samples=query.config.match_samples, noise=noise)
-            mu_covered = ray_fused_means(ray_workers, info.path, image.take(covered), text.take(covered),
-                                         batch_size=inference.batch_size)
-            selection = query.query_scored(scored, mu_covered, budget, rng, competence=skill)
-            chosen = pool[selection.indices]
-        elif streamed:
-            rng = np.random.default_rng(seed)
-            batches = iter_infer(model, image.take(pool), text.take(pool), mc_samples=inference.mc_samples,
-                                 batch_size=inference.batch_size, seed=seed, workers=inference.workers)
-            scored = stream_pool_scores(batches, len(pool), match_samples=query.config.match_samples, rng=rng)
-            mu_covered = stream_fused_means(iter_infer(model, image.take(covered), text.take(covered), mc_samples=0,
-                                                       batch_size=inference.batch_size, workers=inference.workers))
+            noise = match_noise(query.config.match_samples, model.hparams["dim"], seed=rng)   # as pool_scores draws it
+            if ray_workers:
+                scored = ray_pool_scores(ray_workers, info.path, image.take(pool), text.take(pool),
+                                         mc_samples=inference.mc_samples, batch_size=inference.batch_size, seed=seed,
+                                         match_samples=query.config.match_samples, noise=noise)
+                mu_covered = ray_fused_means(ray_workers, info.path, image.take(covered), text.take(covered),
+                                             batch_size=inference.batch_size)
+            else:
+                score = partial(batch_pool_scores, match_samples=query.config.match_samples, noise=noise)
+                scored = stream_pool_scores(iter_infer(model, image.take(pool), text.take(pool),
+                                                       mc_samples=inference.mc_samples, batch_size=inference.batch_size,
+                                                       seed=seed, workers=inference.workers, then=score), len(pool))
+                mu_covered = stream_fused_means(iter_infer(model, image.take(covered), text.take(covered),
+                                                           mc_samples=0, batch_size=inference.batch_size,
+                                                           workers=inference.workers))
             selection = query.query_scored(scored, mu_covered, budget, rng, competence=skill)
             chosen = pool[selection.indices]
         else:
@@ -214,7 +218,7 @@ def _scored_choice(store: Store, table: PairColumns, pool: np.ndarray, query: Qu
                    {"encoders": choice.names(), **selection.params, "model_version": info.version}, info)
 
 
-def _validation_checks(store: Store, table: PairColumns, model, image, text, labels: LabelMatrix,
+def _validation_checks(store: Store, table: PairIndex, model, image, text, labels: LabelMatrix,
                        batch_size: int) -> tuple[float | None, float | None]:
     """The model on the workspace's fixed validation pairs (those the latest version held out and
     that still carry labels): its ``competence`` (``ascmr``'s mix) and its ``premark_threshold`` for
@@ -245,7 +249,7 @@ def _likeliest(probs: np.ndarray, vocabulary: Sequence[str]) -> dict[str, float]
     return {vocabulary[j]: round(float(probs[j]), 4) for j in top}
 
 
-def _record_round(store: Store, strategy: str, table: PairColumns, choice: _Choice, params: dict[str, Any],
+def _record_round(store: Store, strategy: str, table: PairIndex, choice: _Choice, params: dict[str, Any],
                   overlap: int, assign: Sequence[str], actor: UserInfo) -> int:
     # "index" is a row of the scored sub-array, meaningless outside this call
     selected = [SelectedPair(int(table.ids[r]), float(s),

@@ -5,8 +5,11 @@ faiss (Johnson et al., *Billion-scale similarity search with GPUs*, IEEE TBD 201
 ``IndexFlatL2``: blocked BLAS plus a k-heap), so both back ends return the same neighbours up to
 float32 rounding; faiss is used when the query side has at least ``FAISS_MIN_ROWS`` rows and the
 package is installed (``pass_rows``: the rows of the whole pass when a pool is searched cluster by
-cluster, so one pass uses one back end). The searches stay exact because ascmr already restricts them to clusters on
-large pools (``learner.selection.density``), which bounds their cost by O(n R d), not O(n^2 d).
+cluster, so one pass uses one back end). faiss searches on one OpenMP thread: most calls are the small
+per-cluster searches of ascmr, which its two OpenMP threads made 4x slower than one on the loaded 2-core
+machine (16 vs 64 ms for 3,900 queries over 256 references, docs/benchmarks.md). The searches stay exact
+because ascmr already restricts them to clusters on large pools (``learner.selection.density``), which
+bounds their cost by O(n R d), not O(n^2 d).
 """
 from __future__ import annotations
 
@@ -43,9 +46,14 @@ def _flat_search(index_class: str, ref: np.ndarray, queries: np.ndarray, k: int,
     index.add(prepare(ref))
     scores = np.empty((len(queries), k), dtype=np.float32)
     ids = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), _QUERY_CHUNK):
-        chunk = slice(start, start + _QUERY_CHUNK)
-        scores[chunk], ids[chunk] = index.search(prepare(queries[chunk]), k)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)   # this thread's OpenMP setting (threadpoolctl rescans the libraries per call)
+    try:
+        for start in range(0, len(queries), _QUERY_CHUNK):
+            chunk = slice(start, start + _QUERY_CHUNK)
+            scores[chunk], ids[chunk] = index.search(prepare(queries[chunk]), k)
+    finally:
+        faiss.omp_set_num_threads(threads)
     return scores, ids
 
 

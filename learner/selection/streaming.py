@@ -1,9 +1,11 @@
 """Scoring a pool whose inference outputs arrive batch by batch (``learner.inference.iter_infer``).
 
-``stream_pool_scores`` keeps only what ``ascmr`` needs of every pool pair - the informativeness
-components (n_pool,) and the fused mean mu_z (n_pool, d) - and drops each batch's outputs (the (B, K, C)
-Monte-Carlo probabilities above all) once scored, so memory is O(n_pool d + B K C) rather than
-O(n_pool K C). The match noise is drawn once from ``rng`` exactly as ``pool_scores`` draws it, so
+Each batch is scored as it is inferred (:func:`batch_pool_scores`), keeping only what ``ascmr`` needs of
+every pool pair - the informativeness components (n_pool,) and the fused mean mu_z (n_pool, d) - and
+dropping the batch's outputs (the (B, K, C) Monte-Carlo probabilities above all), so memory is
+O(n_pool d + B K C) rather than O(n_pool K C); :func:`stream_pool_scores` (in pool order) or
+:func:`gather_pool_scores` (any order, from Ray) put the parts together. With the match noise drawn once
+from ``rng`` exactly as ``pool_scores`` draws it (``match_noise(match_samples, d, seed=rng)``),
 ``AscmrStrategy.query_scored`` on the result equals ``AscmrStrategy.query`` on all outputs at once.
 """
 from __future__ import annotations
@@ -13,22 +15,20 @@ from collections.abc import Iterable
 import numpy as np
 
 from learner.outputs import InferenceOutputs
-from learner.selection.scoring import COMPONENTS, PoolScores, fused_means, match_noise, pool_scores
+from learner.selection.scoring import COMPONENTS, PoolScores, fused_means, pool_scores
 
 
-def stream_pool_scores(batches: Iterable[InferenceOutputs], n_pool: int, *, match_samples: int,
-                       rng: np.random.Generator) -> PoolScores:
-    """Components and mu_z of ``n_pool`` pairs whose outputs come as consecutive batches, in pool order."""
+def stream_pool_scores(parts: Iterable[PoolScores], n_pool: int) -> PoolScores:
+    """One ``PoolScores`` of ``n_pool`` pairs from the scores of consecutive batches in pool order
+    (:func:`batch_pool_scores` of each batch, e.g. as ``iter_infer``'s ``then`` on its threads)."""
 
-    def scored():
-        noise, start = None, 0
-        for batch in batches:
-            if noise is None:
-                noise = match_noise(match_samples, batch.mu_image.shape[1], seed=rng)
-            yield np.arange(start, start + batch.n), batch_pool_scores(batch, match_samples=match_samples, noise=noise)
-            start += batch.n
+    def placed():
+        start = 0
+        for part in parts:
+            yield np.arange(start, start + len(part.mu_z)), part
+            start += len(part.mu_z)
 
-    return gather_pool_scores(scored(), n_pool)
+    return gather_pool_scores(placed(), n_pool)
 
 
 def batch_pool_scores(batch: InferenceOutputs, *, match_samples: int,
