@@ -42,7 +42,7 @@ from learner.outputs import InferenceOutputs
 from learner.selection.knn import cosine_neighbours
 from learner.selection.scoring import CHUNK_ROWS, match_noise, match_probability, rank01, semantic_disagreement
 
-SIMILARITY_CELLS = 1 << 22  # entries of one chunk's pairs x candidates similarity matrix (32 MB in float64)
+SIMILARITY_CELLS = 1 << 22  # entries of one chunk's pairs x candidates similarity matrix (16 MB in float32)
 
 #: The components of the audit score, in the order they are reported.
 AUDIT_COMPONENTS = ("mismatch", "contrastive", "posterior", "disagreement", "inconsistency")
@@ -184,7 +184,8 @@ def contrastive_losses(mu_image: np.ndarray, mu_text: np.ndarray, candidates: np
         loss_i2t = -s_ii/tau + logsumexp({s_ii/tau} + {s_ij/tau : j in C_i}), loss_t2i likewise on s^T,
     loss = (loss_i2t + loss_t2i) / 2; caption_rank = |{j in C_i : s_ij > s_ii}| / |C_i| and
     image_rank the same over images. Memory is O(chunk_rows * M), chunk_rows by default such that a
-    chunk's similarity matrix holds about ``SIMILARITY_CELLS`` values. Returns three (N,) float64 arrays.
+    chunk's similarity matrix holds about ``SIMILARITY_CELLS`` values; it is worked on in place in float32,
+    the sums in float64. Returns three (N,) float64 arrays.
     """
     n = mu_image.shape[0]
     chunk_rows = chunk_rows or max(1, SIMILARITY_CELLS // max(1, candidates.shape[0]))
@@ -199,19 +200,21 @@ def contrastive_losses(mu_image: np.ndarray, mu_text: np.ndarray, candidates: np
         rows = np.arange(s, min(s + chunk_rows, n))
         mv = np.asarray(mu_image[rows], dtype=np.float32)
         mt = np.asarray(mu_text[rows], dtype=np.float32)
-        own = np.einsum("nd,nd->n", mv, mt).astype(np.float64)                  # (B,)
+        own32 = np.einsum("nd,nd->n", mv, mt)                                    # (B,)
+        own = own32.astype(np.float64) / temperature                             # (B,) the positive's logit
         self_column = position[rows]                                             # (B,), -1 when not a candidate
+        inside = self_column >= 0
+        others = candidates.shape[0] - inside.astype(np.int64)                   # (B,) |C_i|
         halves = []
         for sims, rank_out in ((mv @ cand_text.T, caption_rank), (mt @ cand_image.T, image_rank)):   # (B, M)
-            sims = sims.astype(np.float64)
-            inside = self_column >= 0
             sims[inside, self_column[inside]] = -np.inf                          # a pair is not its own negative
-            others = sims.shape[1] - inside.astype(np.int64)                     # (B,) |C_i|
-            rank_out[rows] = (sims > own[:, None]).sum(axis=1) / np.maximum(others, 1)
-            logits = np.concatenate([own[:, None], sims], axis=1) / temperature  # (B, M + 1)
-            top = logits.max(axis=1, keepdims=True)
-            lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-            halves.append(lse - own / temperature)
+            rank_out[rows] = (sims > own32[:, None]).sum(axis=1) / np.maximum(others, 1)
+            sims *= np.float32(1 / temperature)                                  # in place: one (B, M) buffer
+            top = np.maximum(sims.max(axis=1), own32 / np.float32(temperature))   # (B,) for a stable logsumexp
+            sims -= top[:, None]
+            np.exp(sims, out=sims)
+            lse = top + np.log(sims.sum(axis=1, dtype=np.float64) + np.exp(own - top))
+            halves.append(lse - own)
         loss[rows] = 0.5 * (halves[0] + halves[1])
     return loss, caption_rank, image_rank
 
