@@ -3,12 +3,18 @@ on a synthetic features pool with cluster structure, at several pool sizes.
 
     .venv/bin/python benchmarks/bench_scale.py --n 20000                  # quick mode
     .venv/bin/python benchmarks/bench_scale.py --n 10000,100000,1000000   # the cost curve
+    .venv/bin/python benchmarks/bench_scale.py --n 100000 --alternate 3   # + audit vs select, 3 runs each
+    .venv/bin/python benchmarks/bench_scale.py --workspace WS --alternate 3   # the same on an existing workspace
 
 For each N a fresh workspace gets a ``features`` import of N pairs (``--image-dim`` / ``--text-dim``
 float32 features around ``--groups`` cluster centres, ``--classes`` labels from each centre's
 prototype, 1 % labelled at import, 2 % test split). Then, each step a separate ``pairlab`` process
 timed from outside (wall seconds and peak RSS via ``wait4``): ``import``, ``train --epochs
---train-epochs``, ``select --strategy ascmr --budget N/100`` and ``export --format jsonl``. In this
+--train-epochs``, ``select --strategy ascmr --budget N/100``, ``audit`` and ``export --format jsonl``.
+``--alternate R`` then runs ``select`` and ``audit`` R more times each on the same workspace, alternating
+(select first in odd runs, audit first in even ones, so drift in the load hits both), and reports each
+one's median wall and peak RSS and the load before every run: issue 15's "scoring the whole pool is as
+fast as a selection round". In this
 process: ``--submits`` label submissions by one annotator through ``app.services.annotate`` (claim and
 submit timed separately: the submit is the server time of a label submission), then every page
 rendered by Streamlit's AppTest for an operator and an annotator (first run and the median of
@@ -191,13 +197,45 @@ def bench(n: int, args, folder: Path) -> dict:
     budget = max(1, n // 100)
     steps.append(run_step(f"select ascmr --budget {budget}",
                           ["select", str(ws), "--strategy", "ascmr", "--budget", str(budget)]))
+    steps.append(run_step("audit", ["audit", str(ws)]))
+    alternated = alternate(ws, budget, args.alternate) if args.alternate else None
     steps.append(run_step("export jsonl", ["export", str(ws), "--format", "jsonl", "--out", str(folder / f"{n}.jsonl")]))
     (folder / f"{n}.jsonl").unlink(missing_ok=True)
     submissions = time_submissions(ws, args.submits)
     pages = time_pages(ws, args.reruns)
     if not args.keep:
         shutil.rmtree(ws, ignore_errors=True)
-    return {"n": n, "budget": budget, "steps": steps, "submissions": submissions, "pages": pages}
+    return {"n": n, "budget": budget, "steps": steps, "audit_vs_select": alternated, "submissions": submissions,
+            "pages": pages}
+
+
+def alternate(ws: Path, budget: int, runs: int) -> dict:
+    """``runs`` runs each of ``select --strategy ascmr --budget budget`` and ``audit`` on ``ws``, alternating
+    which goes first: every run's figures and load, each step's median wall and peak RSS, and the ratio."""
+    argv = {"select": ["select", str(ws), "--strategy", "ascmr", "--budget", str(budget)], "audit": ["audit", str(ws)]}
+    rows = []
+    for r in range(runs):
+        for name in (("select", "audit") if r % 2 == 0 else ("audit", "select")):
+            load = os.getloadavg()[0]
+            rows.append({**run_step(f"{name} (run {r + 1})", argv[name]), "name": name, "load_1min": round(load, 2)})
+    median = {name: {key: statistics.median(row[key] for row in rows if row["name"] == name)
+                     for key in ("wall_s", "peak_rss_mib")} for name in argv}
+    ratio = round(median["audit"]["wall_s"] / median["select"]["wall_s"], 2)
+    print(f"  median select {median['select']['wall_s']:.2f} s / {median['select']['peak_rss_mib']:.0f} MiB, "
+          f"audit {median['audit']['wall_s']:.2f} s / {median['audit']['peak_rss_mib']:.0f} MiB: audit / select "
+          f"= {ratio} (wall)", flush=True)
+    return {"budget": budget, "runs": rows, "median": median, "audit_over_select_wall": ratio}
+
+
+def _pairs(ws: Path) -> int:
+    from app.services.data import pair_table
+    from storage.store import open_store
+
+    store = open_store(ws)
+    try:
+        return len(pair_table(store).ids)
+    finally:
+        store.close()
 
 
 def main() -> None:
@@ -213,12 +251,28 @@ def main() -> None:
     parser.add_argument("--folder", help="where workspaces go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the workspaces")
     parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument("--alternate", type=int, default=0, metavar="R",
+                        help="then R alternating runs each of select and audit (default 0: none)")
+    parser.add_argument("--workspace", help="only --alternate, on this existing trained workspace (budget: 1 %% "
+                                            "of its pairs, --budget to change)")
+    parser.add_argument("--budget", type=int, help="with --workspace: select's budget")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     logging.getLogger("streamlit").setLevel(logging.ERROR)
+    if args.workspace:
+        if not args.alternate:
+            parser.error("--workspace: give --alternate R")
+        print(f"load: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores", flush=True)
+        results = [{"workspace": args.workspace, "audit_vs_select": alternate(Path(args.workspace), args.budget or
+                                                                               _pairs(Path(args.workspace)) // 100,
+                                                                               args.alternate)}]
+        print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return
     folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="bench-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on "

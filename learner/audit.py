@@ -23,9 +23,15 @@ Five components, each computed per pair and reported with its rank:
 
 The audit score is the weighted mean of the components' rank-normalised values (``scoring.rank01``),
 the same fusion the selection scores use, so components of different scales are commensurable.
+
+A pool is audited batch by batch as inference produces it (``gather_audit_inputs`` over
+``learner.inference.iter_infer``, the path ``pairlab select`` streams): only the means (N, d) and two (N,)
+components are kept of the outputs, and the raw features are read a chunk at a time, so memory is
+O(N (d + reduced_dims)) whatever the raw feature dimensions. ``audit_pairs`` audits outputs already in memory.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +42,7 @@ from learner.outputs import InferenceOutputs
 from learner.selection.knn import cosine_neighbours
 from learner.selection.scoring import CHUNK_ROWS, match_noise, match_probability, rank01, semantic_disagreement
 
-SIMILARITY_CELLS = 1 << 22  # entries of one chunk's pairs x candidates similarity matrix (32 MB in float64)
+SIMILARITY_CELLS = 1 << 22  # entries of one chunk's pairs x candidates similarity matrix (16 MB in float32)
 
 #: The components of the audit score, in the order they are reported.
 AUDIT_COMPONENTS = ("mismatch", "contrastive", "posterior", "disagreement", "inconsistency")
@@ -119,6 +125,49 @@ class AuditScores:
         return np.lexsort((np.arange(self.score.shape[0]), -self.score))
 
 
+@dataclass(frozen=True)
+class AuditInputs:
+    """What the audit keeps of N pairs' inference outputs.
+
+    mu_image, mu_text: (N, d) float32 L2-normalised means (the contrastive component and the evidence).
+    mismatch:          (N,) float64, 1 - p_match.
+    disagreement:      (N,) float64, the branches' Jensen-Shannon divergence.
+    """
+
+    mu_image: np.ndarray
+    mu_text: np.ndarray
+    mismatch: np.ndarray
+    disagreement: np.ndarray
+
+
+def gather_audit_inputs(batches: Iterable[InferenceOutputs], n: int, *, match_samples: int,
+                        seed: int) -> AuditInputs:
+    """The ``AuditInputs`` of ``n`` pairs whose outputs come as consecutive batches in row order
+    (``learner.inference.iter_infer``); each batch is dropped once read, so memory is O(N d) plus one batch.
+    p_match (PCME eq. 3, ``scoring.match_probability``) uses one draw of match noise seeded ``seed`` for
+    every batch, so the result does not depend on the batch size."""
+    mu_image = mu_text = noise = None
+    mismatch, disagreement = np.empty(n), np.empty(n)
+    start = 0
+    for batch in batches:
+        if noise is None:
+            d = batch.mu_image.shape[1]
+            mu_image, mu_text = np.empty((n, d), np.float32), np.empty((n, d), np.float32)
+            noise = match_noise(match_samples, d, seed=seed)
+        if start + batch.n > n:
+            raise ValueError(f"gather_audit_inputs: the batches hold more than the {n} rows expected")
+        rows = slice(start, start + batch.n)
+        mu_image[rows], mu_text[rows] = batch.mu_image, batch.mu_text
+        mismatch[rows] = 1.0 - match_probability(batch.mu_image, batch.var_image, batch.mu_text, batch.var_text,
+                                                 a=batch.match_a, b=batch.match_b, noise_image=noise[0],
+                                                 noise_text=noise[1])
+        disagreement[rows] = semantic_disagreement(batch.probs_image, batch.probs_text)
+        start += batch.n
+    if start != n:
+        raise ValueError(f"gather_audit_inputs: the batches held {start} rows, expected {n}")
+    return AuditInputs(mu_image, mu_text, mismatch, disagreement)
+
+
 def candidate_rows(n: int, max_candidates: int, seed: int) -> np.ndarray:
     """The rows every pair is ranked against: all n when n <= max_candidates, else a seeded sample (sorted)."""
     if n <= max_candidates:
@@ -135,7 +184,8 @@ def contrastive_losses(mu_image: np.ndarray, mu_text: np.ndarray, candidates: np
         loss_i2t = -s_ii/tau + logsumexp({s_ii/tau} + {s_ij/tau : j in C_i}), loss_t2i likewise on s^T,
     loss = (loss_i2t + loss_t2i) / 2; caption_rank = |{j in C_i : s_ij > s_ii}| / |C_i| and
     image_rank the same over images. Memory is O(chunk_rows * M), chunk_rows by default such that a
-    chunk's similarity matrix holds about ``SIMILARITY_CELLS`` values. Returns three (N,) float64 arrays.
+    chunk's similarity matrix holds about ``SIMILARITY_CELLS`` values; it is worked on in place in float32,
+    the sums in float64. Returns three (N,) float64 arrays.
     """
     n = mu_image.shape[0]
     chunk_rows = chunk_rows or max(1, SIMILARITY_CELLS // max(1, candidates.shape[0]))
@@ -150,19 +200,21 @@ def contrastive_losses(mu_image: np.ndarray, mu_text: np.ndarray, candidates: np
         rows = np.arange(s, min(s + chunk_rows, n))
         mv = np.asarray(mu_image[rows], dtype=np.float32)
         mt = np.asarray(mu_text[rows], dtype=np.float32)
-        own = np.einsum("nd,nd->n", mv, mt).astype(np.float64)                  # (B,)
+        own32 = np.einsum("nd,nd->n", mv, mt)                                    # (B,)
+        own = own32.astype(np.float64) / temperature                             # (B,) the positive's logit
         self_column = position[rows]                                             # (B,), -1 when not a candidate
+        inside = self_column >= 0
+        others = candidates.shape[0] - inside.astype(np.int64)                   # (B,) |C_i|
         halves = []
         for sims, rank_out in ((mv @ cand_text.T, caption_rank), (mt @ cand_image.T, image_rank)):   # (B, M)
-            sims = sims.astype(np.float64)
-            inside = self_column >= 0
             sims[inside, self_column[inside]] = -np.inf                          # a pair is not its own negative
-            others = sims.shape[1] - inside.astype(np.int64)                     # (B,) |C_i|
-            rank_out[rows] = (sims > own[:, None]).sum(axis=1) / np.maximum(others, 1)
-            logits = np.concatenate([own[:, None], sims], axis=1) / temperature  # (B, M + 1)
-            top = logits.max(axis=1, keepdims=True)
-            lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-            halves.append(lse - own / temperature)
+            rank_out[rows] = (sims > own32[:, None]).sum(axis=1) / np.maximum(others, 1)
+            sims *= np.float32(1 / temperature)                                  # in place: one (B, M) buffer
+            top = np.maximum(sims.max(axis=1), own32 / np.float32(temperature))   # (B,) for a stable logsumexp
+            sims -= top[:, None]
+            np.exp(sims, out=sims)
+            lse = top + np.log(sims.sum(axis=1, dtype=np.float64) + np.exp(own - top))
+            halves.append(lse - own)
         loss[rows] = 0.5 * (halves[0] + halves[1])
     return loss, caption_rank, image_rank
 
@@ -200,18 +252,33 @@ def clean_probability(values: np.ndarray, *, max_rows: int = 200_000, seed: int 
     return 1.0 - mismatch_posterior(values, max_rows=max_rows, seed=seed)
 
 
-def reduce_features(features: np.ndarray, dims: int, *, seed: int, fit_rows: int = 50_000) -> np.ndarray:
+def reduce_features(features: np.ndarray, dims: int, *, seed: int, fit_rows: int = 50_000,
+                    chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
     """(N, D) raw features -> (N, min(dims, D, ...)) float32 rows: PCA fitted on at most ``fit_rows`` seeded
-    rows, applied in chunks, then L2-normalised, so dot products are cosine similarities."""
-    n = features.shape[0]
+    rows, applied in chunks, then L2-normalised, so dot products are cosine similarities. ``features``:
+    anything whose row slices are float arrays (a memory-mapped view), read ``chunk_rows`` rows at a time,
+    so memory beyond the result is O(fit_rows D + chunk_rows D)."""
+    n, width = features.shape
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, fit_rows), replace=False))
-    k = min(dims, features.shape[1], sample.shape[0] - 1)
-    pca = PCA(n_components=k, svd_solver="randomized" if k < min(sample.shape[0], features.shape[1]) // 2 else "full",
-              random_state=seed).fit(np.asarray(features[sample], dtype=np.float32))
-    reduced = np.concatenate([pca.transform(np.asarray(features[s:s + CHUNK_ROWS], dtype=np.float32))
-                              for s in range(0, n, CHUNK_ROWS)]).astype(np.float32)
-    return reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+    k = min(dims, width, sample.shape[0] - 1)
+    pca = PCA(n_components=k, svd_solver="randomized" if k < min(sample.shape[0], width) // 2 else "full",
+              random_state=seed).fit(_sorted_rows(features, sample, chunk_rows))
+    reduced = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, chunk_rows):
+        part = pca.transform(np.asarray(features[s:s + chunk_rows], dtype=np.float32)).astype(np.float32)
+        reduced[s:s + part.shape[0]] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+    return reduced
+
+
+def _sorted_rows(features: np.ndarray, rows: np.ndarray, chunk_rows: int) -> np.ndarray:
+    """features[rows] as float32 (len(rows), D) for sorted ``rows``, through row slices of ``chunk_rows``."""
+    parts = []
+    for s in range(0, features.shape[0], chunk_rows):
+        inside = rows[np.searchsorted(rows, s):np.searchsorted(rows, s + chunk_rows)]
+        if inside.size:
+            parts.append(np.asarray(features[s:s + chunk_rows], dtype=np.float32)[inside - s])
+    return np.concatenate(parts)
 
 
 def neighbour_consistency(space: np.ndarray, other: np.ndarray, k: int, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
@@ -232,28 +299,32 @@ def neighbour_consistency(space: np.ndarray, other: np.ndarray, k: int, *, chunk
 
 def audit_pairs(outputs: InferenceOutputs, image_features: np.ndarray, text_features: np.ndarray,
                 config: AuditConfig = AuditConfig()) -> AuditScores:
-    """Score every pair of ``outputs`` (N pairs, N >= 2) for being mismatched; see the module docstring.
-    image_features (N, Di), text_features (N, Dt): the raw features the model read (may be memory-mapped)."""
-    n = outputs.n
+    """Score every pair of ``outputs`` (N pairs, all in memory) for being mismatched: :func:`audit_scores`
+    of their :func:`gather_audit_inputs`, taken ``CHUNK_ROWS`` rows at a time."""
+    chunks = (outputs.take(np.arange(s, min(s + CHUNK_ROWS, outputs.n))) for s in range(0, outputs.n, CHUNK_ROWS))
+    inputs = gather_audit_inputs(chunks, outputs.n, match_samples=config.match_samples, seed=config.seed)
+    return audit_scores(inputs, image_features, text_features, config)
+
+
+def audit_scores(inputs: AuditInputs, image_features: np.ndarray, text_features: np.ndarray,
+                 config: AuditConfig = AuditConfig()) -> AuditScores:
+    """Score N >= 2 pairs for being mismatched; see the module docstring. image_features (N, Di),
+    text_features (N, Dt): the raw features the model read, anything whose row slices are float arrays
+    (memory-mapped views are read a chunk at a time, :func:`reduce_features`)."""
+    n = inputs.mu_image.shape[0]
     if n < 2:
         raise ValueError(f"audit_pairs: need at least 2 pairs to compare, got {n}")
     if image_features.shape[0] != n or text_features.shape[0] != n:
         raise ValueError(f"audit_pairs: expected {n} rows of features, got {image_features.shape[0]} and "
                          f"{text_features.shape[0]}")
     candidates = candidate_rows(n, config.max_candidates, config.seed)
-    loss, caption_rank, image_rank = contrastive_losses(outputs.mu_image, outputs.mu_text, candidates,
+    loss, caption_rank, image_rank = contrastive_losses(inputs.mu_image, inputs.mu_text, candidates,
                                                         config.temperature)
-    noise_image, noise_text = match_noise(config.match_samples, outputs.mu_image.shape[1], seed=config.seed)
-    p_match = np.concatenate([
-        match_probability(outputs.mu_image[s:s + CHUNK_ROWS], outputs.var_image[s:s + CHUNK_ROWS],
-                          outputs.mu_text[s:s + CHUNK_ROWS], outputs.var_text[s:s + CHUNK_ROWS],
-                          a=outputs.match_a, b=outputs.match_b, noise_image=noise_image, noise_text=noise_text)
-        for s in range(0, n, CHUNK_ROWS)])
     components = {
-        "mismatch": 1.0 - p_match,
+        "mismatch": inputs.mismatch,
         "contrastive": loss,
         "posterior": mismatch_posterior(loss, max_rows=config.mixture_rows, seed=config.seed),
-        "disagreement": semantic_disagreement(outputs.probs_image, outputs.probs_text),
+        "disagreement": inputs.disagreement,
         "inconsistency": 1.0 - _cross_modal_consistency(image_features, text_features, config),
     }
     ranks = {name: rank01(values) for name, values in components.items()}

@@ -6,6 +6,10 @@ id as imported), ``mismatch`` (the audit score, higher = more likely mismatched)
 breakdown; the top ``[audit].evidence_rows`` pairs also name the pool's best alternative caption for
 their image and image for their caption.
 
+The pool is scored the way ``pairlab select`` scores it: features stay memory-mapped (``feature_rows``)
+and inference runs batch by batch on ``[inference].workers`` threads (``learner.inference.iter_infer``);
+of each batch only the means and two per-pair components are kept (``learner.audit.gather_audit_inputs``).
+
 ``queue_verification`` queues pairs of an audit (its top N, or pairs picked on the Clean-up page) as a
 *verification* round, where the Annotate page asks first for the caption-match verdict.
 """
@@ -18,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.services.data import feature_matrices, pair_table
+from app.services.data import feature_rows, pair_table
 from app.services.models import cached_model, current_model
 from app.services.progress import StepProgress, quiet
 from app.services.select import check_overlap
 from app.services.settings import encoder_choice, settings
-from learner.audit import AuditConfig, AuditScores, audit_pairs, best_alternatives, breakdown
-from learner.inference import infer
+from learner.audit import AuditConfig, AuditScores, audit_scores, best_alternatives, breakdown, gather_audit_inputs
+from learner.inference import iter_infer
 from storage.audit import (AuditedPair, AuditRow, AuditRunInfo, audit_page, latest_audit, record_audit,
                            verification_candidates)
 from storage.errors import PairlabError
@@ -59,16 +63,18 @@ def run_audit(store: Store, *, actor: UserInfo, out: Path | None = None, show: i
     table = pair_table(store)
     if len(table.ids) < 2:
         raise PairlabError("audit: needs at least 2 pairs")
-    progress(0.05, "loading features")
-    image, text = feature_matrices(store, table.ids, encoder_choice(store))
+    progress(0.05, "opening the features")
+    image, text = feature_rows(store, table.ids, encoder_choice(store))
     progress(0.2, f"scoring {len(table.ids)} pairs with model v{info.version}")
-    outputs = infer(cached_model(info.path), image, text, mc_samples=0,
-                    batch_size=settings(store).inference.batch_size, seed=config.seed)
-    scores = audit_pairs(outputs, image, text, config)
+    inference = settings(store).inference
+    batches = iter_infer(cached_model(info.path), image, text, mc_samples=0, batch_size=inference.batch_size,
+                         seed=config.seed, workers=inference.workers)
+    inputs = gather_audit_inputs(batches, len(table.ids), match_samples=config.match_samples, seed=config.seed)
+    scores = audit_scores(inputs, image, text, config)
     order = scores.order()
     flagged = order[:config.evidence_rows]
     progress(0.6, f"finding evidence for the top {len(flagged)} pairs")
-    best_caption, best_image = best_alternatives(outputs.mu_image, outputs.mu_text, flagged)
+    best_caption, best_image = best_alternatives(inputs.mu_image, inputs.mu_text, flagged)
     evidence = {int(row): (int(c), int(i)) for row, c, i in zip(flagged, best_caption, best_image)}
 
     def records() -> Iterator[tuple[int, dict[str, Any]]]:   # made on the fly: memory O(evidence_rows), not O(N)

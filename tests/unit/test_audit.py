@@ -4,8 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, best_alternatives, breakdown, \
-    candidate_rows, clean_probability, contrastive_losses, mismatch_posterior, neighbour_consistency, reduce_features
+import torch
+
+from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, audit_scores, best_alternatives, breakdown, \
+    candidate_rows, clean_probability, contrastive_losses, gather_audit_inputs, mismatch_posterior, \
+    neighbour_consistency, reduce_features
+from learner.inference import infer, iter_infer
+from learner.model import CrossModalModel
 from learner.outputs import InferenceOutputs
 
 
@@ -68,6 +73,66 @@ def test_consistency_is_low_for_a_caption_unlike_the_captions_of_its_visual_neig
 def test_reduced_features_are_unit_rows_of_at_most_the_asked_dimensions():
     reduced = reduce_features(np.random.default_rng(7).standard_normal((50, 30)), 8, seed=0, fit_rows=20)
     assert reduced.shape == (50, 8) and np.allclose(np.linalg.norm(reduced, axis=1), 1, atol=1e-5)
+
+
+class _SlicedRows:
+    """A memory-mapped (N, D) matrix that, like ``app.services.data.FeatureRows``, can only be read by row slices."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self.matrix = matrix
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if not isinstance(rows, slice):
+            raise TypeError("_SlicedRows: row slices only")
+        return np.array(self.matrix[rows], dtype=np.float32)   # a copy, as FeatureRows reads
+
+
+def _memory_mapped(tmp_path, name: str, array: np.ndarray) -> _SlicedRows:
+    np.save(tmp_path / f"{name}.npy", array)
+    return _SlicedRows(np.load(tmp_path / f"{name}.npy", mmap_mode="r"))
+
+
+def test_reduced_features_read_by_row_slices_equal_the_in_memory_reduction(tmp_path):
+    features = np.random.default_rng(9).standard_normal((50, 30)).astype(np.float32)
+    streamed = reduce_features(_memory_mapped(tmp_path, "f", features), 8, seed=0, fit_rows=20, chunk_rows=7)
+    np.testing.assert_allclose(streamed, reduce_features(features, 8, seed=0, fit_rows=20), rtol=1e-5, atol=1e-6)
+
+
+def test_a_streamed_audit_equals_the_in_memory_one(tmp_path):
+    """Memory-mapped features read by row slices, batches of 16 inferred on 2 threads (the ``pairlab audit``
+    path) against every output and feature in memory at once."""
+    rng = np.random.default_rng(8)
+    n, di, dt = 150, 24, 20
+    groups = rng.integers(0, 5, n)
+    image = (rng.standard_normal((5, di))[groups] + 0.4 * rng.standard_normal((n, di))).astype(np.float32)
+    text = (image[:, :dt] + 0.3 * rng.standard_normal((n, dt))).astype(np.float32)
+    text[[2, 70]] = text[[70, 2]]
+    torch.manual_seed(0)
+    model = CrossModalModel(di, dt, 4, dim=8, hidden=16).eval()
+    config = AuditConfig(max_candidates=64, reduced_dims=6, neighbours=5, contrastive=1.0, disagreement=1.0)
+    in_memory = audit_pairs(infer(model, image, text, mc_samples=0), image, text, config)
+    image_rows, text_rows = _memory_mapped(tmp_path, "image", image), _memory_mapped(tmp_path, "text", text)
+    batches = iter_infer(model, image_rows, text_rows, mc_samples=0, batch_size=16, workers=2)
+    inputs = gather_audit_inputs(batches, n, match_samples=config.match_samples, seed=config.seed)
+    streamed = audit_scores(inputs, image_rows, text_rows, config)
+    for name in AUDIT_COMPONENTS:
+        np.testing.assert_allclose(streamed.components[name], in_memory.components[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    np.testing.assert_allclose(streamed.score, in_memory.score, atol=1e-9)
+    np.testing.assert_array_equal(streamed.caption_rank, in_memory.caption_rank)
+    np.testing.assert_array_equal(streamed.order(), in_memory.order())
+
+
+def test_gathering_the_audit_inputs_refuses_batches_that_do_not_cover_the_pool():
+    outputs, _, _ = _swapped_pool()
+    with pytest.raises(ValueError, match="held 60 rows, expected 61"):
+        gather_audit_inputs([outputs], 61, match_samples=3, seed=0)
+    with pytest.raises(ValueError, match="more than the 59 rows"):
+        gather_audit_inputs([outputs], 59, match_samples=3, seed=0)
 
 
 def test_the_mixture_posterior_separates_two_loss_populations():
