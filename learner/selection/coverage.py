@@ -11,8 +11,9 @@ queued by earlier rounds and not annotated yet) count as covered.
   nearest neighbours in its cluster (k = 20).
 - ProbCover (Yehuda, Dekel, Hacohen & Weinshall, NeurIPS 2022, arXiv 2205.11320): balls of
   radius delta on a kNN graph; delta is the largest radius at which at least ``purity`` of the
-  balls hold one k-means pseudo-label only; greedy max coverage: repeatedly take the pool row
-  whose ball holds the most still-uncovered rows.
+  balls hold one k-means pseudo-label only (as far as the kNN graph can certify); greedy max
+  coverage: repeatedly take the pool row whose ball holds the most still-uncovered rows, ties at
+  random.
 
 kNN and clustering go through scikit-learn (MiniBatchKMeans, NearestNeighbors); nothing here is
 hand-rolled.
@@ -108,10 +109,17 @@ def purity_delta(dist: np.ndarray, nbr: np.ndarray, pseudo: np.ndarray, *, purit
 
     dist, nbr: (n, k) sorted kNN distances and rows; pseudo: (n,) k-means labels; candidates:
     increasing radii. Returns (delta, purity at delta); the smallest candidate when none qualifies.
+
+    A ball of radius r is pure iff r <= the distance of the row's nearest differently-labelled row.
+    When the graph keeps fewer than all rows (k < n), it shows that distance only up to the row's k-th
+    neighbour: a row whose k neighbours all share its label is certified pure up to that distance,
+    not beyond, since the rows past it are unseen. (Counting such balls as pure at any radius let
+    delta grow until most balls overflowed the graph and their gains tied at k.)
     """
     same = pseudo[nbr] == pseudo[:, None]                                          # (n, k)
-    # a ball of radius r is pure iff r <= the distance of the row's nearest differently-labelled neighbour
-    first_other = np.where(same.all(axis=1), np.inf, np.where(~same, dist, np.inf).min(axis=1))   # (n,)
+    first_other = np.where(~same, dist, np.inf).min(axis=1)                        # (n,), inf: none seen
+    if nbr.shape[1] < len(pseudo):
+        first_other = np.minimum(first_other, dist[:, -1])
     best = (float(candidates[0]), float(np.mean(first_other >= candidates[0])))
     for r in candidates:
         share = float(np.mean(first_other >= r))
@@ -182,8 +190,8 @@ class ProbcoverStrategy(ConfiguredStrategy):
             fallback = int(gain[free].max()) == 0
             if fallback:
                 p = int(rng.choice(np.flatnonzero(free)))
-            else:
-                p = int(np.flatnonzero(free)[np.argmax(gain[free])])
+            else:  # ties broken at random, not by pool order (near-duplicates often sit side by side)
+                p = int(rng.choice(np.flatnonzero(free & (gain == gain[free].max()))))
             explanation.append({"index": int(pool[p]), "order": order, "rank": order + 1, "score": float(gain[p]),
                                 "newly_covered": int(gain[p]), "ball_size": int(ball.indptr[p + 1] - ball.indptr[p]),
                                 "covered_before": float(covered.mean()), "delta": delta,

@@ -82,3 +82,26 @@ def test_purity_delta_is_the_largest_radius_with_enough_pure_balls():
     # rows 0 and 1 first meet another label at 0.5 and 0.6, row 2 at 0.2
     assert purity_delta(dist, nbr, pseudo, purity=1.0, candidates=np.array([0.1, 0.2, 0.3])) == (0.2, 1.0)
     assert purity_delta(dist, nbr, pseudo, purity=0.6, candidates=np.array([0.1, 0.3, 0.5]))[0] == 0.5
+
+
+def test_purity_delta_certifies_a_capped_graph_only_up_to_each_rows_last_neighbour():
+    # a 2-neighbour graph of 4 rows, one pseudo-label: it shows no other label, but rows past each row's
+    # 2nd neighbour are unseen, so row 0's and row 1's balls are pure for sure only up to 0.1, the others' to 0.3
+    dist = np.array([[0, 0.1], [0, 0.1], [0, 0.3], [0, 0.3]])
+    nbr = np.array([[0, 1], [1, 0], [2, 3], [3, 2]])
+    pseudo = np.zeros(4, dtype=np.int64)
+    candidates = np.array([0.1, 0.3, 0.9])
+    assert purity_delta(dist, nbr, pseudo, purity=1.0, candidates=candidates) == (0.1, 1.0)
+    assert purity_delta(dist, nbr, pseudo, purity=0.5, candidates=candidates) == (0.3, 0.5)
+
+
+def test_probcover_breaks_ties_at_random_not_by_pool_order():
+    rng = np.random.default_rng(4)
+    x = np.vstack([blob(rng, d, 10, 0.01) for d in range(4)])                    # 4 equal blobs: every gain ties
+    pool = np.arange(len(x))
+    firsts = set()
+    for seed in range(6):
+        sel = get_strategy("probcover").query(outputs_of(x), pool, np.zeros(0, np.int64), 4, seed=seed)
+        assert sorted(np.digitize(sel.indices, [10, 20, 30]).tolist()) == [0, 1, 2, 3]   # still one per blob
+        firsts.add(int(sel.indices[0]))
+    assert len(firsts) > 1                                                          # pool order would give row 0 always
