@@ -313,9 +313,9 @@ def audit_scores(inputs: AuditInputs, image_features: np.ndarray, text_features:
     (memory-mapped views are read a chunk at a time, :func:`reduce_features`)."""
     n = inputs.mu_image.shape[0]
     if n < 2:
-        raise ValueError(f"audit_pairs: need at least 2 pairs to compare, got {n}")
+        raise ValueError(f"audit_scores: need at least 2 pairs to compare, got {n}")
     if image_features.shape[0] != n or text_features.shape[0] != n:
-        raise ValueError(f"audit_pairs: expected {n} rows of features, got {image_features.shape[0]} and "
+        raise ValueError(f"audit_scores: expected {n} rows of features, got {image_features.shape[0]} and "
                          f"{text_features.shape[0]}")
     candidates = candidate_rows(n, config.max_candidates, config.seed)
     loss, caption_rank, image_rank = contrastive_losses(inputs.mu_image, inputs.mu_text, candidates,

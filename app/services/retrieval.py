@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,8 +122,12 @@ def similarities(matrix: np.ndarray, vector: np.ndarray, *, chunk: int = SCORE_C
 
 
 def _row_blocks(matrix: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, rows) of ``matrix``, ``chunk`` rows at a time; a mapped file's rows read into one buffer."""
-    mapped = isinstance(matrix, np.memmap) and matrix.flags.c_contiguous and matrix.dtype == np.float32
+    """(first row, rows) of ``matrix``, ``chunk`` rows at a time; a mapped file's rows read into one buffer.
+
+    Only a whole mapping is read from its file: a view of one (a row slice) keeps the mapping's
+    ``offset``, so reading from there would return the wrong rows."""
+    whole = isinstance(matrix, np.memmap) and isinstance(matrix.base, mmap.mmap)
+    mapped = whole and matrix.flags.c_contiguous and matrix.dtype == np.float32
     if not mapped:
         for start in range(0, len(matrix), chunk):
             yield start, matrix[start:start + chunk]

@@ -63,6 +63,14 @@ def test_chunked_similarities_equal_the_full_product(embeddings):
         assert retrieval._top(scores, 50).tolist() == retrieval._top(full, 50).tolist()
 
 
+def test_similarities_over_a_row_slice_of_a_mapping_read_those_rows(embeddings):
+    path, arrays = embeddings
+    mapped = npz_arrays(path)["mu_text"][100:]          # still an np.memmap, with the whole mapping's offset
+    vector = arrays["mu_image"][5]
+    np.testing.assert_allclose(retrieval.similarities(mapped, vector, chunk=1000), arrays["mu_text"][100:] @ vector,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_top_texts_from_the_mapped_file_equal_the_in_memory_ranking(embeddings):
     path, arrays = embeddings
     loaded = retrieval._load_embeddings(str(path), path.stat().st_mtime, 1)
