@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_audit import DATASETS, swap_captions  # noqa: E402
 from app.bench.data import VALIDATION_FRACTION, carve_by_group, load_simulation_data, split_pool_and_test  # noqa: E402
-from learner.audit import AuditConfig, _cross_modal_consistency, clean_probability  # noqa: E402
+from learner.audit import AuditConfig, cross_modal_consistency, clean_probability  # noqa: E402
 from learner.selection.scoring import rank01  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     for noise in args.noise:
         text_row, swapped = swap_captions(data.labels[validation], noise, args.seed)
         image, text = data.image[validation], data.text[validation][text_row]
-        inconsistency = 1.0 - _cross_modal_consistency(image, text, AuditConfig(seed=args.seed))
+        inconsistency = 1.0 - cross_modal_consistency(image, text, AuditConfig(seed=args.seed))
         for name, values in (("raw inconsistency", inconsistency), ("inconsistency ranks", rank01(inconsistency))):
             p = clean_probability(values, seed=args.seed)
             print(f"noise {noise:.2f} {name:20s} swapped: mean {p[swapped].mean():.3f}, "

@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -47,8 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.bench.data import VALIDATION_FRACTION, carve_by_group, load_simulation_data, split_pool_and_test  # noqa: E402
-from learner.audit import AUDIT_COMPONENTS, CLEAN_PROBABILITY_COMPONENT, AuditConfig, audit_pairs, clean_probability  # noqa: E402
+from learner.audit import AUDIT_COMPONENTS, CLEAN_PROBABILITY_COMPONENT, AuditConfig, cross_modal_consistency, \
+    audit_pairs, clean_probability  # noqa: E402
 from learner.inference import evaluate_model, infer  # noqa: E402
+from learner.selection.scoring import rank01  # noqa: E402
 from learner.training import TrainConfig, train_model  # noqa: E402
 
 # Candidate weightings of the fused score (AUDIT_COMPONENTS order: mismatch, contrastive, posterior,
@@ -129,12 +132,31 @@ def run_one(data, pool: np.ndarray, noise: float, seed: int, args: argparse.Name
     cca_s = time.perf_counter() - started
     fused = {f"fused_{key}": sum(w * scores.ranks[name] for w, name in zip(weights, AUDIT_COMPONENTS))
              for key, weights in WEIGHTINGS.items()}
+    exact, exact_s = _exact_neighbourhoods(scores, image, text, seed)
     rankings = {"audit": scores.score, **{f"only_{name}": scores.ranks[name] for name in AUDIT_COMPONENTS}, **fused,
+                **exact,
                 "baseline_model_cosine": -np.einsum("nd,nd->n", outputs.mu_image, outputs.mu_text),
                 "baseline_cca_cosine": -cca}
     return {"noise": noise, "seed": seed, "pool": int(pool.shape[0]), "corrupted": int(corrupted.sum()),
             "labelled": int(labelled.sum()), "train_s": round(train_s, 1), "audit_s": round(audit_s, 2),
-            "cca_s": round(cca_s, 1), "metrics": {name: ranking_metrics(v, corrupted) for name, v in rankings.items()}}
+            "cca_s": round(cca_s, 1), **exact_s, "metrics": {name: ranking_metrics(v, corrupted) for name, v in rankings.items()}}
+
+
+def _exact_neighbourhoods(scores, image: np.ndarray, text: np.ndarray, seed: int) -> tuple[dict, dict]:
+    """The audit as it would be with exact whole-pool neighbourhoods (``exact_max_pool`` = the pool), to set
+    the bounded search the default uses on pools past ``AuditConfig.exact_max_pool`` against: the exact
+    ``inconsistency`` alone and fused with the other components at the default weights, and the seconds of
+    the bounded and the exact consistency in this process."""
+    default = AuditConfig(seed=seed)
+    times, values = {}, {}
+    for name, config in (("bounded", default), ("exact", replace(default, exact_max_pool=image.shape[0]))):
+        started = time.perf_counter()
+        values[name] = 1.0 - cross_modal_consistency(image, text, config)
+        times[f"inconsistency_{name}_s"] = round(time.perf_counter() - started, 2)
+    ranks = {**scores.ranks, "inconsistency": rank01(values["exact"])}
+    weights = default.weights()
+    fused = sum(weights[name] * ranks[name] for name in AUDIT_COMPONENTS) / sum(weights.values())
+    return {"audit_exact_neighbours": fused, "only_inconsistency_exact": ranks["inconsistency"]}, times
 
 
 def _labelled_rows(n: int, fraction: float, seed: int) -> np.ndarray:

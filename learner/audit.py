@@ -39,6 +39,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from learner.outputs import InferenceOutputs
+from learner.selection.density import cluster_embeddings, cluster_members
 from learner.selection.knn import cosine_neighbours
 from learner.selection.scoring import CHUNK_ROWS, match_noise, match_probability, rank01, semantic_disagreement
 
@@ -61,6 +62,10 @@ class AuditConfig:
                     computed and reported in every breakdown.
     neighbours:     k of the neighbourhood consistency (``inconsistency``).
     reduced_dims:   PCA dimensions each modality's raw features are reduced to for the neighbourhoods.
+    exact_max_pool: pools up to this many pairs search neighbours exactly over the whole pool (O(N^2 d));
+                    larger ones search within clusters (:func:`cluster_neighbours`, O(N probes cluster_rows d)).
+    cluster_rows:   mean members per k-means cluster of the bounded search.
+    probes:         clusters searched per pair: its own and the nearest others by centroid.
     temperature:    of the per-pair InfoNCE loss (the training default, 0.2).
     max_candidates: captions/images each pair is ranked against; the whole pool when it is smaller,
                     else a seeded sample, so the cost is O(N * max_candidates * d).
@@ -78,6 +83,9 @@ class AuditConfig:
     inconsistency: float = 4.0
     neighbours: int = 10
     reduced_dims: int = 128
+    exact_max_pool: int = 10_000
+    cluster_rows: int = 1000
+    probes: int = 3
     temperature: float = 0.2
     max_candidates: int = 8192
     match_samples: int = 7
@@ -94,8 +102,11 @@ class AuditConfig:
         for name in ("max_candidates", "match_samples", "mixture_rows", "reduced_dims"):
             if getattr(self, name) < 2:
                 raise ValueError(f"AuditConfig.{name}: expected >= 2, got {getattr(self, name)}")
-        if self.neighbours < 1:
-            raise ValueError(f"AuditConfig.neighbours: expected >= 1, got {self.neighbours}")
+        for name in ("neighbours", "cluster_rows", "probes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AuditConfig.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.exact_max_pool < 0:
+            raise ValueError(f"AuditConfig.exact_max_pool: expected >= 0, got {self.exact_max_pool}")
         if self.evidence_rows < 0:
             raise ValueError(f"AuditConfig.evidence_rows: expected >= 0, got {self.evidence_rows}")
 
@@ -281,20 +292,54 @@ def _sorted_rows(features: np.ndarray, rows: np.ndarray, chunk_rows: int) -> np.
     return np.concatenate(parts)
 
 
-def neighbour_consistency(space: np.ndarray, other: np.ndarray, k: int, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+def neighbour_consistency(space: np.ndarray, other: np.ndarray, k: int, *, neighbours: np.ndarray | None = None,
+                          chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
     """For each row i: the mean of other[i] . other[j] over the k nearest neighbours j != i of row i in
     ``space`` (BiCro's cross-modal consistency). space (N, a), other (N, b): L2-normalised rows; k < N.
-    Neighbours by ``learner.selection.knn.cosine_neighbours`` (faiss on large pools, scikit-learn below). (N,)"""
+    ``neighbours``: (N, k) rows already found (:func:`cluster_neighbours`); else the exact ones, by
+    ``learner.selection.knn.cosine_neighbours`` (faiss on large pools, scikit-learn below). (N,)"""
     n = space.shape[0]
     consistency = np.empty(n)
     for s in range(0, n, chunk_rows):
         rows = np.arange(s, min(s + chunk_rows, n))
-        found = cosine_neighbours(space, space[rows], k + 1, pass_rows=n)[1]            # (B, k + 1)
-        not_self = found != rows[:, None]                                               # self, or one extra row
-        keep = np.argsort(~not_self, axis=1, kind="stable")[:, :k]                      # first k others
-        neighbours = np.take_along_axis(found, keep, axis=1)                            # (B, k)
-        consistency[rows] = np.einsum("bkd,bd->b", other[neighbours], other[rows]) / k
+        found = neighbours[rows] if neighbours is not None else _exact_neighbours(space, rows, k)
+        consistency[rows] = np.einsum("bkd,bd->b", other[found], other[rows]) / k
     return consistency
+
+
+def _exact_neighbours(space: np.ndarray, rows: np.ndarray, k: int, refs: np.ndarray | None = None) -> np.ndarray:
+    """The k nearest rows j != i of ``space`` (restricted to ``refs``, sorted positions, when given) for each
+    of ``rows``: (len(rows), k) int64 positions into space. Needs k < len(refs or space)."""
+    ref = space if refs is None else space[refs]
+    found = cosine_neighbours(ref, space[rows], k + 1, pass_rows=space.shape[0])[1]      # (B, k + 1)
+    if refs is not None:
+        found = refs[found]
+    not_self = found != rows[:, None]                                                   # self, or one extra row
+    keep = np.argsort(~not_self, axis=1, kind="stable")[:, :k]                          # first k others
+    return np.take_along_axis(found, keep, axis=1)
+
+
+def cluster_neighbours(space: np.ndarray, k: int, *, cluster_rows: int, probes: int, seed: int) -> np.ndarray:
+    """Approximate k nearest neighbours j != i of every row of ``space`` (N, d), L2-normalised, k < N:
+    (N, k) int64. The rows are split into ceil(N / cluster_rows) MiniBatchKMeans clusters
+    (``learner.selection.density.cluster_embeddings``); a cluster's rows search exactly among the members
+    of its own cluster and the nearest others by centroid, ``probes`` clusters in all, as an inverted-file
+    index with ``nprobe`` = probes does (Jegou et al., TPAMI 2011). Cost O(N (K + probes cluster_rows) d);
+    memory O(N k) beyond the input. A cluster whose probes hold no more than k rows searches the whole pool."""
+    n = space.shape[0]
+    n_clusters = max(1, -(-n // cluster_rows))
+    labels = cluster_embeddings(space, space[:0], n_clusters=n_clusters, seed=seed)[0]
+    members = cluster_members(labels, n_clusters)
+    centres = np.zeros((n_clusters, space.shape[1]))
+    np.add.at(centres, labels, space)                                                   # unnormalised means
+    filled = np.flatnonzero([len(m) for m in members])
+    probed = filled[cosine_neighbours(centres[filled], centres[filled], min(probes, len(filled)))[1]]
+    found = np.empty((n, k), dtype=np.int64)
+    for cluster, nearest in zip(filled, probed):                                         # nearest: (probes,)
+        rows = members[cluster]
+        refs = np.sort(np.concatenate([members[c] for c in {int(cluster), *nearest.tolist()}]))
+        found[rows] = _exact_neighbours(space, rows, k, refs if len(refs) > k else None)
+    return found
 
 
 def audit_pairs(outputs: InferenceOutputs, image_features: np.ndarray, text_features: np.ndarray,
@@ -325,7 +370,7 @@ def audit_scores(inputs: AuditInputs, image_features: np.ndarray, text_features:
         "contrastive": loss,
         "posterior": mismatch_posterior(loss, max_rows=config.mixture_rows, seed=config.seed),
         "disagreement": inputs.disagreement,
-        "inconsistency": 1.0 - _cross_modal_consistency(image_features, text_features, config),
+        "inconsistency": 1.0 - cross_modal_consistency(image_features, text_features, config),
     }
     ranks = {name: rank01(values) for name, values in components.items()}
     weights = config.weights()
@@ -335,12 +380,20 @@ def audit_scores(inputs: AuditInputs, image_features: np.ndarray, text_features:
                        caption_rank=caption_rank, image_rank=image_rank)
 
 
-def _cross_modal_consistency(image_features: np.ndarray, text_features: np.ndarray, config: AuditConfig) -> np.ndarray:
+def cross_modal_consistency(image_features: np.ndarray, text_features: np.ndarray, config: AuditConfig) -> np.ndarray:
     """Mean of the two directions of :func:`neighbour_consistency` on the reduced raw features. (N,)"""
     image = reduce_features(image_features, config.reduced_dims, seed=config.seed)
     text = reduce_features(text_features, config.reduced_dims, seed=config.seed)
-    k = min(config.neighbours, image.shape[0] - 1)
-    return 0.5 * (neighbour_consistency(image, text, k) + neighbour_consistency(text, image, k))
+    n = image.shape[0]
+    k = min(config.neighbours, n - 1)
+
+    def found(space: np.ndarray) -> np.ndarray | None:
+        if n <= config.exact_max_pool:
+            return None
+        return cluster_neighbours(space, k, cluster_rows=config.cluster_rows, probes=config.probes, seed=config.seed)
+
+    return 0.5 * (neighbour_consistency(image, text, k, neighbours=found(image))
+                  + neighbour_consistency(text, image, k, neighbours=found(text)))
 
 
 def best_alternatives(mu_image: np.ndarray, mu_text: np.ndarray, rows: np.ndarray,

@@ -23,7 +23,7 @@ from sklearn.metrics import pairwise_distances_argmin_min
 from learner.selection.knn import cosine_neighbours, nearest_centre, nearest_cosine
 
 
-def _groups(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
+def cluster_members(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
     """Row positions holding each label value 0..n_groups-1 (ascending positions; may be empty)."""
     order = np.argsort(labels, kind="stable")
     bounds = np.cumsum(np.bincount(labels, minlength=n_groups))
@@ -48,7 +48,7 @@ def semantic_density(x: np.ndarray, *, k: int = 10, clusters: np.ndarray | None 
     labels = np.zeros(n, dtype=np.intp) if clusters is None else clusters
     rng = np.random.default_rng(seed)
     rho = np.zeros(n, dtype=np.float64)
-    for members in _groups(labels, int(labels.max()) + 1 if n else 0):
+    for members in cluster_members(labels, int(labels.max()) + 1 if n else 0):
         m = len(members)
         if m < 2:
             continue
@@ -107,7 +107,7 @@ def max_similarity(x: np.ndarray, ref: np.ndarray, *, x_clusters: np.ndarray | N
         pairs = [(np.arange(x.shape[0]), np.arange(len(ref)))]
     else:
         n_clusters = int(max(x_clusters.max(), ref_clusters.max())) + 1
-        pairs = zip(_groups(x_clusters, n_clusters), _groups(ref_clusters, n_clusters))
+        pairs = zip(cluster_members(x_clusters, n_clusters), cluster_members(ref_clusters, n_clusters))
     for xi, ri in pairs:
         if len(xi) and len(ri):
             out[xi] = np.maximum(1 - nearest_cosine(x[xi], ref[ri], pass_rows=x.shape[0]), 0)
@@ -180,7 +180,7 @@ def greedy_select(x: np.ndarray, scores: np.ndarray, clusters: np.ndarray, budge
     Returns (positions (n,), score at pick (n,), similarity term s at pick (n,)), cluster by cluster.
     """
     picks, values, penalties = [], [], []
-    for members, b in zip(_groups(clusters, len(budget)), budget.tolist()):
+    for members, b in zip(cluster_members(clusters, len(budget)), budget.tolist()):
         if b == 0:
             continue
         xc = x[members]                                                            # (m, d)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, audit_scores, best_alternatives, breakdown, \
-    candidate_rows, clean_probability, contrastive_losses, gather_audit_inputs, mismatch_posterior, \
-    neighbour_consistency, reduce_features
+    candidate_rows, clean_probability, cluster_neighbours, contrastive_losses, gather_audit_inputs, \
+    mismatch_posterior, neighbour_consistency, reduce_features
 from learner.inference import infer, iter_infer
 from learner.model import CrossModalModel
 from learner.outputs import InferenceOutputs
@@ -68,6 +68,54 @@ def test_consistency_is_low_for_a_caption_unlike_the_captions_of_its_visual_neig
     assert max(consistency[0], consistency[20]) < others.min()
     brute = [np.mean([text[i] @ text[j] for j in np.argsort(-(image @ image[i]))[1:6]]) for i in range(40)]
     assert consistency == pytest.approx(np.array(brute), rel=1e-5)   # the k nearest others, never the row itself
+
+
+def _grouped_rows(n: int, groups: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return _unit(rng.standard_normal((groups, d))[rng.integers(0, groups, n)] + 0.5 * rng.standard_normal((n, d)))
+
+
+def _exact(x: np.ndarray, k: int) -> np.ndarray:
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def test_cluster_restricted_neighbours_are_the_exact_ones_for_nearly_every_row_and_never_the_row_itself():
+    x = _grouped_rows(3000, 12, 16, seed=1)
+    found = cluster_neighbours(x, 10, cluster_rows=250, probes=3, seed=0)
+    exact = _exact(x, 10)
+    recall = np.mean([len(np.intersect1d(a, b)) for a, b in zip(found, exact)]) / 10
+    assert found.shape == (3000, 10) and recall > 0.95
+    assert not (found == np.arange(3000)[:, None]).any()
+    assert all(len(set(row)) == 10 for row in found.tolist())
+    one_probe = cluster_neighbours(x, 10, cluster_rows=250, probes=1, seed=0)   # own cluster only: fewer found
+    assert np.mean([len(np.intersect1d(a, b)) for a, b in zip(one_probe, exact)]) / 10 < recall
+
+
+def test_a_cluster_smaller_than_k_searches_the_whole_pool():
+    x = _grouped_rows(200, 4, 8, seed=2)
+    x[:3] = _unit(np.tile([[1.0] + [0.0] * 7], (3, 1)) + 1e-3)                   # an isolated trio
+    found = cluster_neighbours(x, 5, cluster_rows=3, probes=1, seed=0)           # clusters of about 3 rows
+    assert not (found == np.arange(200)[:, None]).any()
+    assert all(len(set(row)) == 5 for row in found.tolist())
+
+
+def test_large_pools_audit_through_the_bounded_search_and_rank_swapped_captions_as_the_exact_one_does():
+    rng = np.random.default_rng(3)
+    image = _grouped_rows(1200, 8, 12, seed=3)
+    text = _unit(image @ rng.standard_normal((12, 10)) + 0.3 * rng.standard_normal((1200, 10)))
+    swapped = rng.choice(1200, size=60, replace=False)
+    text[swapped] = text[np.roll(swapped, 1)]
+    mu = image[:, :8].copy()
+    inputs = gather_audit_inputs([_outputs(_unit(mu), _unit(mu), np.full((1200, 2), .5), np.full((1200, 2), .5))],
+                                 1200, match_samples=3, seed=0)
+    exact = audit_scores(inputs, image, text, AuditConfig(reduced_dims=8, mismatch=0.0))
+    bounded = audit_scores(inputs, image, text, AuditConfig(reduced_dims=8, mismatch=0.0, exact_max_pool=1000,
+                                                            cluster_rows=100))
+    assert not np.array_equal(exact.components["inconsistency"], bounded.components["inconsistency"])
+    hits = [len(np.intersect1d(scores.order()[:60], swapped)) for scores in (exact, bounded)]
+    assert hits[0] >= 40 and abs(hits[1] - hits[0]) <= 2, hits
 
 
 def test_reduced_features_are_unit_rows_of_at_most_the_asked_dimensions():
@@ -214,6 +262,7 @@ def test_the_breakdown_names_every_component_with_value_rank_and_weight():
 
 @pytest.mark.parametrize("bad", [dict(mismatch=-1.0), dict(mismatch=0, contrastive=0, posterior=0, disagreement=0,
                                                                inconsistency=0), dict(neighbours=0),
+                                 dict(cluster_rows=0), dict(probes=0), dict(exact_max_pool=-1),
                                  dict(temperature=0.0), dict(max_candidates=1), dict(mismatch=float("nan"))])
 def test_bad_audit_settings_are_refused(bad):
     with pytest.raises(ValueError, match="AuditConfig"):
