@@ -39,7 +39,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from learner.outputs import InferenceOutputs
-from learner.selection.density import cluster_embeddings, cluster_members
+from learner.selection.density import cluster_members, kmeans_centres
 from learner.selection.knn import cosine_neighbours
 from learner.selection.scoring import CHUNK_ROWS, match_noise, match_probability, rank01, semantic_disagreement
 
@@ -64,8 +64,11 @@ class AuditConfig:
     reduced_dims:   PCA dimensions each modality's raw features are reduced to for the neighbourhoods.
     exact_max_pool: pools up to this many pairs search neighbours exactly over the whole pool (O(N^2 d));
                     larger ones search within clusters (:func:`cluster_neighbours`, O(N probes cluster_rows d)).
-    cluster_rows:   mean members per k-means cluster of the bounded search.
-    probes:         clusters searched per pair: its own and the nearest others by centroid.
+    cluster_rows:   mean members per k-means cluster (inverted list) of the bounded search.
+    probes:         lists each pair searches: those of its most similar centres. The bounded defaults
+                    (500, 5) found 99.0 % (image) and 98.1 % (text) of the exact 10 neighbours on the
+                    fashion pool's reduced features and kept the ``inconsistency`` ranking's AP within
+                    0.002 of the exact one on its validation carve (docs/audit.md).
     temperature:    of the per-pair InfoNCE loss (the training default, 0.2).
     max_candidates: captions/images each pair is ranked against; the whole pool when it is smaller,
                     else a seeded sample, so the cost is O(N * max_candidates * d).
@@ -84,8 +87,8 @@ class AuditConfig:
     neighbours: int = 10
     reduced_dims: int = 128
     exact_max_pool: int = 10_000
-    cluster_rows: int = 1000
-    probes: int = 3
+    cluster_rows: int = 500
+    probes: int = 5
     temperature: float = 0.2
     max_candidates: int = 8192
     match_samples: int = 7
@@ -321,25 +324,36 @@ def _exact_neighbours(space: np.ndarray, rows: np.ndarray, k: int, refs: np.ndar
 
 def cluster_neighbours(space: np.ndarray, k: int, *, cluster_rows: int, probes: int, seed: int) -> np.ndarray:
     """Approximate k nearest neighbours j != i of every row of ``space`` (N, d), L2-normalised, k < N:
-    (N, k) int64. The rows are split into ceil(N / cluster_rows) MiniBatchKMeans clusters
-    (``learner.selection.density.cluster_embeddings``); a cluster's rows search exactly among the members
-    of its own cluster and the nearest others by centroid, ``probes`` clusters in all, as an inverted-file
-    index with ``nprobe`` = probes does (Jegou et al., TPAMI 2011). Cost O(N (K + probes cluster_rows) d);
-    memory O(N k) beyond the input. A cluster whose probes hold no more than k rows searches the whole pool."""
+    (N, k) int64, most similar first. An inverted-file search (Jegou et al., TPAMI 2011) over
+    ceil(N / cluster_rows) MiniBatchKMeans centres (``learner.selection.density.kmeans_centres``): each row
+    is listed under its most cosine-similar centre, and searches exactly the lists of its ``probes`` most
+    similar centres, one list at a time (all the rows that probe a list search it in one call), keeping a
+    running top k per row. Cost O(N (K + probes cluster_rows) d); memory O(N (k + probes)) beyond the
+    input. Rows whose probed lists hold fewer than k others search the whole pool."""
     n = space.shape[0]
     n_clusters = max(1, -(-n // cluster_rows))
-    labels = cluster_embeddings(space, space[:0], n_clusters=n_clusters, seed=seed)[0]
-    members = cluster_members(labels, n_clusters)
-    centres = np.zeros((n_clusters, space.shape[1]))
-    np.add.at(centres, labels, space)                                                   # unnormalised means
-    filled = np.flatnonzero([len(m) for m in members])
-    probed = filled[cosine_neighbours(centres[filled], centres[filled], min(probes, len(filled)))[1]]
-    found = np.empty((n, k), dtype=np.int64)
-    for cluster, nearest in zip(filled, probed):                                         # nearest: (probes,)
-        rows = members[cluster]
-        refs = np.sort(np.concatenate([members[c] for c in {int(cluster), *nearest.tolist()}]))
-        found[rows] = _exact_neighbours(space, rows, k, refs if len(refs) > k else None)
-    return found
+    centres = kmeans_centres(space, n_clusters=n_clusters, seed=seed)
+    probed = cosine_neighbours(centres, space, min(probes, n_clusters), pass_rows=n)[1]    # (N, probes)
+    lists = cluster_members(probed[:, 0], n_clusters)
+    searching = cluster_members(probed.ravel(), n_clusters)                              # flat positions
+    best_sim = np.full((n, k), -np.inf, dtype=np.float32)
+    best = np.full((n, k), -1, dtype=np.int64)
+    for listed, queries in zip(lists, searching):
+        if listed.size == 0:
+            continue
+        queries = queries // probed.shape[1]                                               # -> rows
+        dist, found = cosine_neighbours(space[listed], space[queries], min(k + 1, listed.size), pass_rows=n)
+        found = listed[found]
+        sim = np.where(found == queries[:, None], -np.inf, 1.0 - dist).astype(np.float32)  # never the row itself
+        merged_sim = np.concatenate([best_sim[queries], sim], axis=1)
+        merged = np.concatenate([best[queries], found], axis=1)
+        top = np.argsort(-merged_sim, axis=1, kind="stable")[:, :k]
+        best_sim[queries] = np.take_along_axis(merged_sim, top, axis=1)
+        best[queries] = np.take_along_axis(merged, top, axis=1)
+    short = np.flatnonzero(np.isinf(best_sim[:, -1]))
+    if short.size:
+        best[short] = _exact_neighbours(space, short, k)
+    return best
 
 
 def audit_pairs(outputs: InferenceOutputs, image_features: np.ndarray, text_features: np.ndarray,

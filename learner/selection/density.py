@@ -72,18 +72,11 @@ def cluster_embeddings(x: np.ndarray, others: np.ndarray, *, n_clusters: int, se
     """Partition x into n_clusters with MiniBatchKMeans (Sculley 2010) and assign ``others`` too.
 
     x: (n, d) pool embeddings; others: (m, d) e.g. labelled embeddings (m may be 0).
-    The model (k-means++ initialisation) is fitted in float64 on a seeded random subsample of
-    max(fit_size, 40 n_clusters) rows (capped at n); every row is then assigned to its nearest
-    centroid (``knn.nearest_centre``), O(n n_clusters d).
+    The centres are :func:`kmeans_centres`; every row is then assigned to its nearest centroid
+    (``knn.nearest_centre``), O(n n_clusters d).
     Returns (pool labels (n,), other labels (m,)), int64 in [0, n_clusters).
     """
-    n = x.shape[0]
-    rng = np.random.default_rng(seed)
-    size = min(n, max(fit_size, 40 * n_clusters))
-    sample = x if size == n else x[np.sort(rng.choice(n, size=size, replace=False))]
-    model = MiniBatchKMeans(n_clusters=n_clusters, batch_size=2048, n_init=1, max_iter=20,
-                            max_no_improvement=5, random_state=seed).fit(sample.astype(np.float64))
-    centres = model.cluster_centers_.astype(x.dtype)
+    centres = kmeans_centres(x, n_clusters=n_clusters, seed=seed, fit_size=fit_size)
 
     def assign(rows: np.ndarray) -> np.ndarray:
         if len(rows) == 0:
@@ -91,6 +84,18 @@ def cluster_embeddings(x: np.ndarray, others: np.ndarray, *, n_clusters: int, se
         return nearest_centre(rows, centres)
 
     return assign(x), assign(others)
+
+
+def kmeans_centres(x: np.ndarray, *, n_clusters: int, seed: int = 0, fit_size: int = 20_000) -> np.ndarray:
+    """(n_clusters, d) MiniBatchKMeans centres (k-means++ initialisation) of x (n, d), fitted in float64 on a
+    seeded random subsample of max(fit_size, 40 n_clusters) rows (capped at n), in x's dtype."""
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    size = min(n, max(fit_size, 40 * n_clusters))
+    sample = x if size == n else x[np.sort(rng.choice(n, size=size, replace=False))]
+    model = MiniBatchKMeans(n_clusters=n_clusters, batch_size=2048, n_init=1, max_iter=20,
+                            max_no_improvement=5, random_state=seed).fit(sample.astype(np.float64))
+    return model.cluster_centers_.astype(x.dtype)
 
 
 def max_similarity(x: np.ndarray, ref: np.ndarray, *, x_clusters: np.ndarray | None = None,
