@@ -71,7 +71,10 @@ class AuditConfig:
                     0.002 of the exact one on its validation carve (docs/audit.md).
     temperature:    of the per-pair InfoNCE loss (the training default, 0.2).
     max_candidates: captions/images each pair is ranked against; the whole pool when it is smaller,
-                    else a seeded sample, so the cost is O(N * max_candidates * d).
+                    else a seeded sample, so the cost is O(N * max_candidates * d). 2048, not 8192: on the
+                    fashion validation carve (5,871 pairs, 10 % swapped) the contrastive ranking's AP was
+                    0.616 with 2,048 candidates against 0.612 with all of them, and the component took 10.6
+                    of the audit's ~41 s at 100k pairs with 8,192 (docs/audit.md).
     match_samples:  K of the K x K Monte-Carlo estimate of p_match.
     mixture_rows:   rows the Gaussian mixture is fitted on (a seeded sample beyond it); all rows are scored.
     evidence_rows:  the most suspicious pairs that get the pool's best alternative caption and image as
@@ -90,7 +93,7 @@ class AuditConfig:
     cluster_rows: int = 500
     probes: int = 5
     temperature: float = 0.2
-    max_candidates: int = 8192
+    max_candidates: int = 2048
     match_samples: int = 7
     mixture_rows: int = 200_000
     evidence_rows: int = 1000
