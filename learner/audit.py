@@ -444,10 +444,11 @@ def best_alternatives(mu_image: np.ndarray, mu_text: np.ndarray, rows: np.ndarra
 def breakdown(scores: AuditScores, row: int, config: AuditConfig = AuditConfig()) -> dict:
     """The "why flagged" record of one pair: each component's value, rank and weight, and the ranks of
     its own caption and image (JSON-ready)."""
+    weights = config.weights()
     return {
         "components": {name: {"value": float(scores.components[name][row]),
                               "rank": float(scores.ranks[name][row]),
-                              "weight": config.weights()[name]}
+                              "weight": weights[name]}
                        for name in AUDIT_COMPONENTS},
         "caption_rank": float(scores.caption_rank[row]),
         "image_rank": float(scores.image_rank[row]),
