@@ -43,6 +43,7 @@ from learner.selection.density import cluster_members, kmeans_centres
 from learner.selection.knn import cosine_neighbours
 from learner.selection.scoring import CHUNK_ROWS, match_noise, match_probability, rank01, semantic_disagreement
 
+LIST_CAP_FACTOR = 4  # an inverted list is searched through at most this many times cluster_rows of its rows
 SIMILARITY_CELLS = 1 << 22  # entries of one chunk's pairs x candidates similarity matrix (16 MB in float32)
 
 #: The components of the audit score, in the order they are reported.
@@ -63,18 +64,19 @@ class AuditConfig:
     neighbours:     k of the neighbourhood consistency (``inconsistency``).
     reduced_dims:   PCA dimensions each modality's raw features are reduced to for the neighbourhoods.
     exact_max_pool: pools up to this many pairs search neighbours exactly over the whole pool (O(N^2 d));
-                    larger ones search within clusters (:func:`cluster_neighbours`, O(N probes cluster_rows d)).
+                    larger ones search an inverted file (:func:`cluster_neighbours`,
+                    O(N (N / cluster_rows + probes cluster_rows) d)).
     cluster_rows:   mean members per k-means cluster (inverted list) of the bounded search.
     probes:         lists each pair searches: those of its most similar centres. The bounded defaults
                     (500, 5) found 99.0 % (image) and 98.1 % (text) of the exact 10 neighbours on the
-                    fashion pool's reduced features and kept the ``inconsistency`` ranking's AP within
-                    0.002 of the exact one on its validation carve (docs/audit.md).
+                    fashion pool's reduced features; scaled to its validation carve's size (125, 5) they kept
+                    the ``inconsistency`` ranking's AP within 0.002 of the exact one there (docs/audit.md).
     temperature:    of the per-pair InfoNCE loss (the training default, 0.2).
     max_candidates: captions/images each pair is ranked against; the whole pool when it is smaller,
                     else a seeded sample, so the cost is O(N * max_candidates * d). 2048, not 8192: on the
                     fashion validation carve (5,871 pairs, 10 % swapped) the contrastive ranking's AP was
                     0.616 with 2,048 candidates against 0.612 with all of them, and the component took 10.6
-                    of the audit's ~41 s at 100k pairs with 8,192 (docs/audit.md).
+                    of the audit's ~41 s at 100k pairs with 8,192 (docs/benchmarks.md, *Audit at scale*).
     match_samples:  K of the K x K Monte-Carlo estimate of p_match.
     mixture_rows:   rows the Gaussian mixture is fitted on (a seeded sample beyond it); all rows are scored.
     evidence_rows:  the most suspicious pairs that get the pool's best alternative caption and image as
@@ -313,46 +315,52 @@ def neighbour_consistency(space: np.ndarray, other: np.ndarray, k: int, *, neigh
     return consistency
 
 
-def _exact_neighbours(space: np.ndarray, rows: np.ndarray, k: int, refs: np.ndarray | None = None) -> np.ndarray:
-    """The k nearest rows j != i of ``space`` (restricted to ``refs``, sorted positions, when given) for each
-    of ``rows``: (len(rows), k) int64 positions into space. Needs k < len(refs or space)."""
-    ref = space if refs is None else space[refs]
-    found = cosine_neighbours(ref, space[rows], k + 1, pass_rows=space.shape[0])[1]      # (B, k + 1)
-    if refs is not None:
-        found = refs[found]
+def _exact_neighbours(space: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """The k nearest rows j != i of ``space`` (N, d) for each of ``rows``: (len(rows), k) int64. Needs k < N."""
+    found = cosine_neighbours(space, space[rows], k + 1, pass_rows=space.shape[0])[1]    # (B, k + 1)
     not_self = found != rows[:, None]                                                   # self, or one extra row
     keep = np.argsort(~not_self, axis=1, kind="stable")[:, :k]                          # first k others
     return np.take_along_axis(found, keep, axis=1)
 
 
-def cluster_neighbours(space: np.ndarray, k: int, *, cluster_rows: int, probes: int, seed: int) -> np.ndarray:
+def cluster_neighbours(space: np.ndarray, k: int, *, cluster_rows: int, probes: int, seed: int,
+                       chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
     """Approximate k nearest neighbours j != i of every row of ``space`` (N, d), L2-normalised, k < N:
     (N, k) int64, most similar first. An inverted-file search (Jegou et al., TPAMI 2011) over
-    ceil(N / cluster_rows) MiniBatchKMeans centres (``learner.selection.density.kmeans_centres``): each row
-    is listed under its most cosine-similar centre, and searches exactly the lists of its ``probes`` most
-    similar centres, one list at a time (all the rows that probe a list search it in one call), keeping a
-    running top k per row. Cost O(N (K + probes cluster_rows) d); memory O(N (k + probes)) beyond the
-    input. Rows whose probed lists hold fewer than k others search the whole pool."""
+    K = ceil(N / cluster_rows) MiniBatchKMeans centres (``learner.selection.density.kmeans_centres``): each
+    row is listed under its most cosine-similar centre, and searches exactly the lists of its ``probes``
+    most similar centres, one list at a time (the rows that probe a list search it ``chunk_rows`` at a
+    time), keeping a running top k per row. A list longer than ``LIST_CAP_FACTOR * cluster_rows`` (many
+    identical or near-identical rows: repeated captions) is searched through a seeded sample of that many
+    of its rows, so no list costs more than that whatever the data. Cost O(N (K + probes cluster_rows) d);
+    memory O(N (k + probes) + chunk_rows (d + cluster_rows)) beyond the input. Rows whose probed lists
+    hold fewer than k others search the whole pool."""
     n = space.shape[0]
     n_clusters = max(1, -(-n // cluster_rows))
     centres = kmeans_centres(space, n_clusters=n_clusters, seed=seed)
     probed = cosine_neighbours(centres, space, min(probes, n_clusters), pass_rows=n)[1]    # (N, probes)
     lists = cluster_members(probed[:, 0], n_clusters)
     searching = cluster_members(probed.ravel(), n_clusters)                              # flat positions
+    rng = np.random.default_rng(seed)
+    cap = LIST_CAP_FACTOR * cluster_rows
     best_sim = np.full((n, k), -np.inf, dtype=np.float32)
     best = np.full((n, k), -1, dtype=np.int64)
-    for listed, queries in zip(lists, searching):
+    for listed, flat in zip(lists, searching):
         if listed.size == 0:
             continue
-        queries = queries // probed.shape[1]                                               # -> rows
-        dist, found = cosine_neighbours(space[listed], space[queries], min(k + 1, listed.size), pass_rows=n)
-        found = listed[found]
-        sim = np.where(found == queries[:, None], -np.inf, 1.0 - dist).astype(np.float32)  # never the row itself
-        merged_sim = np.concatenate([best_sim[queries], sim], axis=1)
-        merged = np.concatenate([best[queries], found], axis=1)
-        top = np.argsort(-merged_sim, axis=1, kind="stable")[:, :k]
-        best_sim[queries] = np.take_along_axis(merged_sim, top, axis=1)
-        best[queries] = np.take_along_axis(merged, top, axis=1)
+        if listed.size > cap:
+            listed = np.sort(rng.choice(listed, size=cap, replace=False))
+        references = space[listed]
+        for s in range(0, flat.size, chunk_rows):
+            queries = flat[s:s + chunk_rows] // probed.shape[1]                             # -> rows
+            dist, found = cosine_neighbours(references, space[queries], min(k + 1, listed.size), pass_rows=n)
+            found = listed[found]
+            sim = np.where(found == queries[:, None], -np.inf, 1.0 - dist).astype(np.float32)  # never itself
+            merged_sim = np.concatenate([best_sim[queries], sim], axis=1)
+            merged = np.concatenate([best[queries], found], axis=1)
+            top = np.argsort(-merged_sim, axis=1, kind="stable")[:, :k]
+            best_sim[queries] = np.take_along_axis(merged_sim, top, axis=1)
+            best[queries] = np.take_along_axis(merged, top, axis=1)
     short = np.flatnonzero(np.isinf(best_sim[:, -1]))
     if short.size:
         best[short] = _exact_neighbours(space, short, k)

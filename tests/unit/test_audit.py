@@ -10,6 +10,7 @@ from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, audit_scor
     candidate_rows, clean_probability, cluster_neighbours, contrastive_losses, gather_audit_inputs, \
     mismatch_posterior, neighbour_consistency, reduce_features
 from learner.inference import infer, iter_infer
+from learner.selection.knn import cosine_neighbours
 from learner.model import CrossModalModel
 from learner.outputs import InferenceOutputs
 
@@ -91,6 +92,26 @@ def test_cluster_restricted_neighbours_are_the_exact_ones_for_nearly_every_row_a
     assert all(len(set(row)) == 10 for row in found.tolist())
     one_probe = cluster_neighbours(x, 10, cluster_rows=250, probes=1, seed=0)   # own cluster only: fewer found
     assert np.mean([len(np.intersect1d(a, b)) for a, b in zip(one_probe, exact)]) / 10 < recall
+
+
+def test_a_list_of_identical_rows_is_searched_through_a_bounded_sample(monkeypatch):
+    import learner.audit as audit
+
+    x = _grouped_rows(2000, 8, 16, seed=4)
+    x[:1200] = x[0]                                                              # 1,200 repeated captions
+    searched = []
+
+    def recording(ref, queries, k, **kwargs):
+        searched.append((len(ref), len(queries)))
+        return cosine_neighbours(ref, queries, k, **kwargs)
+
+    monkeypatch.setattr(audit, "cosine_neighbours", recording)
+    found = cluster_neighbours(x, 5, cluster_rows=50, probes=3, seed=0, chunk_rows=256)
+    lists = searched[1:]                                                         # after the centres' search
+    assert max(ref for ref, _ in lists) <= 4 * 50                               # LIST_CAP_FACTOR x cluster_rows
+    assert max(queries for _, queries in lists) <= 256
+    assert np.allclose(np.einsum("nkd,nd->nk", x[found[:1200]], x[:1200]), 1.0, atol=1e-5)   # duplicates found
+    assert not (found == np.arange(2000)[:, None]).any()
 
 
 def test_a_cluster_smaller_than_k_searches_the_whole_pool():
