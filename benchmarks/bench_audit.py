@@ -10,7 +10,9 @@ fraction of pairs labelled with their image's labels, every pair's pairing signa
 ranks every pool pair. Reported per run: ROC-AUC, average precision and precision at k = the number
 of corrupted pairs, for the audit score, each of its components alone, and two baselines computed in
 the same process: cosine similarity of the raw features after a CCA fitted on all pool pairs (PCA to
-``--pca`` dims first), and the model's own mu_v . mu_t. Candidate weightings of the fused score
+``--pca`` dims first), and the model's own mu_v . mu_t. The audit is also scored with exact whole-pool
+neighbourhoods (``audit_exact_neighbours``, ``only_inconsistency_exact``), to show what the bounded
+search costs on pools past ``AuditConfig.exact_max_pool``. Candidate weightings of the fused score
 (``WEIGHTINGS``) are compared with ``--on validation``, which corrupts and audits the validation carve
 instead of the pool, so the defaults are never chosen on the figures reported. Prints a table;
 ``--out`` writes the raw figures as JSON.
@@ -146,7 +148,8 @@ def _exact_neighbourhoods(scores, image: np.ndarray, text: np.ndarray, seed: int
     """The audit as it would be with exact whole-pool neighbourhoods (``exact_max_pool`` = the pool), to set
     the bounded search the default uses on pools past ``AuditConfig.exact_max_pool`` against: the exact
     ``inconsistency`` alone and fused with the other components at the default weights, and the seconds of
-    the bounded and the exact consistency in this process."""
+    the default and the exact consistency in this process ("bounded" is the default config, which is itself
+    exact on pools up to ``exact_max_pool``)."""
     default = AuditConfig(seed=seed)
     times, values = {}, {}
     for name, config in (("bounded", default), ("exact", replace(default, exact_max_pool=image.shape[0]))):
