@@ -32,11 +32,13 @@ O(N (d + reduced_dims)) whatever the raw feature dimensions. ``audit_pairs`` aud
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 from learner.outputs import InferenceOutputs
 from learner.selection.density import cluster_members, kmeans_centres
@@ -377,10 +379,11 @@ def audit_pairs(outputs: InferenceOutputs, image_features: np.ndarray, text_feat
 
 
 def audit_scores(inputs: AuditInputs, image_features: np.ndarray, text_features: np.ndarray,
-                 config: AuditConfig = AuditConfig()) -> AuditScores:
+                 config: AuditConfig = AuditConfig(), *, workers: int = 1) -> AuditScores:
     """Score N >= 2 pairs for being mismatched; see the module docstring. image_features (N, Di),
     text_features (N, Dt): the raw features the model read, anything whose row slices are float arrays
-    (memory-mapped views are read a chunk at a time, :func:`reduce_features`)."""
+    (memory-mapped views are read a chunk at a time, :func:`reduce_features`). ``workers``: threads of
+    :func:`cross_modal_consistency`."""
     n = inputs.mu_image.shape[0]
     if n < 2:
         raise ValueError(f"audit_scores: need at least 2 pairs to compare, got {n}")
@@ -395,7 +398,7 @@ def audit_scores(inputs: AuditInputs, image_features: np.ndarray, text_features:
         "contrastive": loss,
         "posterior": mismatch_posterior(loss, max_rows=config.mixture_rows, seed=config.seed),
         "disagreement": inputs.disagreement,
-        "inconsistency": 1.0 - cross_modal_consistency(image_features, text_features, config),
+        "inconsistency": 1.0 - cross_modal_consistency(image_features, text_features, config, workers=workers),
     }
     ranks = {name: rank01(values) for name, values in components.items()}
     weights = config.weights()
@@ -405,20 +408,38 @@ def audit_scores(inputs: AuditInputs, image_features: np.ndarray, text_features:
                        caption_rank=caption_rank, image_rank=image_rank)
 
 
-def cross_modal_consistency(image_features: np.ndarray, text_features: np.ndarray, config: AuditConfig) -> np.ndarray:
-    """Mean of the two directions of :func:`neighbour_consistency` on the reduced raw features. (N,)"""
-    image = reduce_features(image_features, config.reduced_dims, seed=config.seed)
-    text = reduce_features(text_features, config.reduced_dims, seed=config.seed)
-    n = image.shape[0]
+def cross_modal_consistency(image_features: np.ndarray, text_features: np.ndarray, config: AuditConfig,
+                            *, workers: int = 1) -> np.ndarray:
+    """Mean of the two directions of :func:`neighbour_consistency` on the reduced raw features. (N,)
+    ``workers`` >= 2 reduces the two modalities, then searches their neighbourhoods, at once on two threads
+    with BLAS and OpenMP at one thread each (``threadpoolctl``: BLAS for the process, OpenMP per thread,
+    restored afterwards); the same values up to float rounding (BLAS sums in another order)."""
+    n = image_features.shape[0]
     k = min(config.neighbours, n - 1)
 
-    def found(space: np.ndarray) -> np.ndarray | None:
-        if n <= config.exact_max_pool:
-            return None
-        return cluster_neighbours(space, k, cluster_rows=config.cluster_rows, probes=config.probes, seed=config.seed)
+    def reduce(features: np.ndarray) -> np.ndarray:
+        return reduce_features(features, config.reduced_dims, seed=config.seed)
 
-    return 0.5 * (neighbour_consistency(image, text, k, neighbours=found(image))
-                  + neighbour_consistency(text, image, k, neighbours=found(text)))
+    def consistency(spaces: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        space, other = spaces
+        found = None if n <= config.exact_max_pool else cluster_neighbours(
+            space, k, cluster_rows=config.cluster_rows, probes=config.probes, seed=config.seed)
+        return neighbour_consistency(space, other, k, neighbours=found)
+
+    if workers < 2:
+        image, text = reduce(image_features), reduce(text_features)
+        return 0.5 * (consistency((image, text)) + consistency((text, image)))
+    def one_thread(step):
+        def run(argument):
+            with threadpool_limits(limits=1, user_api="openmp"):
+                return step(argument)
+        return run
+
+    with (threadpool_limits(limits=1, user_api="blas"),
+          ThreadPoolExecutor(max_workers=2, thread_name_prefix="pairlab-audit") as pool):
+        image, text = pool.map(one_thread(reduce), (image_features, text_features))
+        forward, backward = pool.map(one_thread(consistency), ((image, text), (text, image)))
+    return 0.5 * (forward + backward)
 
 
 def best_alternatives(mu_image: np.ndarray, mu_text: np.ndarray, rows: np.ndarray,

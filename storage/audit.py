@@ -1,5 +1,11 @@
 """Mismatch audits in the store: each run's ranking of every pair, written in batches, read in pages, and the
-pairs of a run that are due for verification (``verification_candidates``)."""
+pairs of a run that are due for verification (``verification_candidates``).
+
+A pair's breakdown is stored compact: ``{"values": [...], "ranks": [...], ...}``, one entry per component
+in the order of the run's ``params["components"]``, whose weights are the run's ``params["weights"]``
+(names and weights belong to the run, not to each of its million rows). Readers get the full form
+``{"components": {name: {"value", "rank", "weight"}}, ...}`` through ``expand_breakdown``, which passes
+rows written before the compact form through as they are."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -17,6 +23,7 @@ CHUNK = 500  # pair ids per statement (well below SQLite's bound-parameter limit
 VERDICT_FILTERS = ("none", *VERDICTS)  # the Clean-up page's filter on a pair's current verdict
 
 INSERT_BATCH = 5000  # audit rows per INSERT statement
+VALUES, RANKS = "values", "ranks"  # the compact breakdown's per-component lists
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,28 @@ class AuditedPair:
     rank: int
     score: float
     breakdown: dict[str, Any]
+
+
+def expand_breakdown(stored: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
+    """The full breakdown of a stored one: its ``values`` and ``ranks`` lists named by the run's
+    ``params["components"]`` and weighted by ``params["weights"]``, the other keys as stored. A breakdown
+    without the lists (written before the compact form, or by hand) comes back as it is."""
+    stored = dict(stored or {})
+    if VALUES not in stored:
+        return stored
+    values, ranks = stored.pop(VALUES), stored.pop(RANKS, None) or []
+    names, weights = params.get("components") or [], params.get("weights") or {}
+    stored["components"] = {name: {"value": value, "rank": ranks[j] if j < len(ranks) else None,
+                                   "weight": weights.get(name)}
+                            for j, (name, value) in enumerate(zip(names, values))}
+    return stored
+
+
+def _run_params(session: Session, run_id: int) -> dict[str, Any]:
+    run = session.get(AuditRun, run_id)
+    if run is None:
+        raise NotFoundError(f"audit {run_id} does not exist")
+    return dict(run.params or {})
 
 
 @dataclass(frozen=True)
@@ -54,7 +83,8 @@ class AuditRow:
 
 def record_audit(session: Session, *, model_version_id: int | None, params: dict[str, Any],
                  scored: Iterable[AuditedPair], created_by: int | None) -> int:
-    """Store one audit run and its ranking (in batches of ``INSERT_BATCH`` rows); returns the run id."""
+    """Store one audit run and its ranking (in batches of ``INSERT_BATCH`` rows); returns the run id. Compact
+    breakdowns (``values``, ``ranks``) need ``params["components"]`` and ``params["weights"]``."""
     run = AuditRun(model_version_id=model_version_id, params=params, created_by=created_by)
     session.add(run)
     session.flush()
@@ -89,6 +119,7 @@ def audit_page(session: Session, run_id: int, *, offset: int = 0, limit: int = 5
     walking the rank index until the page is full."""
     if verdict is not None and verdict not in VERDICT_FILTERS:
         raise ValueError(f"verdict filter {verdict!r}; allowed: {', '.join(VERDICT_FILTERS)}")
+    params = _run_params(session, run_id)
     query = (select(AuditScore.pair_id, Pair.external_id, AuditScore.rank, AuditScore.score, AuditScore.breakdown,
                     Pair.image_path, Pair.text, PairState.verdict)
              .join(Pair, Pair.id == AuditScore.pair_id)
@@ -100,7 +131,8 @@ def audit_page(session: Session, run_id: int, *, offset: int = 0, limit: int = 5
     else:
         query = query.where(PairState.verdict.is_(None) if verdict == "none" else PairState.verdict == verdict)
         query = query.offset(offset).limit(limit)
-    return [AuditRow(*row) for row in session.execute(query)]
+    return [AuditRow(pair_id, external_id, rank, score, expand_breakdown(stored, params), *rest)
+            for pair_id, external_id, rank, score, stored, *rest in session.execute(query)]
 
 
 @dataclass(frozen=True)
@@ -121,6 +153,7 @@ def verification_candidates(session: Session, run_id: int, *, top: int | None = 
     run = session.get(AuditRun, run_id)
     if run is None:
         raise NotFoundError(f"audit {run_id} does not exist")
+    params = dict(run.params or {})
     query = select(AuditScore.pair_id, AuditScore.rank, AuditScore.score, AuditScore.breakdown).where(
         AuditScore.audit_run_id == run_id)
     if top is not None:
@@ -142,7 +175,7 @@ def verification_candidates(session: Session, run_id: int, *, top: int | None = 
             select(Event.pair_id).join(User, User.id == Event.user_id)
             .where(Event.pair_id.in_(chunk), Event.kind.in_(("submit", "adjudicate")), Event.verdict.is_not(None),
                    Event.created_at >= run.created_at, User.role != "system", Event.id.not_in(undone))))
-    chosen = [AuditedPair(row.pair_id, row.rank, row.score, dict(row.breakdown or {})) for row in ranked
+    chosen = [AuditedPair(row.pair_id, row.rank, row.score, expand_breakdown(row.breakdown, params)) for row in ranked
               if row.pair_id not in waiting and row.pair_id not in judged]
     skipped_open = sum(row.pair_id in waiting for row in ranked)
     return VerificationCandidates(chosen, skipped_open, len(ranked) - len(chosen) - skipped_open)
@@ -155,10 +188,17 @@ def _chunks(ids: list[int]) -> Iterable[list[int]]:
 
 def audit_component_values(session: Session, run_id: int, component: str) -> Iterator[tuple[int, float]]:
     """(pair id, raw value of ``component`` in its breakdown) of every pair of one run that has it, by pair
-    id, streamed (the primary key's range scan)."""
+    id, streamed (the primary key's range scan). Raises ``NotFoundError`` for an unknown run."""
+    names = _run_params(session, run_id).get("components") or []
+    position = names.index(component) if component in names else None
     query = (select(AuditScore.pair_id, AuditScore.breakdown).where(AuditScore.audit_run_id == run_id)
              .order_by(AuditScore.pair_id).execution_options(yield_per=5000))
-    for pair_id, breakdown in session.execute(query):
-        value = ((breakdown or {}).get("components") or {}).get(component, {}).get("value")
-        if isinstance(value, (int, float)):
+    for pair_id, stored in session.execute(query):
+        stored = stored or {}
+        if VALUES in stored:
+            values = stored[VALUES]
+            value = values[position] if position is not None and position < len(values) else None
+        else:
+            value = (stored.get("components") or {}).get(component, {}).get("value")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             yield pair_id, float(value)

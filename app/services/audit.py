@@ -22,15 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.services.data import feature_rows, pair_table
 from app.services.models import cached_model, current_model
 from app.services.progress import StepProgress, quiet
 from app.services.select import check_overlap
 from app.services.settings import encoder_choice, settings
-from learner.audit import AuditConfig, AuditScores, audit_scores, best_alternatives, breakdown, gather_audit_inputs
+from learner.audit import AUDIT_COMPONENTS, AuditConfig, AuditScores, audit_scores, best_alternatives, breakdown, gather_audit_inputs
 from learner.inference import iter_infer
-from storage.audit import (AuditedPair, AuditRow, AuditRunInfo, audit_page, latest_audit, record_audit,
-                           verification_candidates)
+from storage.audit import (RANKS, VALUES, AuditedPair, AuditRow, AuditRunInfo, audit_page, latest_audit,
+                           record_audit, verification_candidates)
 from storage.errors import PairlabError
 from storage.exporters import atomic_text_file
 from storage.exporters.targets import check_export_target
@@ -70,44 +72,73 @@ def run_audit(store: Store, *, actor: UserInfo, out: Path | None = None, show: i
     batches = iter_infer(cached_model(info.path), image, text, mc_samples=0, batch_size=inference.batch_size,
                          seed=config.seed, workers=inference.workers)
     inputs = gather_audit_inputs(batches, len(table.ids), match_samples=config.match_samples, seed=config.seed)
-    scores = audit_scores(inputs, image, text, config)
+    scores = audit_scores(inputs, image, text, config, workers=inference.workers)
     order = scores.order()
     flagged = order[:config.evidence_rows]
     progress(0.6, f"finding evidence for the top {len(flagged)} pairs")
     best_caption, best_image = best_alternatives(inputs.mu_image, inputs.mu_text, flagged)
     evidence = {int(row): (int(c), int(i)) for row, c, i in zip(flagged, best_caption, best_image)}
 
-    def records() -> Iterator[tuple[int, dict[str, Any]]]:   # made on the fly: memory O(evidence_rows), not O(N)
-        return ((int(row), _record(scores, rank, int(row), table, evidence.get(int(row)), config))
+    def records() -> Iterator[dict[str, Any]]:   # made on the fly: memory O(evidence_rows), not O(N)
+        return (_record(scores, rank, int(row), table, evidence.get(int(row)), config)
                 for rank, row in enumerate(order))
 
     progress(0.8, "recording the audit")
     with store.db.write() as s:
         run_id = record_audit(
             s, model_version_id=model_version_id(s, info.version), created_by=actor.id,
-            params={"model_version": info.version, "weights": config.weights(), "seed": config.seed},
-            scored=(AuditedPair(int(table.ids[row]), item["rank"], item["mismatch"], item["breakdown"])
-                    for row, item in records()))
+            params={"model_version": info.version, "components": list(AUDIT_COMPONENTS), "weights": config.weights(),
+                    "seed": config.seed},
+            scored=_stored(scores, order, table, evidence))
     if out is not None:
         progress(0.9, f"writing {out}")
         with atomic_text_file(store, out) as fh:
-            for _, item in records():
+            for item in records():
                 fh.write(json.dumps(item, ensure_ascii=False) + "\n")
     progress(1.0, f"audit {run_id}: {len(order)} pairs ranked")
-    return AuditReport(run_id, len(order), info.version, [item for _, item in itertools.islice(records(), show)])
+    return AuditReport(run_id, len(order), info.version, list(itertools.islice(records(), show)))
+
+
+STORE_BATCH = 5000  # ranked pairs whose stored breakdowns are made at once
+STORED_DECIMALS = 6  # of the values and ranks in a stored breakdown (the score and rank columns are exact)
+
+
+def _stored(scores: AuditScores, order: np.ndarray, table: PairColumns,
+            evidence: dict[int, tuple[int, int]]) -> Iterator[AuditedPair]:
+    """The ranked pairs as stored, most suspicious first: compact breakdowns (``storage.audit``: the
+    components' values and ranks as lists in ``AUDIT_COMPONENTS`` order), made ``STORE_BATCH`` rows at a
+    time with numpy, plus the evidence of the flagged pairs. Memory O(STORE_BATCH), not O(N)."""
+    def lists(arrays: Sequence[np.ndarray], rows: np.ndarray) -> list:
+        return np.column_stack([a[rows] for a in arrays]).round(STORED_DECIMALS).tolist()
+
+    for start in range(0, len(order), STORE_BATCH):
+        rows = order[start:start + STORE_BATCH]
+        values = lists([scores.components[name] for name in AUDIT_COMPONENTS], rows)
+        ranks = lists([scores.ranks[name] for name in AUDIT_COMPONENTS], rows)
+        own = lists([scores.caption_rank, scores.image_rank], rows)
+        for offset, row in enumerate(rows.tolist()):
+            stored = {VALUES: values[offset], RANKS: ranks[offset], "caption_rank": own[offset][0],
+                      "image_rank": own[offset][1]}
+            if row in evidence:
+                stored.update(_evidence(table, *evidence[row]))
+            yield AuditedPair(int(table.ids[row]), start + offset + 1, float(scores.score[row]), stored)
+
+
+def _evidence(table: PairColumns, caption: int, image: int) -> dict[str, Any]:
+    """The breakdown entries naming the pool's best alternative caption (row ``caption``) and image."""
+    ids = table.external_ids
+    return {"best_caption": {"id": ids[caption], "text": table.texts[caption]},
+            "best_image": {"id": ids[image], "image": table.image_paths[image]}}
 
 
 def _record(scores: AuditScores, rank: int, row: int, table: PairColumns, evidence: tuple[int, int] | None,
             config: AuditConfig) -> dict[str, Any]:
     """The JSONL object of the pair at ``row``, ranked ``rank`` (0-based); ``evidence``: the rows of its best
     alternative caption and image, when it is among the flagged pairs."""
-    ids = table.external_ids
-    item = {"id": ids[row], "mismatch": float(scores.score[row]), "rank": rank + 1,
+    item = {"id": table.external_ids[row], "mismatch": float(scores.score[row]), "rank": rank + 1,
             "breakdown": breakdown(scores, row, config)}
     if evidence is not None:
-        caption, image = evidence
-        item["breakdown"]["best_caption"] = {"id": ids[caption], "text": table.texts[caption]}
-        item["breakdown"]["best_image"] = {"id": ids[image], "image": table.image_paths[image]}
+        item["breakdown"].update(_evidence(table, *evidence))
     return item
 
 

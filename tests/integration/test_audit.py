@@ -21,11 +21,12 @@ import app.services.train as train_service
 from app.services.annotate import adjudicate
 from app.services.audit import run_audit
 from app.services.data import TRAINING_SPLITS, pair_table
+from app.services.settings import settings
 from app.services.train import pairing_weights, train_workspace
-from storage.audit import audit_page, latest_audit
+from storage.audit import audit_component_values, audit_page, latest_audit
 from storage.importers import import_source
 from storage.jobs import enqueue, recent_jobs
-from storage.models import Pair, PairState, Round, Selection
+from storage.models import AuditScore, Pair, PairState, Round, Selection
 from storage.queue import claim_next, submit
 from storage.store import init_workspace
 from storage.model_versions import latest_model_version
@@ -96,6 +97,34 @@ def test_audit_writes_every_pair_most_suspicious_first_and_swapped_pairs_rank_hi
     assert set(top["components"]) == set(AUDIT_COMPONENTS)
     assert top["best_caption"]["id"] != records[0]["id"] and top["best_caption"]["text"]
     assert top["best_image"]["id"] != records[0]["id"]
+
+
+def test_the_stored_breakdowns_read_back_as_the_written_ones(audited, tmp_path):
+    """Rows are stored compact (values and ranks as lists, names and weights on the run); the pages, the
+    verification queue and the training weights read them back as the JSONL has them, to 6 decimals."""
+    store, _, n, _ = audited
+    olga = user(store, "olga")
+    out = tmp_path / "audit.jsonl"
+    report = run_audit(store, actor=olga, out=out)
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    with store.db.read() as s:
+        page = audit_page(s, report.run_id, offset=0, limit=n)
+        stored_rows = s.scalars(select(AuditScore.breakdown).where(AuditScore.audit_run_id == report.run_id)
+                                .limit(1)).all()
+        inconsistency = dict(audit_component_values(s, report.run_id, "inconsistency"))
+    assert "components" not in stored_rows[0] and len(stored_rows[0]["values"]) == len(AUDIT_COMPONENTS)
+    assert [r.rank for r in page] == [r["rank"] for r in records]
+    weights = settings(store).audit.weights()
+    for row, record in zip(page, records):
+        written, read = record["breakdown"], row.breakdown
+        assert list(read["components"]) == list(AUDIT_COMPONENTS)
+        for name in AUDIT_COMPONENTS:
+            assert read["components"][name]["weight"] == weights[name]
+            for key in ("value", "rank"):
+                assert read["components"][name][key] == pytest.approx(written["components"][name][key], abs=1e-6)
+        assert read["caption_rank"] == pytest.approx(written["caption_rank"], abs=1e-6)
+        assert read.get("best_caption") == written.get("best_caption")
+        assert inconsistency[row.pair_id] == pytest.approx(written["components"]["inconsistency"]["value"], abs=1e-6)
 
 
 def test_the_audit_run_is_stored_and_read_back_in_pages(audited):

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.services.audit import queue_verification
 from storage.annotations import record_event
-from storage.audit import AuditedPair, audit_page, record_audit
+from storage.audit import AuditedPair, audit_component_values, audit_page, record_audit
 from storage.errors import ConflictError, PairlabError, PermissionDenied
 from storage.models import Event, Pair, QueueItem, Round, Selection
 from storage.pair_state import pair_states
@@ -145,3 +145,30 @@ def test_queue_verification_guards(team):
         queue_verification(store, actor=ann, top=3)
     with store.db.read() as s:
         assert s.scalar(select(func.count(Round.id))) == 0  # every refusal wrote nothing
+
+
+def test_compact_and_older_full_breakdowns_read_back_the_same(team):
+    """A run stores each pair's component values and ranks as lists named and weighted by the run's params;
+    a run stored before that form keeps its full rows. Pages, the verification queue and the component
+    values read both alike."""
+    store, ids = team
+    names, weights = ["mismatch", "inconsistency"], {"mismatch": 1.0, "inconsistency": 4.0}
+    full = {"components": {"mismatch": {"value": 0.25, "rank": 0.5, "weight": 1.0},
+                           "inconsistency": {"value": 0.75, "rank": 1.0, "weight": 4.0}}, "caption_rank": 0.1}
+    compact = {"values": [0.25, 0.75], "ranks": [0.5, 1.0], "caption_rank": 0.1}
+    with store.db.write() as s:
+        old = record_audit(s, model_version_id=None, params={}, created_by=None,
+                           scored=[AuditedPair(ids[0], 1, 0.9, full)])
+        new = record_audit(s, model_version_id=None, params={"components": names, "weights": weights},
+                           created_by=None, scored=[AuditedPair(ids[0], 1, 0.9, compact)])
+    with store.db.read() as s:
+        assert audit_page(s, old, limit=1)[0].breakdown == full
+        assert audit_page(s, new, limit=1)[0].breakdown == full
+        assert list(audit_component_values(s, old, "inconsistency")) == [(ids[0], 0.75)]
+        assert list(audit_component_values(s, new, "inconsistency")) == [(ids[0], 0.75)]
+        assert list(audit_component_values(s, new, "posterior")) == []
+    operator = user(store, "op")
+    queue_verification(store, actor=operator, top=1, run_id=new)
+    with store.db.read() as s:
+        (why,) = s.scalars(select(Selection.explanation).where(Selection.kind == "verification")).all()
+    assert why["components"] == full["components"] and "values" not in why

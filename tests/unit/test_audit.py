@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, audit_scores, best_alternatives, breakdown, \
-    candidate_rows, clean_probability, cluster_neighbours, contrastive_losses, gather_audit_inputs, \
+    candidate_rows, clean_probability, cluster_neighbours, contrastive_losses, cross_modal_consistency, gather_audit_inputs, \
     mismatch_posterior, neighbour_consistency, reduce_features
 from learner.inference import infer, iter_infer
 from learner.selection.knn import cosine_neighbours
@@ -137,6 +137,22 @@ def test_large_pools_audit_through_the_bounded_search_and_rank_swapped_captions_
     assert not np.array_equal(exact.components["inconsistency"], bounded.components["inconsistency"])
     hits = [len(np.intersect1d(scores.order()[:60], swapped)) for scores in (exact, bounded)]
     assert hits[0] >= 40 and abs(hits[1] - hits[0]) <= 2, hits
+
+
+@pytest.mark.parametrize("exact_max_pool", [10_000, 100])
+def test_the_consistency_on_two_threads_equals_the_one_on_one(exact_max_pool):
+    """Both modalities at once on two threads (exact and bounded neighbourhoods): the same values as one
+    after the other, up to float rounding, and neither thread's OpenMP or BLAS setting leaks out."""
+    from threadpoolctl import threadpool_info
+    rng = np.random.default_rng(4)
+    image = _grouped_rows(600, 8, 12, seed=4)
+    text = _unit(image @ rng.standard_normal((12, 10)) + 0.3 * rng.standard_normal((600, 10)))
+    config = AuditConfig(reduced_dims=8, exact_max_pool=exact_max_pool, cluster_rows=50)
+    before = [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()]
+    one = cross_modal_consistency(image, text, config, workers=1)
+    two = cross_modal_consistency(image, text, config, workers=2)
+    assert np.allclose(one, two, atol=1e-4) and np.corrcoef(one, two)[0, 1] > 0.9999
+    assert [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()] == before
 
 
 def test_reduced_features_are_unit_rows_of_at_most_the_asked_dimensions():
