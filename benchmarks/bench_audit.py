@@ -21,7 +21,10 @@ instead of the pool, so the defaults are never chosen on the figures reported. P
 (b) the corrupted pool, (c) the corrupted pool with each pair weighted in the pairing loss by its
 P(clean) from an audit of (b)'s model on the corrupted pool (``learner.audit.clean_probability`` of the
 raw ``inconsistency`` values, what ``[train].correspondence_weighting = "audit"`` does), and (d) with ``--oracle``, the corrupted
-pool with the truly swapped pairs at weight 0 (what confirmed mismatch verdicts do); then report the
+pool with the truly swapped pairs at weight 0 (what confirmed mismatch verdicts do), and (e) with
+``--control``, the *clean* pool with as many seeded random pairs as were swapped at weight 0 (what (d)
+loses in pairing signal, without the noise: if (e) sits near (d), the oracle's gap to (a) is the lost
+pairs, not what remains of the noise); then report the
 retrieval mAP (i2t, t2i, avg) of each model on the validation carve (which the defaults are chosen on)
 and on the test split (reported), and the share of the noise's cost that (c) recovers,
 ((c) - (b)) / ((a) - (b)) of the avg mAP, on each:
@@ -214,6 +217,11 @@ def train_one(data, pool: np.ndarray, evaluated: dict[str, np.ndarray], noise: f
     train("weighted", noisy_text, p_clean)
     if args.oracle:
         train("oracle", noisy_text, (~corrupted).astype(np.float32))
+    if args.control:
+        dropped = np.random.default_rng(2000 + seed).choice(pool.shape[0], size=int(corrupted.sum()), replace=False)
+        kept = np.ones(pool.shape[0], dtype=np.float32)
+        kept[dropped] = 0.0
+        train("control", clean_text, kept)
     recovered = {}
     for split, got in figures.items():
         cost = got["clean"]["avg"] - got["noisy"]["avg"]
@@ -235,6 +243,8 @@ def main() -> None:
                         help="rank: the audit's ranking figures; train: mAP of clean / noisy / weighted training")
     parser.add_argument("--oracle", action="store_true",
                         help="--mode train: also train with the truly swapped pairs at weight 0")
+    parser.add_argument("--control", action="store_true",
+                        help="--mode train: also train on the clean pool with as many random pairs at weight 0")
     parser.add_argument("--labelled", type=float, default=0.05, help="fraction of the pool labelled (default 0.05)")
     parser.add_argument("--pca", type=int, default=128, help="PCA dims per modality before the CCA baseline")
     parser.add_argument("--cca-components", type=int, default=16)
