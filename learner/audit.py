@@ -31,9 +31,10 @@ O(N (d + reduced_dims)) whatever the raw feature dimensions. ``audit_pairs`` aud
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -44,6 +45,8 @@ from learner.outputs import InferenceOutputs
 from learner.selection.density import cluster_members, kmeans_centres
 from learner.selection.knn import cosine_neighbours
 from learner.selection.scoring import CHUNK_ROWS, match_noise, match_probability, rank01, semantic_disagreement
+
+T, R = TypeVar("T"), TypeVar("R")
 
 LIST_CAP_FACTOR = 4  # an inverted list is searched through at most this many times cluster_rows of its rows
 SIMILARITY_CELLS = 1 << 22  # entries of one chunk's pairs x candidates similarity matrix (16 MB in float32)
@@ -429,17 +432,19 @@ def cross_modal_consistency(image_features: np.ndarray, text_features: np.ndarra
     if workers < 2:
         image, text = reduce(image_features), reduce(text_features)
         return 0.5 * (consistency((image, text)) + consistency((text, image)))
-    def one_thread(step):
-        def run(argument):
-            with threadpool_limits(limits=1, user_api="openmp"):
-                return step(argument)
-        return run
-
     with (threadpool_limits(limits=1, user_api="blas"),
           ThreadPoolExecutor(max_workers=2, thread_name_prefix="pairlab-audit") as pool):
-        image, text = pool.map(one_thread(reduce), (image_features, text_features))
-        forward, backward = pool.map(one_thread(consistency), ((image, text), (text, image)))
+        image, text = pool.map(_one_openmp_thread(reduce), (image_features, text_features))
+        forward, backward = pool.map(_one_openmp_thread(consistency), ((image, text), (text, image)))
     return 0.5 * (forward + backward)
+
+
+def _one_openmp_thread(step: Callable[[T], R]) -> Callable[[T], R]:
+    """``step`` run with OpenMP at one thread on the calling thread (OpenMP's setting is per thread)."""
+    def run(argument: T) -> R:
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return step(argument)
+    return run
 
 
 def best_alternatives(mu_image: np.ndarray, mu_text: np.ndarray, rows: np.ndarray,

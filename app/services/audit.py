@@ -29,7 +29,8 @@ from app.services.models import cached_model, current_model
 from app.services.progress import StepProgress, quiet
 from app.services.select import check_overlap
 from app.services.settings import encoder_choice, settings
-from learner.audit import AUDIT_COMPONENTS, AuditConfig, AuditScores, audit_scores, best_alternatives, breakdown, gather_audit_inputs
+from learner.audit import (AUDIT_COMPONENTS, AuditConfig, AuditScores, audit_scores, best_alternatives, breakdown,
+                           gather_audit_inputs)
 from learner.inference import iter_infer
 from storage.audit import (RANKS, VALUES, AuditedPair, AuditRow, AuditRunInfo, audit_page, latest_audit,
                            record_audit, verification_candidates)

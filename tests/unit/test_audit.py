@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, audit_scores, best_alternatives, breakdown, \
-    candidate_rows, clean_probability, cluster_neighbours, contrastive_losses, cross_modal_consistency, gather_audit_inputs, \
-    mismatch_posterior, neighbour_consistency, reduce_features
+    candidate_rows, clean_probability, cluster_neighbours, contrastive_losses, cross_modal_consistency, \
+    gather_audit_inputs, mismatch_posterior, neighbour_consistency, reduce_features
 from learner.inference import infer, iter_infer
 from learner.selection.knn import cosine_neighbours
 from learner.model import CrossModalModel
