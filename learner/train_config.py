@@ -23,7 +23,9 @@ class TrainConfig:
                  pools above 200 x 512 = 102,400 pairs see a fresh sample of the pool each epoch and
                  the per-epoch cost of the pairing loss stays bounded; smaller pools are unchanged), patience (epochs without validation gain before stopping, 6),
                  min_epochs (epochs trained before a model may be selected, 5: tiny validation
-                 splits otherwise often pick an undertrained first epoch),
+                 splits otherwise often pick an undertrained first epoch; capped by the epochs that
+                 ``max_steps`` allows, so on pools past ~77k pairs, where 600 steps are 3 epochs, the
+                 last one is still selected and its validation figures recorded),
                  val_fraction (of the labelled pairs held out for early stopping, 0.2), seed (0).
     Averaging:   averaging ("none": the best epoch by early stopping; "swa": stochastic weight
                  averaging, Izmailov et al. UAI 2018: a fixed schedule of ``epochs`` (or the epochs

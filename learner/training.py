@@ -273,12 +273,12 @@ def train_model(
     model = _initial_model(image_features, text_features, labels.shape[1], config, init_model)
     xv, xt, y = _tensor(image_features), _tensor(text_features), _tensor(labels)    # (N, Di), (N, Dt), (N, C)
     trainer = _Epochs(model, xv, xt, y, split, config, rng, weights)
-    stopper = None
-    if split.val.size:
-        stopper = EarlyStopping(xv[split.val], xt[split.val], labels[split.val].astype(np.float32),
-                                patience=config.patience, min_epochs=config.min_epochs)
-    swa = config.averaging == "swa"
     planned = min(config.epochs, math.ceil(config.max_steps / trainer.steps))   # epochs the schedule allows
+    stopper = None
+    if split.val.size:   # min_epochs capped by the schedule, so a step budget that ends first still selects
+        stopper = EarlyStopping(xv[split.val], xt[split.val], labels[split.val].astype(np.float32),
+                                patience=config.patience, min_epochs=min(config.min_epochs, planned))
+    swa = config.averaging == "swa"
     swa_from = math.floor(planned * config.swa_start) + 1                       # first averaged epoch
     averaged = None
     history: list[dict[str, float]] = []

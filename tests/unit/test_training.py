@@ -177,6 +177,19 @@ def test_an_epoch_takes_at_most_its_step_budget_of_pool_batches():
         TrainConfig(min_steps_per_epoch=20, max_steps_per_epoch=10)
 
 
+def test_a_step_budget_that_ends_before_min_epochs_still_selects_and_reports_on_validation():
+    """Large pools: 600 steps of 200 a epoch end training after 3 epochs, before min_epochs = 5. The last
+    planned epoch may still be selected, so the version records its validation figures."""
+    xv, xt, y = _noisy_multilabel()
+    labelled = np.zeros(N, dtype=bool)
+    labelled[:40] = True
+    cfg = TrainConfig(dim=8, hidden=16, batch_size=8, labelled_batch_size=4, min_steps_per_epoch=1,
+                      max_steps_per_epoch=3, max_steps=6, epochs=40, min_epochs=5, val_fraction=0.25)
+    res = train_model(xv, xt, y, labelled, cfg)
+    assert len(res.history) == 2 and res.best_epoch in (1, 2)
+    assert res.best_metrics and np.isfinite(res.best_metrics["avg"])
+
+
 def test_pair_weights_zero_keep_a_swapped_caption_from_being_learned_as_its_images_match():
     """Swap the captions of 10 pairs of different classes. Trained with them at weight 0, the model
     does not pull those images towards their wrong captions: their mu_v . mu_t stays lower than when
