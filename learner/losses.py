@@ -12,6 +12,9 @@ import torch
 from torch.nn import functional as F
 
 
+_TINY_WEIGHT = 1e-12  # a candidate at weight 0 enters a softmax as log(1e-12) = -27.6, not -inf (no NaN)
+
+
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """sum_i w_i v_i / sum_i w_i over (B,) values; the plain mean without weights, 0 when every weight is 0."""
     if weights is None:
@@ -76,20 +79,33 @@ def soft_multilabel_contrastive(mu_image: torch.Tensor, mu_text: torch.Tensor, l
                                 pair_weights: torch.Tensor | None = None) -> torch.Tensor:
     """DAGNN soft multi-label contrastive loss on labelled pairs (Qian et al., TPAMI 2023; DESIGN §4).
 
-    mu_image, mu_text: (B, d), L2-normalised; labels: (B, C) in {0, 1}.
+    mu_image, mu_text: (B, d), L2-normalised; labels: (B, C) in {0, 1}, the labels of each pair's image.
     Cross-modal positives of query i are weighted by label Jaccard overlap J_ij (J_ii = 1, the
     pair itself): target t_ij = J_ij / sum_j J_ij, loss = -sum_j t_ij log softmax_j(s_ij / tau),
-    averaged over rows and over image->text and text->image. pair_weights: (B,) >= 0 or None (all 1):
-    J_ii = w_i, so a mismatched pair (w_i = 0) is not its own positive; a row left without positives
-    has target 0 (contributes nothing).
+    averaged over rows and over image->text and text->image. pair_weights: (B,) in [0, 1] or None (all
+    1): how far caption j carries its image's labels (soft correspondence). Image->text: caption j
+    counts w_j times, as a soft positive (t_ij ∝ J_ij w_j, so a mismatched pair, w_j = 0, is not its own
+    positive nor one of its image's class) and as a candidate in the softmax (exp(s_ij / tau) w_j, as in
+    :func:`info_nce`). Text->image: caption j's row enters the mean with weight w_j. All 1 is the plain
+    loss; a row left without positives has target 0 (contributes nothing).
     """
     sim = mu_image @ mu_text.T / temperature                             # (B, B)
-    weights = jaccard_matrix(labels, labels)                             # (B, B)
-    weights.diagonal().copy_(torch.ones(weights.shape[0]) if pair_weights is None else pair_weights)
-    targets = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)   # (B, B), rows sum to 1 or 0 (J symmetric)
-    i2t = -(targets * torch.log_softmax(sim, dim=1)).sum(1).mean()
-    t2i = -(targets * torch.log_softmax(sim.T, dim=1)).sum(1).mean()
+    jaccard = jaccard_matrix(labels, labels)                             # (B, B)
+    jaccard.diagonal().fill_(1.0)
+    if pair_weights is None:
+        pair_weights = torch.ones(sim.shape[0], dtype=sim.dtype)
+    w = pair_weights.to(sim.dtype)                                       # (B,)
+    i2t_targets = _row_normalised(jaccard * w.unsqueeze(0))              # (B, B), caption j weighted w_j
+    candidates = torch.log(w.clamp_min(_TINY_WEIGHT)).unsqueeze(0)      # finite even for a row of zeros
+    i2t = -(i2t_targets * torch.log_softmax(sim + candidates, dim=1)).sum(1).mean()
+    t2i_rows = -(_row_normalised(jaccard) * torch.log_softmax(sim.T, dim=1)).sum(1)   # (B,) per caption
+    t2i = _weighted_mean(t2i_rows, w)
     return 0.5 * (i2t + t2i)
+
+
+def _row_normalised(weights: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to sum to 1 (rows of zeros stay 0). (B, B)"""
+    return weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -118,7 +118,8 @@ def test_memory_bank_momentum_update():
 
 def test_pair_weights_take_a_pair_out_as_a_positive_of_every_pairing_term():
     """Weight 0 on pair 0 (its caption does not describe its image): InfoNCE is the loss of the other
-    pairs alone (pair 0 is no negative either), the PCME positives average the other pairs only, DAGNN drops its own-pair target, the text branch's BCE skips it;
+    pairs alone (pair 0 is no negative either), the PCME positives average the other pairs only, DAGNN
+    leaves caption 0 out (as a positive and a candidate, and its own row), the text branch's BCE skips it;
     weights of 1 give the unweighted losses."""
     mu_v, mu_t = _unit(6, 8), _unit(6, 8, seed=5)
     w = torch.tensor([0.0, 1, 1, 1, 1, 1])
@@ -146,11 +147,28 @@ def test_pair_weights_take_a_pair_out_as_a_positive_of_every_pairing_term():
 
     labels = torch.eye(6)                     # no pair shares a label: pair 0's only positive is itself
     dagnn = losses.soft_multilabel_contrastive(mu_v, mu_t, labels, 0.2, pair_weights=w)
-    plain_rows = -0.5 * (sim.log_softmax(1).diagonal() + sim.T.log_softmax(1).diagonal())
-    assert dagnn == pytest.approx(float(plain_rows[1:].sum() / 6), rel=1e-5)
+    i2t_rows = -rest.log_softmax(1).diagonal()              # caption 0 is no candidate of any image
+    t2i_rows = -sim.T.log_softmax(1).diagonal()[1:]         # caption 0's own row is out of the mean
+    assert dagnn == pytest.approx(float(0.5 * (i2t_rows.sum() / 6 + t2i_rows.mean())), rel=1e-5)
+    assert losses.soft_multilabel_contrastive(mu_v, mu_t, labels, 0.2, pair_weights=ones) == pytest.approx(
+        float(losses.soft_multilabel_contrastive(mu_v, mu_t, labels, 0.2)), rel=1e-6)
 
     logits_v, logits_t = torch.randn(6, 3), torch.randn(6, 3)
     y = (torch.rand(6, 3) < 0.5).float()
     text_rows = F.binary_cross_entropy_with_logits(logits_t, y, reduction="none").mean(1)
     expected_cls = 0.5 * (F.binary_cross_entropy_with_logits(logits_v, y) + text_rows[1:].mean())
     assert losses.classification_loss(logits_v, logits_t, y, w) == pytest.approx(float(expected_cls), rel=1e-5)
+
+
+def test_a_caption_at_weight_0_takes_no_part_in_dagnn_even_when_its_image_shares_labels():
+    """Pairs 0 and 1 share a label, and pair 0's caption is swapped in from elsewhere (weight 0): it must not
+    be a soft positive of image 1 (its labels are its image's, not its own), nor a candidate, nor a query.
+    Its embedding then gets no gradient; at weight 1 it does."""
+    mu_v = _unit(4, 8)
+    labels = torch.tensor([[1.0, 0], [1, 0], [0, 1], [0, 1]])
+    for weight, moved in ((0.0, False), (1.0, True)):
+        mu_t = _unit(4, 8, seed=3).requires_grad_(True)
+        w = torch.tensor([weight, 1, 1, 1])
+        losses.soft_multilabel_contrastive(mu_v, mu_t, labels, 0.2, pair_weights=w).backward()
+        assert (mu_t.grad[0].abs().max() > 1e-4) == moved, mu_t.grad[0]
+        assert mu_t.grad[1:].abs().max() > 1e-4
