@@ -8,7 +8,7 @@ import torch
 
 from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, audit_scores, best_alternatives, breakdown, \
     candidate_rows, clean_probability, cluster_neighbours, contrastive_losses, cross_modal_consistency, \
-    gather_audit_inputs, mismatch_posterior, neighbour_consistency, reduce_features
+    gather_audit_inputs, mismatch_posterior, neighbour_consistency, reduce_features, two_populations
 from learner.inference import infer, iter_infer
 from learner.selection.knn import cosine_neighbours
 from learner.model import CrossModalModel
@@ -228,14 +228,20 @@ def test_the_mixture_posterior_separates_two_loss_populations():
     assert np.all(mismatch_posterior(np.full(10, 2.0)) == 0.5)
 
 
-def test_clean_probability_is_low_for_the_high_score_population_and_constant_scores_give_one_half():
-    """P(clean) from raw suspicion values: 80 % of pairs spread over 0.05-0.75, 20 % around 0.95 (the swapped)."""
+def test_clean_probability_is_low_for_the_high_score_population_and_one_where_there_is_one_population():
+    """P(clean) from raw suspicion values: 80 % of pairs spread over 0.05-0.75, 20 % around 0.95 (the swapped);
+    one Gaussian population (a clean pool) or constant values: every pair clean, where a two-component
+    fit alone would split the pool in half."""
     rng = np.random.default_rng(3)
     scores = np.concatenate([rng.uniform(0.05, 0.75, 800), rng.normal(0.95, 0.02, 200)])
+    assert two_populations(scores, seed=0)
     p_clean = clean_probability(scores, seed=0)
     assert p_clean.shape == (1000,) and ((p_clean >= 0) & (p_clean <= 1)).all()
     assert p_clean[800:].max() < 0.1 and np.median(p_clean[:800]) > 0.9
-    assert np.array_equal(clean_probability(np.full(5, 0.3)), np.full(5, 0.5))
+    one = rng.normal(0.5, 0.1, 5000)
+    assert not two_populations(one, seed=0) and (1.0 - mismatch_posterior(one, seed=0) < 0.5).mean() > 0.2
+    assert np.array_equal(clean_probability(one, seed=0), np.ones(5000))
+    assert np.array_equal(clean_probability(np.full(5, 0.3)), np.ones(5))
 
 
 def test_the_mixture_fits_on_a_sample_but_scores_every_row():
