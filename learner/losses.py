@@ -84,18 +84,19 @@ def soft_multilabel_contrastive(mu_image: torch.Tensor, mu_text: torch.Tensor, l
     pair itself): target t_ij = J_ij / sum_j J_ij, loss = -sum_j t_ij log softmax_j(s_ij / tau),
     averaged over rows and over image->text and text->image. pair_weights: (B,) in [0, 1] or None (all
     1): how far caption j carries its image's labels (soft correspondence). Image->text: caption j
-    counts w_j times, as a soft positive (t_ij ∝ J_ij w_j, so a mismatched pair, w_j = 0, is not its own
-    positive nor one of its image's class) and as a candidate in the softmax (exp(s_ij / tau) w_j, as in
-    :func:`info_nce`). Text->image: caption j's row enters the mean with weight w_j. All 1 is the plain
-    loss; a row left without positives has target 0 (contributes nothing).
+    counts w_j times, as a soft positive (t_ij = J_ij w_j / sum_j J_ij, normalised by the unweighted
+    overlap, so the pull on a caption falls smoothly to 0 with its weight and a mismatched pair, w_j = 0,
+    is neither its own positive nor one of its image's class) and as a candidate in the softmax
+    (exp(s_ij / tau) w_j, as in :func:`info_nce`). Text->image: caption j's row enters the mean with
+    weight w_j. All 1 is the plain loss; a row left without positives has target 0 (contributes nothing).
     """
     sim = mu_image @ mu_text.T / temperature                             # (B, B)
     jaccard = jaccard_matrix(labels, labels)                             # (B, B)
     jaccard.diagonal().fill_(1.0)
     if pair_weights is None:
-        pair_weights = torch.ones(sim.shape[0], dtype=sim.dtype)
-    w = pair_weights.to(sim.dtype)                                       # (B,)
-    i2t_targets = _row_normalised(jaccard * w.unsqueeze(0))              # (B, B), caption j weighted w_j
+        pair_weights = torch.ones(sim.shape[0], dtype=sim.dtype, device=sim.device)
+    w = pair_weights.to(sim)                                             # (B,)
+    i2t_targets = _row_normalised(jaccard) * w.unsqueeze(0)              # (B, B), caption j weighted w_j
     candidates = torch.log(w.clamp_min(_TINY_WEIGHT)).unsqueeze(0)      # finite even for a row of zeros
     i2t = -(i2t_targets * torch.log_softmax(sim + candidates, dim=1)).sum(1).mean()
     t2i_rows = -(_row_normalised(jaccard) * torch.log_softmax(sim.T, dim=1)).sum(1)   # (B,) per caption

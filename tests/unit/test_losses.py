@@ -172,3 +172,17 @@ def test_a_caption_at_weight_0_takes_no_part_in_dagnn_even_when_its_image_shares
         losses.soft_multilabel_contrastive(mu_v, mu_t, labels, 0.2, pair_weights=w).backward()
         assert (mu_t.grad[0].abs().max() > 1e-4) == moved, mu_t.grad[0]
         assert mu_t.grad[1:].abs().max() > 1e-4
+
+
+def test_the_dagnn_pull_on_a_caption_falls_smoothly_to_zero_with_its_weight():
+    """A suspected caption (small P(clean), never exactly 0) must not be taught as fully as a clean one:
+    the gradient on it shrinks with its weight instead of jumping to 0 only at w = 0."""
+    mu_v, labels = _unit(6, 8), torch.eye(6)
+    pulls = []
+    for weight in (1.0, 0.1, 0.01, 0.0):
+        mu_t = _unit(6, 8, seed=5).requires_grad_(True)
+        losses.soft_multilabel_contrastive(mu_v, mu_t, labels, 0.2,
+                                           pair_weights=torch.tensor([weight, 1, 1, 1, 1, 1])).backward()
+        pulls.append(float(mu_t.grad[0].norm()))
+    assert pulls[0] > pulls[1] > pulls[2] > pulls[3] and pulls[3] < 1e-9, pulls
+    assert pulls[2] < 0.05 * pulls[0], pulls
