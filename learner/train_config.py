@@ -24,8 +24,9 @@ class TrainConfig:
                  the per-epoch cost of the pairing loss stays bounded; smaller pools are unchanged), patience (epochs without validation gain before stopping, 6),
                  min_epochs (epochs trained before a model may be selected, 5: tiny validation
                  splits otherwise often pick an undertrained first epoch; capped by the epochs that
-                 ``max_steps`` allows, so on pools past ~77k pairs, where 600 steps are 3 epochs, the
-                 last one is still selected and its validation figures recorded),
+                 ``max_steps`` allows, so on pools past ~77k pairs, where 600 steps are 4 epochs or
+                 fewer (3 from 102,400), the last one may still be selected and its validation
+                 figures are recorded),
                  val_fraction (of the labelled pairs held out for early stopping, 0.2), seed (0).
     Averaging:   averaging ("none": the best epoch by early stopping; "swa": stochastic weight
                  averaging, Izmailov et al. UAI 2018: a fixed schedule of ``epochs`` (or the epochs

@@ -75,7 +75,7 @@ def labelled_terms(out: ModelOutputs, nl: int, y_lab: torch.Tensor, config: Trai
                    w_lab: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Labelled-batch terms (rows :nl, labels y_lab (nl, C)): classification (MemBank L_cls) and DAGNN.
     w_lab: (nl,) pair weights or None; they weigh the caption as a description of its image (the text
-    branch's classification, DAGNN's own-pair positive)."""
+    branch's classification; in DAGNN, the caption as a soft positive and candidate and its own row)."""
     terms: dict[str, torch.Tensor] = {}
     if nl == 0:
         return terms

@@ -90,7 +90,10 @@ def record_audit(session: Session, *, model_version_id: int | None, params: dict
     session.flush()
     batch: list[dict[str, Any]] = []
     total = 0
+    named = bool(params.get("components"))
     for item in scored:
+        if not named and VALUES in (item.breakdown or {}):
+            raise ValueError("record_audit: compact breakdowns need params['components'] to name their values")
         batch.append({"audit_run_id": run.id, "pair_id": item.pair_id, "rank": item.rank, "score": item.score,
                       "breakdown": item.breakdown})
         if len(batch) == INSERT_BATCH:
@@ -116,7 +119,7 @@ def audit_page(session: Session, run_id: int, *, offset: int = 0, limit: int = 5
     """Up to ``limit`` pairs of one run, most suspicious first, skipping the first ``offset``; with the
     current verdict of each. Unfiltered, ranks offset+1 .. offset+limit (an index range scan); ``verdict``
     (one of ``VERDICT_FILTERS``; ``none``: no verdict yet) keeps only pairs whose current verdict is that,
-    walking the rank index until the page is full."""
+    walking the rank index until the page is full. Raises ``NotFoundError`` for an unknown run."""
     if verdict is not None and verdict not in VERDICT_FILTERS:
         raise ValueError(f"verdict filter {verdict!r}; allowed: {', '.join(VERDICT_FILTERS)}")
     params = _run_params(session, run_id)

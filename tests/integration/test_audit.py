@@ -122,8 +122,10 @@ def test_the_stored_breakdowns_read_back_as_the_written_ones(audited, tmp_path):
             assert read["components"][name]["weight"] == weights[name]
             for key in ("value", "rank"):
                 assert read["components"][name][key] == pytest.approx(written["components"][name][key], abs=1e-6)
-        assert read["caption_rank"] == pytest.approx(written["caption_rank"], abs=1e-6)
+        for key in ("caption_rank", "image_rank"):
+            assert read[key] == pytest.approx(written[key], abs=1e-6)
         assert read.get("best_caption") == written.get("best_caption")
+        assert read.get("best_image") == written.get("best_image")
         assert inconsistency[row.pair_id] == pytest.approx(written["components"]["inconsistency"]["value"], abs=1e-6)
 
 

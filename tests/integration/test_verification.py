@@ -167,6 +167,10 @@ def test_compact_and_older_full_breakdowns_read_back_the_same(team):
         assert list(audit_component_values(s, old, "inconsistency")) == [(ids[0], 0.75)]
         assert list(audit_component_values(s, new, "inconsistency")) == [(ids[0], 0.75)]
         assert list(audit_component_values(s, new, "posterior")) == []
+    with pytest.raises(ValueError, match="params\\['components'\\]"):
+        with store.db.write() as s:
+            record_audit(s, model_version_id=None, params={}, created_by=None,
+                         scored=[AuditedPair(ids[1], 1, 0.9, compact)])
     operator = user(store, "op")
     queue_verification(store, actor=operator, top=1, run_id=new)
     with store.db.read() as s:
