@@ -54,7 +54,7 @@ class TrainConfig:
                  whose current verdict is "mismatch" always get pair weight 0 (``train_model``'s
                  ``pair_weights``); with "audit" the others that the latest audit scored get P(clean)
                  (``learner.audit.clean_probability``; a "match" verdict keeps 1). Default "audit", chosen
-                 with ``benchmarks/bench_audit.py --mode train`` on the fashion validation carve: +0.0235
+                 with ``benchmarks/bench_audit.py --mode train`` on the fashion validation carve: +0.0214
                  avg mAP at 20 % swapped, 0 on the clean pool, where the audit values form one
                  population and nothing is down-weighted (docs/audit.md).
     """
