@@ -253,7 +253,11 @@ def mismatch_posterior(losses: np.ndarray, *, max_rows: int = 200_000, seed: int
     x, fit_rows = _normalised_rows(losses, max_rows, seed)
     if x is None:
         return np.full(np.asarray(losses).shape[0], 0.5)
-    mixture = _mixture(fit_rows, 2, seed)
+    return _noisy_posterior(x, _mixture(fit_rows, 2, seed))
+
+
+def _noisy_posterior(x: np.ndarray, mixture: GaussianMixture) -> np.ndarray:
+    """Posterior (N,) of the mixture's high-mean component for rows x (N, 1), in chunks."""
     noisy = int(np.argmax(mixture.means_[:, 0]))
     return np.concatenate([mixture.predict_proba(x[s:s + CHUNK_ROWS])[:, noisy]
                            for s in range(0, x.shape[0], CHUNK_ROWS)])
@@ -266,10 +270,16 @@ def two_populations(values: np.ndarray, *, max_rows: int = 200_000, seed: int = 
     (BIC lower by 169; validation carve 52) and two won from 5 % of captions swapped on (docs/audit.md).
     It is a test against one *Gaussian*: one skewed population (Beta(2, 5), Gamma(4); a review measured
     BIC margins of +1,800 at 20k rows) also counts as two, so it guards near-Gaussian clean pools only."""
-    _, fit_rows = _normalised_rows(values, max_rows, seed)
+    return _two_component_fit(values, max_rows, seed) is not None
+
+
+def _two_component_fit(values: np.ndarray, max_rows: int, seed: int) -> tuple[np.ndarray, GaussianMixture] | None:
+    """(normalised rows (N, 1), the two-component mixture) when it beats one Gaussian by BIC, else None."""
+    x, fit_rows = _normalised_rows(values, max_rows, seed)
     if fit_rows is None or fit_rows.shape[0] < 4:
-        return False
-    return bool(_mixture(fit_rows, 2, seed).bic(fit_rows) < _mixture(fit_rows, 1, seed).bic(fit_rows))
+        return None
+    two = _mixture(fit_rows, 2, seed)
+    return (x, two) if two.bic(fit_rows) < _mixture(fit_rows, 1, seed).bic(fit_rows) else None
 
 
 def clean_probability(values: np.ndarray, *, max_rows: int = 200_000, seed: int = 0) -> np.ndarray:
@@ -284,9 +294,11 @@ def clean_probability(values: np.ndarray, *, max_rows: int = 200_000, seed: int 
     two-Gaussian fit splits it arbitrarily: on the fashion validation carve with 20 % swapped it put
     38 % of the clean pairs below 1/2, the raw inconsistency 10 %; docs/audit.md). Used as the pairs'
     weights in the pairing loss (soft correspondence)."""
-    if not two_populations(values, max_rows=max_rows, seed=seed):
+    fit = _two_component_fit(values, max_rows, seed)    # one fit, for the test and the posterior
+    if fit is None:
         return np.ones(np.asarray(values).shape[0])
-    return 1.0 - mismatch_posterior(values, max_rows=max_rows, seed=seed)
+    x, mixture = fit
+    return 1.0 - _noisy_posterior(x, mixture)
 
 
 def _normalised_rows(values: np.ndarray, max_rows: int, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
