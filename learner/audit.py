@@ -287,8 +287,8 @@ def clean_probability(values: np.ndarray, *, max_rows: int = 200_000, seed: int 
     posterior of the high-mean component of a two-component GaussianMixture fitted to the values (NCR's
     rule, Huang et al. NeurIPS 2021 §3.2, see :func:`mismatch_posterior`), when the values hold two
     populations (:func:`two_populations`); else 1 for every pair. A two-component fit always splits the
-    pool: on the clean fashion pool it put half the pairs below 1/2, which cost 0.007 validation mAP once
-    the weights reached DAGNN's loss too (docs/audit.md). Workspace training feeds it
+    pool: on the clean fashion pool it put half the pairs below 1/2, which cost 0.007 validation mAP with
+    the first version of the weights in DAGNN's loss (docs/audit.md; not remeasured with the final one). Workspace training feeds it
     the ``inconsistency`` values (1 - BiCro consistency of the raw features), not the model's own loss
     (which memorises swapped pairs) nor the fused score (a mean of ranks, uniform by construction, so a
     two-Gaussian fit splits it arbitrarily: on the fashion validation carve with 20 % swapped it put

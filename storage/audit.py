@@ -51,11 +51,12 @@ def expand_breakdown(stored: dict[str, Any] | None, params: dict[str, Any]) -> d
     return stored
 
 
-def _run_params(session: Session, run_id: int) -> dict[str, Any]:
+def _run(session: Session, run_id: int) -> AuditRun:
+    """The audit run ``run_id``; raises ``NotFoundError`` for an unknown one."""
     run = session.get(AuditRun, run_id)
     if run is None:
         raise NotFoundError(f"audit {run_id} does not exist")
-    return dict(run.params or {})
+    return run
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def audit_page(session: Session, run_id: int, *, offset: int = 0, limit: int = 5
     walking the rank index until the page is full. Raises ``NotFoundError`` for an unknown run."""
     if verdict is not None and verdict not in VERDICT_FILTERS:
         raise ValueError(f"verdict filter {verdict!r}; allowed: {', '.join(VERDICT_FILTERS)}")
-    params = _run_params(session, run_id)
+    params = dict(_run(session, run_id).params or {})
     query = (select(AuditScore.pair_id, Pair.external_id, AuditScore.rank, AuditScore.score, AuditScore.breakdown,
                     Pair.image_path, Pair.text, PairState.verdict)
              .join(Pair, Pair.id == AuditScore.pair_id)
@@ -153,9 +154,7 @@ def verification_candidates(session: Session, run_id: int, *, top: int | None = 
     ``pair_ids`` (those the run ranked), leaving out pairs that already wait in an open verification round
     and pairs a person (not the import) gave a caption verdict since the run, in an answer not undone.
     Reads O(top) rows. Raises ``NotFoundError`` for an unknown run."""
-    run = session.get(AuditRun, run_id)
-    if run is None:
-        raise NotFoundError(f"audit {run_id} does not exist")
+    run = _run(session, run_id)
     params = dict(run.params or {})
     query = select(AuditScore.pair_id, AuditScore.rank, AuditScore.score, AuditScore.breakdown).where(
         AuditScore.audit_run_id == run_id)
@@ -192,7 +191,7 @@ def _chunks(ids: list[int]) -> Iterable[list[int]]:
 def audit_component_values(session: Session, run_id: int, component: str) -> Iterator[tuple[int, float]]:
     """(pair id, raw value of ``component`` in its breakdown) of every pair of one run that has it, by pair
     id, streamed (the primary key's range scan). Raises ``NotFoundError`` for an unknown run."""
-    names = _run_params(session, run_id).get("components") or []
+    names = (_run(session, run_id).params or {}).get("components") or []
     position = names.index(component) if component in names else None
     query = (select(AuditScore.pair_id, AuditScore.breakdown).where(AuditScore.audit_run_id == run_id)
              .order_by(AuditScore.pair_id).execution_options(yield_per=5000))

@@ -46,6 +46,10 @@ class _PhaseClock:
         return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.laps.items())
 
 
+#: ``AscmrConfig.cluster_rule`` values.
+CLUSTER_RULES = ("budget", "labelled+budget")
+
+
 @dataclass(frozen=True)
 class AscmrConfig:
     """Configuration of the ``ascmr`` strategy (defaults in docs/selection.md).
@@ -56,7 +60,11 @@ class AscmrConfig:
     lam:                lambda, weight of the max-similarity penalty in the greedy (0.5).
     coverage_threshold: a pool pair counts as covered when its max cosine similarity to a
                         labelled pair exceeds this (0.8).
-    n_clusters:         clusters for the allocation; None means min(n, max_clusters).
+    n_clusters:         clusters for the allocation; None means the ``cluster_rule``'s count.
+    cluster_rule:       the automatic cluster count: "budget", K = min(n, max_clusters); or
+                        "labelled+budget", K = min(|L| + n, max_clusters) with |L| the labelled (and
+                        pending) pairs, TypiClust's rule (Hacohen et al. 2022 §3.2), so the labelled
+                        pairs can own clusters of their own and the budget goes to the uncovered ones.
     max_clusters:       cap on the automatic cluster count (256; the assignment costs n_pool K d).
     match_samples:      Monte-Carlo samples per modality for p_match (7, as in PCME).
     max_reference:      per-cluster reference sample for rho on large pools (256).
@@ -82,6 +90,7 @@ class AscmrConfig:
     lam: float = 0.5
     coverage_threshold: float = 0.8
     n_clusters: int | None = None
+    cluster_rule: str = "budget"
     max_clusters: int = 256
     match_samples: int = 7
     max_reference: int = 256
@@ -98,6 +107,7 @@ class AscmrConfig:
             "k": self.k >= 1, "gamma": self.gamma >= 0, "lam": self.lam >= 0,
             "coverage_threshold": -1 <= self.coverage_threshold <= 1,
             "n_clusters": self.n_clusters is None or self.n_clusters >= 1,
+            "cluster_rule": self.cluster_rule in CLUSTER_RULES,
             "max_clusters": self.max_clusters >= 1, "match_samples": self.match_samples >= 1,
             "max_reference": self.max_reference > self.k, "exact_max_pool": self.exact_max_pool >= 0,
             "chunk_size": self.chunk_size >= 1, "n_jobs": self.n_jobs is None or self.n_jobs >= 1,
@@ -107,7 +117,8 @@ class AscmrConfig:
         if bad:
             raise ValueError(f"AscmrConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} "
                              "(need k >= 1, gamma >= 0, lam >= 0, -1 <= coverage_threshold <= 1, "
-                             "n_clusters None or >= 1, max_reference > k, positive sizes, "
+                             "n_clusters None or >= 1, cluster_rule one of "
+                             f"{', '.join(CLUSTER_RULES)}, max_reference > k, positive sizes, "
                              "0 <= competence_low < competence_high <= 1)")
 
 
@@ -191,7 +202,8 @@ class AscmrStrategy(ConfiguredStrategy):
     def _allocate(self, scored: PoolScores, mu_l: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generator,
                   clock: _PhaseClock, competence: float | None) -> Selection:
         cfg = self.config
-        n_clusters = min(len(pool), cfg.n_clusters or min(n, cfg.max_clusters))
+        automatic = n + (len(mu_l) if cfg.cluster_rule == "labelled+budget" else 0)
+        n_clusters = min(len(pool), cfg.n_clusters or min(automatic, cfg.max_clusters))
         clusters, clusters_l = cluster_embeddings(scored.mu_z, mu_l, n_clusters=n_clusters, seed=seed_int(rng))
         clock.lap("clustering")
         exact = len(pool) <= cfg.exact_max_pool
@@ -216,7 +228,7 @@ class AscmrStrategy(ConfiguredStrategy):
              "informativeness": float(info[p]), "max_similarity": float(s),
              "mixing_weight": alpha, "competence": competence,
              "coverage_part": float(coverage_part[p]), "uncertainty_part": float(uncertainty_part[p]),
-             "cluster": int(clusters[p]), "cluster_budget": int(budget[clusters[p]]),
+             "cluster": int(clusters[p]), "clusters": n_clusters, "cluster_budget": int(budget[clusters[p]]),
              "cluster_coverage": float(coverage[clusters[p]]),
              **{name: float(components[name][p]) for name in (*COMPONENTS, "density")}}
             for i, (p, v, s) in enumerate(zip(picks.tolist(), value.tolist(), penalty.tolist()))

@@ -46,3 +46,14 @@ def test_competence_is_precision_at_one_on_labelled_pairs():
     labels = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1], [1, 1, 0]], dtype=np.float32)
     assert competence(probs, labels) == 0.75
     assert competence(probs[:1], labels[:1]) is None
+
+
+def test_the_labelled_plus_budget_rule_clusters_into_one_more_cluster_per_labelled_pair():
+    """TypiClust's |L| + n clusters (``cluster_rule="labelled+budget"``) against the default n, capped by
+    max_clusters, and recorded in every pick's explanation."""
+    def clusters(**options):
+        return {e["clusters"] for e in get_strategy("ascmr", **options).query(_outputs(), POOL, LABELLED, 3,
+                                                                             seed=0).explanation}
+    assert clusters() == {3}
+    assert clusters(cluster_rule="labelled+budget") == {len(LABELLED) + 3}
+    assert clusters(cluster_rule="labelled+budget", max_clusters=4) == {4}

@@ -155,6 +155,25 @@ def test_the_consistency_on_two_threads_equals_the_one_on_one(exact_max_pool):
     assert [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()] == before
 
 
+def test_two_workers_search_the_two_modalities_at_the_same_time(monkeypatch):
+    """``workers=2`` really overlaps the two directions: each waits at a two-party barrier, which a serial
+    run would never pass (it would time out after 10 s and fail)."""
+    import threading
+    import learner.audit as audit
+    barrier, threads = threading.Barrier(2, timeout=10), []
+    original = audit.neighbour_consistency
+
+    def meeting(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        barrier.wait()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "neighbour_consistency", meeting)
+    image = _grouped_rows(200, 4, 12, seed=5)
+    cross_modal_consistency(image, image, AuditConfig(reduced_dims=8), workers=2)
+    assert len(set(threads)) == 2 and all(name.startswith("pairlab-audit") for name in threads)
+
+
 def test_reduced_features_are_unit_rows_of_at_most_the_asked_dimensions():
     reduced = reduce_features(np.random.default_rng(7).standard_normal((50, 30)), 8, seed=0, fit_rows=20)
     assert reduced.shape == (50, 8) and np.allclose(np.linalg.norm(reduced, axis=1), 1, atol=1e-5)

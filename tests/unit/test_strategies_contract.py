@@ -147,7 +147,7 @@ def test_registry_builds_strategies_from_config_instances():
 def test_ascmr_explanation_records_every_component():
     sel = get_strategy("ascmr").query(_outputs(), POOL, LABELLED, 7)
     keys = set(sel.explanation[0])
-    assert {"informativeness", "density", "cluster", "cluster_budget", "cluster_coverage", "max_similarity",
+    assert {"informativeness", "density", "cluster", "clusters", "cluster_budget", "cluster_coverage", "max_similarity",
             "spread_image", "spread_text", "entropy_image", "entropy_text", "mutual_information_image",
             "mutual_information_text", "match_probability", "match_entropy", "mismatch", "disagreement",
             "mixing_weight", "competence", "coverage_part", "uncertainty_part"} <= keys
