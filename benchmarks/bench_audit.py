@@ -20,13 +20,15 @@ instead of the pool, so the defaults are never chosen on the figures reported. P
 ``--mode train`` is the training half: for each noise rate and seed, train on (a) the clean pool,
 (b) the corrupted pool, (c) the corrupted pool with each pair weighted in the pairing loss by its
 P(clean) from an audit of (b)'s model on the corrupted pool (``learner.audit.clean_probability`` of the
-raw ``inconsistency`` values, what ``[train].correspondence_weighting = "audit"`` does), and (d) with ``--oracle``, the corrupted
+raw ``inconsistency`` values, what ``[train].correspondence_weighting = "audit"`` does), (c') the same with
+P(clean) times that of the model's ``mismatch`` values (``pair_clean_probability``, what ``"audit+model"``
+does; "weighted_model"), and (d) with ``--oracle``, the corrupted
 pool with the truly swapped pairs at weight 0 (what confirmed mismatch verdicts do), and (e) with
 ``--control``, the *clean* pool with as many seeded random pairs as were swapped at weight 0 (what (d)
 loses in pairing signal, without the noise: if (e) sits near (d), the oracle's gap to (a) is the lost
 pairs, not what remains of the noise); then report the
 retrieval mAP (i2t, t2i, avg) of each model on the validation carve (which the defaults are chosen on)
-and on the test split (reported), and the share of the noise's cost that (c) recovers,
+and on the test split (reported), and the share of the noise's cost that (c) and (c') recover,
 ((c) - (b)) / ((a) - (b)) of the avg mAP, on each:
 
     .venv/bin/python benchmarks/bench_audit.py --mode train --dataset coco --noise 0.2 0.1 --seeds 0 1 2
@@ -53,8 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.bench.data import VALIDATION_FRACTION, carve_by_group, load_simulation_data, split_pool_and_test  # noqa: E402
-from learner.audit import AUDIT_COMPONENTS, CLEAN_PROBABILITY_COMPONENT, AuditConfig, cross_modal_consistency, \
-    audit_pairs, clean_probability  # noqa: E402
+from learner.audit import AUDIT_COMPONENTS, CLEAN_PROBABILITY_COMPONENT, MODEL_CLEAN_PROBABILITY_COMPONENT, \
+    AuditConfig, cross_modal_consistency, audit_pairs, clean_probability, pair_clean_probability  # noqa: E402
 from learner.inference import evaluate_model, infer  # noqa: E402
 from learner.selection.scoring import rank01  # noqa: E402
 from learner.training import TrainConfig, train_model  # noqa: E402
@@ -207,7 +209,13 @@ def train_one(data, pool: np.ndarray, evaluated: dict[str, np.ndarray], noise: f
     scores = audit_pairs(infer(noisy, image, noisy_text, mc_samples=0), image, noisy_text, AuditConfig(seed=seed))
     p_clean = clean_probability(scores.components[CLEAN_PROBABILITY_COMPONENT], seed=seed)
     seconds["audit"] = round(time.perf_counter() - started, 1)
-    weighting = {"mean_p_clean_swapped": float(p_clean[corrupted].mean()) if corrupted.any() else None,
+    p_clean_model = pair_clean_probability(scores.components[CLEAN_PROBABILITY_COMPONENT],
+                                           scores.components[MODEL_CLEAN_PROBABILITY_COMPONENT], seed=seed)
+    weighting = {"swapped_weight": {"audit": float(p_clean[corrupted].sum()),
+                                    "audit+model": float(p_clean_model[corrupted].sum())},
+                 "kept_weight_lost": {"audit": float((1 - p_clean[~corrupted]).sum()),
+                                      "audit+model": float((1 - p_clean_model[~corrupted]).sum())},
+                 "mean_p_clean_swapped": float(p_clean[corrupted].mean()) if corrupted.any() else None,
                  "mean_p_clean_kept": float(p_clean[~corrupted].mean()),
                  "below_half_swapped": int((p_clean[corrupted] < 0.5).sum()),
                  "below_half_kept": int((p_clean[~corrupted] < 0.5).sum()),
@@ -215,6 +223,7 @@ def train_one(data, pool: np.ndarray, evaluated: dict[str, np.ndarray], noise: f
     print(f"  P(clean): swapped mean {weighting['mean_p_clean_swapped']} ({weighting['below_half_swapped']} < 0.5), "
           f"kept mean {weighting['mean_p_clean_kept']:.3f} ({weighting['below_half_kept']} < 0.5)", flush=True)
     train("weighted", noisy_text, p_clean)
+    train("weighted_model", noisy_text, p_clean_model.astype(np.float32))
     if args.oracle:
         train("oracle", noisy_text, (~corrupted).astype(np.float32))
     if args.control:
@@ -225,7 +234,8 @@ def train_one(data, pool: np.ndarray, evaluated: dict[str, np.ndarray], noise: f
     recovered = {}
     for split, got in figures.items():
         cost = got["clean"]["avg"] - got["noisy"]["avg"]
-        recovered[split] = (got["weighted"]["avg"] - got["noisy"]["avg"]) / cost if cost > 0 else None
+        recovered[split] = {arm: (got[arm]["avg"] - got["noisy"]["avg"]) / cost if cost > 0 else None
+                            for arm in ("weighted", "weighted_model")}
     return {"noise": noise, "seed": seed, "pool": int(pool.shape[0]),
             "evaluated": {split: int(rows.shape[0]) for split, rows in evaluated.items()},
             "corrupted": int(corrupted.sum()), "labelled": int(labelled.sum()), "seconds": seconds,

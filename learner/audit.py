@@ -55,6 +55,11 @@ SIMILARITY_CELLS = 1 << 22  # entries of one chunk's pairs x candidates similari
 AUDIT_COMPONENTS = ("mismatch", "contrastive", "posterior", "disagreement", "inconsistency")
 #: The component whose raw values ``clean_probability`` turns into pair weights for training.
 CLEAN_PROBABILITY_COMPONENT = "inconsistency"
+#: The model's component that ``pair_clean_probability`` multiplies in ("audit+model" weighting).
+MODEL_CLEAN_PROBABILITY_COMPONENT = "mismatch"
+#: The model's P(clean) is used only when the noise it implies, sum(1 - P), is at most this many times
+#: the raw features' (docs/audit.md: a weak model's mixture put 96 % of the COCO sample in its noisy part).
+MODEL_NOISE_CAP = 1.5
 
 
 @dataclass(frozen=True)
@@ -299,6 +304,26 @@ def clean_probability(values: np.ndarray, *, max_rows: int = 200_000, seed: int 
         return np.ones(np.asarray(values).shape[0])
     x, mixture = fit
     return 1.0 - _noisy_posterior(x, mixture)
+
+
+def pair_clean_probability(inconsistency: np.ndarray, mismatch: np.ndarray | None = None, *,
+                           max_rows: int = 200_000, seed: int = 0) -> np.ndarray:
+    """Training weights (N,) in [0, 1] from one audit run's raw values (N,) of each pair.
+
+    ``clean_probability(inconsistency)``; with ``mismatch`` (the model's 1 - p_match), times
+    ``clean_probability(mismatch)`` when the raw-feature values hold two populations and the model's
+    mixture implies at most ``MODEL_NOISE_CAP`` times their noise (sum of 1 - P). The raw features
+    decide *whether* and *how much* of the pool is noisy (the model alone splits a clean pool, and a weak
+    model's mixture can call most of a pool noisy); the model sharpens *which* pairs are. On the fashion
+    pool, 20 % swapped, seed 0, the product left the swapped pairs 200 units of weight instead of 772 and
+    took 781 from the kept pairs instead of 512 (docs/audit.md)."""
+    p_clean = clean_probability(inconsistency, max_rows=max_rows, seed=seed)
+    if mismatch is None or (p_clean == 1.0).all():
+        return p_clean
+    p_model = clean_probability(mismatch, max_rows=max_rows, seed=seed)
+    if (1.0 - p_model).sum() > MODEL_NOISE_CAP * (1.0 - p_clean).sum():
+        return p_clean
+    return p_clean * p_model
 
 
 def _normalised_rows(values: np.ndarray, max_rows: int, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -16,7 +16,7 @@ from app.services.progress import StepProgress, quiet
 from app.services.models import cached_model, current_model, feature_signatures, latest_model
 from app.services.retrieval import model_embeddings
 from app.services.settings import EncoderChoice, encoder_choice, settings
-from learner.audit import CLEAN_PROBABILITY_COMPONENT, clean_probability
+from learner.audit import CLEAN_PROBABILITY_COMPONENT, MODEL_CLEAN_PROBABILITY_COMPONENT, pair_clean_probability
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.inference import evaluate_model
 from learner.model import CrossModalModel
@@ -88,18 +88,29 @@ def pairing_weights(store: Store, ids: np.ndarray, mode: str) -> PairingWeights:
     not describe its image. Its labels describe the image and still train (``train_model``). With
     ``mode`` "audit" (``[train].correspondence_weighting``) every other pair the latest audit run scored
     gets P(clean) of its raw ``inconsistency`` value in that run (``learner.audit.clean_probability``,
-    fitted on these pairs' values), except that a "match" verdict keeps 1: a person's word beats the
-    audit's guess.
+    fitted on these pairs' values); with "audit+model", times P(clean) of its ``mismatch`` value in the
+    same run (``learner.audit.pair_clean_probability``). A "match" verdict keeps 1: a person's word
+    beats the audit's guess.
     """
     weights = np.ones(len(ids), dtype=np.float32)
     summary: dict[str, Any] = {"correspondence_weighting": mode, "audit_run": None}
     with store.db.read() as s:
         verdict_rows, verdicts = _rows_of(ids, pairs_with_verdict(s, ("mismatch", "match")))
-        run = latest_audit(s) if mode == "audit" else None
+        run = latest_audit(s) if mode in ("audit", "audit+model") else None
         if run is not None:
             audited, values = _rows_of(ids, audit_component_values(s, run.id, CLEAN_PROBABILITY_COMPONENT))
+            model_values = None
+            if mode == "audit+model":
+                model_rows, model_values = _rows_of(
+                    ids, audit_component_values(s, run.id, MODEL_CLEAN_PROBABILITY_COMPONENT))
+                if not np.array_equal(model_rows, audited):
+                    raise PairlabError(f"audit run {run.id}: the {MODEL_CLEAN_PROBABILITY_COMPONENT} and "
+                                       f"{CLEAN_PROBABILITY_COMPONENT} values name different pairs")
     if run is not None and len(audited) >= 2:
-        weights[audited] = clean_probability(np.asarray(values, dtype=np.float64), seed=settings(store).audit.seed)
+        weights[audited] = pair_clean_probability(
+            np.asarray(values, dtype=np.float64),
+            None if model_values is None else np.asarray(model_values, dtype=np.float64),
+            seed=settings(store).audit.seed)
         summary["audit_run"] = run.id
     verdicts = np.asarray(verdicts, dtype=object)
     mismatched = verdict_rows[verdicts == "mismatch"]

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from app.cli.demo import sample_captions
 from app.cli.parser import main
 from app.jobs.worker import run_worker
-from learner.audit import AUDIT_COMPONENTS
+import learner.audit
+from learner.audit import AUDIT_COMPONENTS, pair_clean_probability
 from app.services.encode import encode_workspace
 import app.services.train as train_service
 from app.services.annotate import adjudicate
@@ -224,7 +225,7 @@ def _claim(store, uid):
 def test_confirmed_mismatches_leave_the_next_trainings_pairing_loss(audited, monkeypatch):
     """Audit, a reviewer confirms the swapped pairs among the top 36 as mismatched (their image's labels
     kept) and one clean top pair as a match, through the ordinary adjudication events; the next
-    ``train_workspace`` (default "audit" weighting) hands the learner weight 0 for the confirmed rows,
+    ``train_workspace`` (default "audit+model" weighting) hands the learner weight 0 for the confirmed rows,
     1 for the confirmed match, P(clean) for the others (the unconfirmed swapped pairs weigh less than
     the clean ones) and records the count; with "off" only the confirmed rows are 0."""
     store, swapped, _, labels_of = audited
@@ -257,12 +258,27 @@ def test_confirmed_mismatches_leave_the_next_trainings_pairing_loss(audited, mon
     assert not unconfirmed or np.mean(unconfirmed) < np.mean(clean) - 0.2, (unconfirmed, np.mean(clean))
     with store.db.read() as s:
         pairing = latest_model_version(s).metrics["pairing"]
-    assert pairing["excluded_mismatch"] == len(confirmed) and pairing["correspondence_weighting"] == "audit"
+    assert pairing["excluded_mismatch"] == len(confirmed) and pairing["correspondence_weighting"] == "audit+model"
     assert pairing["audit_run"] == latest_audit_id(store) and pairing["down_weighted"] > 0
-    assert np.array_equal(pairing_weights(store, trained_ids, "audit").weights, weights)
+    assert np.array_equal(pairing_weights(store, trained_ids, "audit+model").weights, weights)
 
     hard = pairing_weights(store, trained_ids, "off").weights
     assert set(trained_ids[hard == 0].tolist()) == confirmed_ids and (hard[hard != 0] == 1).all()
+
+    monkeypatch.setattr(learner.audit, "MODEL_NOISE_CAP", float("inf"))   # the product even where the cap would skip it
+    with store.db.read() as s:   # "audit+model": the run's inconsistency and mismatch values, multiplied
+        values = {name: dict(audit_component_values(s, pairing["audit_run"], name))
+                  for name in ("inconsistency", "mismatch")}
+    audited = np.array([pid for pid in trained_ids if pid in values["inconsistency"]])
+    expected = dict(zip(audited.tolist(), pair_clean_probability(
+        np.array([values["inconsistency"][pid] for pid in audited]),
+        np.array([values["mismatch"][pid] for pid in audited]), seed=settings(store).audit.seed).tolist()))
+    sharpened = pairing_weights(store, trained_ids, "audit+model")
+    got = dict(zip(trained_ids.tolist(), sharpened.weights.tolist()))
+    assert all(got[pid] == 0 for pid in confirmed_ids) and got[clean_top.pair_id] == 1
+    others = [pid for pid in expected if pid not in confirmed_ids and pid != clean_top.pair_id]
+    assert np.allclose([got[pid] for pid in others], [expected[pid] for pid in others])
+    assert sharpened.summary["correspondence_weighting"] == "audit+model"
 
 
 def latest_audit_id(store):

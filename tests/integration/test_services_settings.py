@@ -59,7 +59,7 @@ def test_every_table_becomes_its_frozen_config(make_workspace):
     ("[train]\nepochs = 2.5\n", r"\[train\]\.epochs", "expected an integer, got 2.5"),
     ("[train]\nlr = -1.0\n", r"\[train\]", "TrainConfig.lr: expected > 0"),
     ("[train]\ncorrespondence_weighting = \"soft\"\n", r"\[train\]",
-     "TrainConfig.correspondence_weighting: expected one of off, audit, got 'soft'"),
+     "TrainConfig.correspondence_weighting: expected one of off, audit, audit\\+model, got 'soft'"),
     ("[inference]\nmc_samples = -1\n", r"\[inference\]", "mc_samples"),
     ("[inference]\nsamples = 4\n", r"\[inference\]\.samples", "unknown key"),
     ("[selection.ascmr]\nlamda = 1.0\n", r"\[selection\.ascmr\]\.lamda", "unknown key; allowed: weights, k"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from learner.audit import AUDIT_COMPONENTS, AuditConfig, audit_pairs, audit_scores, best_alternatives, breakdown, \
-    candidate_rows, clean_probability, cluster_neighbours, contrastive_losses, cross_modal_consistency, \
+    candidate_rows, clean_probability, pair_clean_probability, cluster_neighbours, contrastive_losses, cross_modal_consistency, \
     gather_audit_inputs, mismatch_posterior, neighbour_consistency, reduce_features, two_populations
 from learner.inference import infer, iter_infer
 from learner.selection.knn import cosine_neighbours
@@ -261,6 +261,25 @@ def test_clean_probability_is_low_for_the_high_score_population_and_one_where_th
     assert not two_populations(one, seed=0) and (1.0 - mismatch_posterior(one, seed=0) < 0.5).mean() > 0.2
     assert np.array_equal(clean_probability(one, seed=0), np.ones(5000))
     assert np.array_equal(clean_probability(np.full(5, 0.3)), np.ones(5))
+
+
+def test_pair_clean_probability_lets_the_model_sharpen_only_a_pool_the_raw_features_find_noisy():
+    """"audit+model" weights: the raw-feature values gate (one population: every pair 1, whatever the
+    model's mismatch says), and where they find two populations the model's P(clean) multiplies in, so a
+    pair the raw features miss but the model flags loses weight; a model whose mixture calls far more of
+    the pool noisy than the raw features do is not used."""
+    rng = np.random.default_rng(4)
+    two = np.concatenate([rng.uniform(0.05, 0.75, 800), rng.normal(0.95, 0.02, 200)])
+    model = np.concatenate([rng.uniform(0.0, 0.3, 700), rng.normal(0.9, 0.02, 300)])   # also flags rows 700-799
+    one = rng.normal(0.5, 0.1, 1000)
+    assert np.array_equal(pair_clean_probability(one, model, seed=0), np.ones(1000))
+    assert np.array_equal(pair_clean_probability(two, None, seed=0), clean_probability(two, seed=0))
+    both = pair_clean_probability(two, model, seed=0)
+    assert np.allclose(both, clean_probability(two, seed=0) * clean_probability(model, seed=0))
+    assert np.median(both[700:800]) < 0.1 < 0.8 < np.median(both[:700])
+    assert np.median(clean_probability(two, seed=0)[700:800]) > 0.8
+    weak = np.concatenate([rng.normal(0.2, 0.02, 200), rng.uniform(0.5, 1.0, 800)])   # calls 80 % noisy
+    assert np.array_equal(pair_clean_probability(two, weak, seed=0), clean_probability(two, seed=0))
 
 
 def test_the_mixture_fits_on_a_sample_but_scores_every_row():
