@@ -9,7 +9,10 @@ audit-train cycle). Prints each component's ROC-AUC for both audits; for every c
 weight left on the swapped pairs and the weight taken from the kept ones; then trains the named
 variants (";"-separated) and prints their avg mAP on the validation carve (the test split is not read).
 Components are cached in bench-out/explore/, mAPs in a JSON beside them."""
-import os, sys, time, json
+import json
+import os
+import sys
+import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 from pathlib import Path
 import numpy as np, torch

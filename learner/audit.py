@@ -58,7 +58,7 @@ CLEAN_PROBABILITY_COMPONENT = "inconsistency"
 #: The model's component that ``pair_clean_probability`` multiplies in ("audit+model" weighting).
 MODEL_CLEAN_PROBABILITY_COMPONENT = "mismatch"
 #: The model's P(clean) is used only when the noise it implies, sum(1 - P), is at most this many times
-#: the raw features' (docs/audit.md: a weak model's mixture put 96 % of the COCO sample in its noisy part).
+#: the raw features' (docs/audit.md: uncapped, a weak model took 96 % of the weight of the COCO sample's clean pairs).
 MODEL_NOISE_CAP = 1.5
 
 
