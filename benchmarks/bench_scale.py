@@ -10,7 +10,8 @@ For each N a fresh workspace gets a ``features`` import of N pairs (``--image-di
 float32 features around ``--groups`` cluster centres, ``--classes`` labels from each centre's
 prototype, 1 % labelled at import, 2 % test split). Then, each step a separate ``pairlab`` process
 timed from outside (wall seconds and peak RSS via ``wait4``): ``import``, ``train --epochs
---train-epochs``, ``select --strategy ascmr --budget N/100``, ``audit`` and ``export --format jsonl``.
+--train-epochs``, ``select --strategy ascmr --budget N/100``, ``audit`` and ``export --format jsonl``; ``train``'s own
+breakdown (read, train, test, save, embeddings of every pair) comes from its log.
 ``--alternate R`` then runs ``select`` and ``audit`` R more times each on the same workspace, alternating
 (select first in odd runs, audit first in even ones, so drift in the load hits both), and reports each
 one's median wall and peak RSS and the load before every run: issue 15's "scoring the whole pool is as
@@ -87,8 +88,9 @@ sys.exit(main())
 """
 
 
-def run_step(name: str, argv: list[str], stdin: str | None = None) -> dict:
-    """Run ``pairlab ARGV`` in a fresh process: wall seconds, peak RSS (MiB), exit code."""
+def run_step(name: str, argv: list[str], stdin: str | None = None, keep: str | None = None) -> dict:
+    """Run ``pairlab ARGV`` in a fresh process: wall seconds, peak RSS (MiB), exit code, and the lines of
+    its output that start with ``keep`` (a step's own breakdown, e.g. ``train``'s phases)."""
     with tempfile.NamedTemporaryFile(prefix="hwm-") as hwm:
         env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", BENCH_HWM=hwm.name)
         start = time.perf_counter()
@@ -99,6 +101,9 @@ def run_step(name: str, argv: list[str], stdin: str | None = None) -> dict:
     output = proc.stdout
     row = {"step": name, "wall_s": round(wall, 2), "peak_rss_mib": round(peak, 1), "rc": proc.returncode}
     print(f"  {name:<28} {wall:8.2f} s  peak RSS {peak:8.1f} MiB  rc {proc.returncode}", flush=True)
+    if keep:
+        row["log"] = [line for line in output.splitlines() if line.startswith(keep)]
+        print("".join(f"    {line}\n" for line in row["log"]), end="", flush=True)
     if proc.returncode != 0:
         print("    " + "\n    ".join(output.strip().splitlines()[-8:]), flush=True)
     return row
@@ -193,7 +198,8 @@ def bench(n: int, args, folder: Path) -> dict:
     for name, role in (("ann", "annotator"), ("op", "operator")):
         steps.append(run_step(f"user add {name}", ["user", "add", str(ws), name, "--role", role, "--password-stdin"],
                               stdin=PASSWORD + "\n"))
-    steps.append(run_step(f"train --epochs {args.train_epochs}", ["train", str(ws), "--epochs", str(args.train_epochs)]))
+    steps.append(run_step(f"train --epochs {args.train_epochs}", ["train", str(ws), "--epochs", str(args.train_epochs)],
+                          keep="train: read"))
     budget = max(1, n // 100)
     steps.append(run_step(f"select ascmr --budget {budget}",
                           ["select", str(ws), "--strategy", "ascmr", "--budget", str(budget)]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -167,10 +168,13 @@ def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int
     From scratch, or with ``warm_start`` (None: ``[train].warm_start``) from the latest version when
     its features and vocabulary still fit. Early stopping uses the workspace's fixed validation
     pairs (``validation_pairs``; recorded in the version's config and counted in its metrics);
-    ``val`` and ``test`` pairs are never trained on.
+    ``val`` and ``test`` pairs are never trained on. The metrics' ``phases``: wall seconds of reading
+    (pairs, labels, features, pairing weights), of ``train_model`` and of the test evaluation; the save
+    and the embeddings of every pair, which follow the version's row, are logged.
     job_id: the ``train`` job doing this, recorded in the version's config so that a worker killed after
     the commit still reports the job done (``storage.jobs.fail_orphaned_jobs``).
     """
+    started = time.perf_counter()
     config = settings(store).train
     config = dataclasses.replace(config, **{k: v for k, v in (("warm_start", warm_start), ("epochs", epochs))
                                             if v is not None})
@@ -191,21 +195,29 @@ def train_workspace(store: Store, *, warm_start: bool | None = None, epochs: int
     pairing = pairing_weights(store, table.ids[rows], config.correspondence_weighting)
     progress(0.0, f"training on {len(rows)} pairs, {n_labelled} labelled, {len(held_out)} of them held out for "
                   f"validation, {pairing.summary['excluded_mismatch']} confirmed mismatches out of the pairing loss")
+    read = time.perf_counter()
     result = train_model(image, text, labels, labelled, config, init_model=init,
                          validation=np.searchsorted(table.ids[rows], held_out), pair_weights=pairing.weights,
                          progress=lambda f, m: progress(0.95 * f, m))
     del image, text  # (N, Di + Dt) in memory: gone before the embeddings of every pair are computed below
+    trained = time.perf_counter()
     metrics: dict[str, Any] = {"validation": dict(result.best_metrics), "seconds": round(result.seconds, 2),
                                "best_epoch": result.best_epoch, "validation_pairs": len(result.val_rows),
                                "pairing": pairing.summary}
     test = _labelled_rows(table, everything, "test")
     if len(test) >= 2:
         metrics["test"] = _evaluate_rows(store, result.model, table, everything, test, choice)
+    tested = time.perf_counter()
+    metrics["phases"] = {"read": round(read - started, 2), "train": round(trained - read, 2),
+                         "test": round(tested - trained, 2)}
     info = _save_version(store, result, choice=choice, vocabulary=everything.vocabulary, config=config,
                          signatures=signatures, parent=previous if init is not None else None,
                          labelled_count=n_labelled, metrics=metrics, job_id=job_id,
                          validation_ids=table.ids[rows][list(result.val_rows)])
+    saved = time.perf_counter()
     model_embeddings(store)  # computed now, so Explore never waits on it
+    log.info("train: read %.1f s, train %.1f s, test %.1f s, save %.1f s, embeddings of every pair %.1f s",
+             read - started, trained - read, tested - trained, saved - tested, time.perf_counter() - saved)
     progress(1.0, f"model v{info.version}: validation avg mAP {metrics['validation'].get('avg', float('nan')):.4f}")
     return info
 

@@ -138,6 +138,10 @@ def test_retraining_starts_from_scratch_unless_asked_to_warm_start(store):
         ids = dict(s.execute(select(ModelVersion.version, ModelVersion.id)).all())
     assert parents[scratch.version] is None
     assert parents[warm.version] == ids[scratch.version]
+    with store.db.read() as s:
+        metrics = s.scalar(select(ModelVersion.metrics).where(ModelVersion.version == warm.version))
+    assert set(metrics["phases"]) == {"read", "train", "test"} and min(metrics["phases"].values()) >= 0
+    assert metrics["phases"]["train"] >= metrics["seconds"]   # train_model's own clock runs inside its phase
 
 
 def test_validation_pairs_are_fixed_once_recorded_and_reported(store):
