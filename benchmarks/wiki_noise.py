@@ -79,7 +79,7 @@ def main() -> None:
         for name, values, note in kinds:
             print(f"| {n} | {name} | {np.mean(values):.4f} | {np.std(values):.4f} | {min(values):.4f} | "
                   f"{max(values):.4f} | {note} |", flush=True)
-        print(f"({2 * args.repeats} trainings in {time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        print(f"({len(by_seed) + len(by_set)} trainings in {time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":
