@@ -2,7 +2,9 @@
 
 Similarity is cosine; a gallery item is relevant to a query when they share at least one label.
 Queries are processed in chunks of ``chunk`` rows, so memory is O(chunk * G) and a 20k x 20k
-evaluation fits easily.
+evaluation fits easily. Each query's gallery is ranked once (one value sort of int64 keys, not an
+argsort) and every metric is read off the ranks of its relevant items: 2.6x faster than a stable
+argsort per metric at 5,000 pairs (``benchmarks/bench_metrics.py``).
 
 Average precision of one query over its ranked gallery (Manning et al., *Introduction to
 Information Retrieval*, §8.4; the convention of the cross-modal retrieval literature, e.g.
@@ -35,18 +37,49 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _ranked_relevance(q: np.ndarray, g: np.ndarray, ql: np.ndarray, gl: np.ndarray, k: int) -> np.ndarray:
-    """(c, k) bool relevance of the top-k gallery items of each query in the chunk, best first."""
-    sim = q @ g.T                                                       # (c, G)
-    relevant = (ql @ gl.T) > 0                                          # (c, G)
-    if k < sim.shape[1]:
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]               # (c, k) unordered
-        top.sort(axis=1)                                                # ties then keep gallery order
-        order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
-        idx = np.take_along_axis(top, order, axis=1)                    # (c, k)
-    else:
-        idx = np.argsort(-sim, axis=1, kind="stable")                   # (c, G)
-    return np.take_along_axis(relevant, idx, axis=1)
+def _descending_order(sim: np.ndarray) -> np.ndarray:
+    """(c, G) int64 gallery indices of each row of ``sim`` (c, G) float32 by descending similarity, ties
+    in gallery order: the order of a stable argsort of -sim, from one value sort of unique int64 keys
+    (the float's order-preserving int32 bits, then the index), several times faster than that argsort."""
+    bits = (np.negative(sim, dtype=np.float32) + np.float32(0.0)).view(np.int32)   # + 0: -0.0 ties +0.0
+    ordered = np.where(bits >= 0, bits, bits ^ np.int32(0x7FFFFFFF)).astype(np.int64)
+    keys = (ordered << 32) | np.arange(sim.shape[1], dtype=np.int64)
+    keys.sort(axis=1)
+    return keys & np.int64(0xFFFFFFFF)
+
+
+def _retrieval_sums(query: np.ndarray, gallery: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
+                    *, map_ks: tuple[int | None, ...], precision_ks: tuple[int, ...], chunk: int
+                    ) -> tuple[dict[int | None, float], dict[int, float]]:
+    """Means over the queries of AP@k for each of ``map_ks`` (None: AP@all) and of P@k for each of
+    ``precision_ks``, from one ranking of the gallery per query. Shapes as in ``mean_average_precision``;
+    each k is capped at G."""
+    _check_pair(query, gallery, query_labels, gallery_labels)
+    for k in (*(k for k in map_ks if k is not None), *precision_ks):
+        if k < 1:
+            raise ValueError(f"top_k: expected a positive integer or None, got {k}")
+    q, g = _normalise(query), _normalise(gallery)
+    ql, gl = np.asarray(query_labels, dtype=np.float32), np.asarray(gallery_labels, dtype=np.float32)
+    n_gallery = g.shape[0]
+    ap = {k: 0.0 for k in map_ks}
+    precision = {k: 0.0 for k in precision_ks}
+    for start in range(0, q.shape[0], chunk):
+        qc = q[start:start + chunk]
+        c = qc.shape[0]
+        relevant = np.take_along_axis((ql[start:start + chunk] @ gl.T) > 0, _descending_order(qc @ g.T), axis=1)
+        rows, positions = np.nonzero(relevant)              # row-major: each row's hits in rank order
+        first = np.searchsorted(rows, np.arange(c))         # where each row's hits start
+        hits = np.arange(rows.size) - first[rows] + 1       # 1-based count of hits up to each one
+        at_hit = hits / (positions + 1.0)                   # P@i at each relevant rank i
+        for k in {*map_ks, *precision_ks}:
+            inside = slice(None) if k is None or k >= n_gallery else positions < k
+            found = np.bincount(rows[inside], minlength=c)  # R_k per query
+            if k in ap:
+                ap[k] += float((np.bincount(rows[inside], at_hit[inside], minlength=c) / np.maximum(found, 1)).sum())
+            if k in precision:
+                precision[k] += float(found.sum()) / min(k, n_gallery)
+    n = q.shape[0]
+    return {k: v / n for k, v in ap.items()}, {k: v / n for k, v in precision.items()}
 
 
 def mean_average_precision(
@@ -62,21 +95,9 @@ def mean_average_precision(
 
     query: (Q, d), gallery: (G, d), query_labels: (Q, C), gallery_labels: (G, C) in {0, 1}.
     """
-    _check_pair(query, gallery, query_labels, gallery_labels)
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k: expected a positive integer or None, got {top_k}")
-    q, g = _normalise(query), _normalise(gallery)
-    ql, gl = np.asarray(query_labels, dtype=np.float32), np.asarray(gallery_labels, dtype=np.float32)
-    k = g.shape[0] if top_k is None else min(top_k, g.shape[0])
-    ranks = np.arange(1, k + 1, dtype=np.float64)                       # (k,)
-    total = 0.0
-    for start in range(0, q.shape[0], chunk):
-        rel = _ranked_relevance(q[start:start + chunk], g, ql[start:start + chunk], gl, k)   # (c, k)
-        hits = np.cumsum(rel, axis=1)                                   # (c, k)
-        n_rel = hits[:, -1]                                             # (c,)
-        ap_sum = (hits / ranks * rel).sum(1)                            # (c,)
-        total += np.where(n_rel > 0, ap_sum / np.maximum(n_rel, 1), 0.0).sum()
-    return float(total / q.shape[0])
+    ap, _ = _retrieval_sums(query, gallery, query_labels, gallery_labels, map_ks=(top_k,), precision_ks=(),
+                            chunk=chunk)
+    return ap[top_k]
 
 
 def precision_at_k(
@@ -89,16 +110,11 @@ def precision_at_k(
     chunk: int = 256,
 ) -> float:
     """Mean over queries of the fraction of relevant items among the top k (cosine). Shapes as in ``mean_average_precision``."""
-    _check_pair(query, gallery, query_labels, gallery_labels)
     if k < 1:
         raise ValueError(f"k: expected a positive integer, got {k}")
-    q, g = _normalise(query), _normalise(gallery)
-    ql, gl = np.asarray(query_labels, dtype=np.float32), np.asarray(gallery_labels, dtype=np.float32)
-    k = min(k, g.shape[0])
-    total = 0.0
-    for start in range(0, q.shape[0], chunk):
-        total += _ranked_relevance(q[start:start + chunk], g, ql[start:start + chunk], gl, k).mean(1).sum()
-    return float(total / q.shape[0])
+    _, precision = _retrieval_sums(query, gallery, query_labels, gallery_labels, map_ks=(), precision_ks=(k,),
+                                   chunk=chunk)
+    return precision[k]
 
 
 def evaluate_retrieval(
@@ -114,19 +130,19 @@ def evaluate_retrieval(
 
     mu_image, mu_text: (N, d); labels: (N, C). Keys: ``i2t``, ``t2i``, ``avg`` (mAP@all),
     ``i2t@k``, ``t2i@k``, ``avg@k`` for k in ``ks``, and ``i2t_p@k``, ``t2i_p@k``, ``p@k`` for k in
-    ``precision_ks``.
+    ``precision_ks``. One ranking per query and direction serves every metric.
     """
     if mu_image.shape != mu_text.shape:
         raise ValueError(f"mu_text: expected shape {mu_image.shape} like mu_image, got {mu_text.shape}")
+    map_ks = (None, *ks)
+    i2t = _retrieval_sums(mu_image, mu_text, labels, labels, map_ks=map_ks, precision_ks=precision_ks, chunk=chunk)
+    t2i = _retrieval_sums(mu_text, mu_image, labels, labels, map_ks=map_ks, precision_ks=precision_ks, chunk=chunk)
     out: dict[str, float] = {}
-    for suffix, top_k in [("", None)] + [(f"@{k}", k) for k in ks]:
-        i2t = mean_average_precision(mu_image, mu_text, labels, labels, top_k=top_k, chunk=chunk)
-        t2i = mean_average_precision(mu_text, mu_image, labels, labels, top_k=top_k, chunk=chunk)
-        out.update({f"i2t{suffix}": i2t, f"t2i{suffix}": t2i, f"avg{suffix}": 0.5 * (i2t + t2i)})
+    for k in map_ks:
+        suffix = "" if k is None else f"@{k}"
+        out.update({f"i2t{suffix}": i2t[0][k], f"t2i{suffix}": t2i[0][k], f"avg{suffix}": 0.5 * (i2t[0][k] + t2i[0][k])})
     for k in precision_ks:
-        i2t = precision_at_k(mu_image, mu_text, labels, labels, k=k, chunk=chunk)
-        t2i = precision_at_k(mu_text, mu_image, labels, labels, k=k, chunk=chunk)
-        out.update({f"i2t_p@{k}": i2t, f"t2i_p@{k}": t2i, f"p@{k}": 0.5 * (i2t + t2i)})
+        out.update({f"i2t_p@{k}": i2t[1][k], f"t2i_p@{k}": t2i[1][k], f"p@{k}": 0.5 * (i2t[1][k] + t2i[1][k])})
     return out
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from learner.metrics import evaluate_retrieval, mean_average_precision, precision_at_k, premark_threshold
+from learner.metrics import _descending_order, _normalise, evaluate_retrieval, mean_average_precision, precision_at_k, premark_threshold
 
 # Two queries, four gallery items, two classes A=[1,0], B=[0,1].
 QUERY = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -111,3 +111,46 @@ def test_premark_threshold_needs_evidence():
     assert premark_threshold(np.zeros((0, 3)), np.zeros((0, 3)), 0.9) is None
     with pytest.raises(ValueError, match="must be in"):
         premark_threshold(perfect, truth, 1.0)
+
+
+def _reference_metrics(q, g, ql, gl, k):
+    """AP@k and P@k per query, one query at a time, from a stable argsort (ties in gallery order) of the
+    float32 cosines the module computes (the same rounding, so the same ties)."""
+    sim = _normalise(q) @ _normalise(g).T
+    aps, precisions = [], []
+    for i in range(len(q)):
+        order = np.argsort(-sim[i], kind="stable")[:k]
+        rel = (gl[order] @ ql[i]) > 0
+        hits = np.cumsum(rel)
+        aps.append((hits / np.arange(1, len(order) + 1) * rel).sum() / max(rel.sum(), 1))
+        precisions.append(rel.mean())
+    return np.mean(aps), np.mean(precisions)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_metrics_break_ties_in_gallery_order_at_every_cut(seed):
+    """Duplicated and rounded embeddings (exact ties, zeros of either sign) and cuts that fall inside a
+    run of ties: every metric follows one stable ranking per query, as the reference computes it."""
+    rng = np.random.default_rng(seed)
+    n, d = 60, 3
+    base = np.round(rng.normal(size=(12, d)))
+    q = base[rng.integers(0, 12, n)] + np.where(rng.random((n, 1)) < 0.5, 0.0, -0.0)
+    g = base[rng.integers(0, 12, n)]
+    g[np.linalg.norm(g, axis=1) == 0] = 1.0
+    q[np.linalg.norm(q, axis=1) == 0] = 1.0
+    labels = (rng.random((n, 4)) < 0.3).astype(np.float32)
+    for k in (1, 7, 23, n):
+        ap, precision = _reference_metrics(q, g, labels, labels, k)
+        assert mean_average_precision(q, g, labels, labels, top_k=k, chunk=17) == pytest.approx(ap, abs=1e-12)
+        assert precision_at_k(q, g, labels, labels, k=k, chunk=17) == pytest.approx(precision, abs=1e-12)
+    out = evaluate_retrieval(q, g, labels, ks=(7,), precision_ks=(23,), chunk=9)
+    assert out["i2t@7"] == pytest.approx(_reference_metrics(q, g, labels, labels, 7)[0], abs=1e-12)
+    assert out["t2i_p@23"] == pytest.approx(_reference_metrics(g, q, labels, labels, 23)[1], abs=1e-12)
+
+
+def test_the_ranking_is_a_stable_argsort_of_minus_the_similarity():
+    """Negative, positive and tied values, zeros of both signs (equal, so in gallery order)."""
+    rng = np.random.default_rng(0)
+    sim = rng.choice(np.array([-0.75, -0.5, -0.0, 0.0, 0.25, 1.0, -1e-30, 3.5e-38], dtype=np.float32), size=(40, 50))
+    assert np.array_equal(_descending_order(sim), np.argsort(-sim, axis=1, kind="stable"))
+    assert _descending_order(np.array([[-0.0, 0.0, 0.5, 0.0, -0.0]], dtype=np.float32)).tolist() == [[2, 0, 1, 3, 4]]
