@@ -5,6 +5,7 @@ on a synthetic features pool with cluster structure, at several pool sizes.
     .venv/bin/python benchmarks/bench_scale.py --n 10000,100000,1000000   # the cost curve
     .venv/bin/python benchmarks/bench_scale.py --n 100000 --alternate 3   # + audit vs select, 3 runs each
     .venv/bin/python benchmarks/bench_scale.py --workspace WS --alternate 3   # the same on an existing workspace
+    .venv/bin/python benchmarks/bench_scale.py --n 1000000 --train-epochs 40 --train-only   # the training's phases
 
 For each N a fresh workspace gets a ``features`` import of N pairs (``--image-dim`` / ``--text-dim``
 float32 features around ``--groups`` cluster centres, ``--classes`` labels from each centre's
@@ -200,6 +201,10 @@ def bench(n: int, args, folder: Path) -> dict:
                               stdin=PASSWORD + "\n"))
     steps.append(run_step(f"train --epochs {args.train_epochs}", ["train", str(ws), "--epochs", str(args.train_epochs)],
                           keep="train: read"))
+    if args.train_only:
+        if not args.keep:
+            shutil.rmtree(ws, ignore_errors=True)
+        return {"n": n, "steps": steps}
     budget = max(1, n // 100)
     steps.append(run_step(f"select ascmr --budget {budget}",
                           ["select", str(ws), "--strategy", "ascmr", "--budget", str(budget)]))
@@ -252,6 +257,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--groups", type=int, default=200, help="cluster centres of the synthetic pool")
     parser.add_argument("--train-epochs", type=int, default=1)
+    parser.add_argument("--train-only", action="store_true",
+                        help="stop after the train step (import, users, train: the training's breakdown)")
     parser.add_argument("--submits", type=int, default=200)
     parser.add_argument("--reruns", type=int, default=3)
     parser.add_argument("--folder", help="where workspaces go (default: a temporary folder)")
