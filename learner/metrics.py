@@ -1,8 +1,8 @@
 """Cross-modal retrieval metrics (DESIGN §4): mAP@all, mAP@k and precision@k, in NumPy.
 
 Similarity is cosine; a gallery item is relevant to a query when they share at least one label.
-Queries are processed in chunks of ``chunk`` rows, so memory is O(chunk * G) and a 20k x 20k
-evaluation fits easily. Each query's gallery is ranked once (one value sort of int64 keys, not an
+Queries are processed in chunks of at most ``chunk`` rows and ``RANKING_CELLS`` query x gallery
+entries, so memory is O(min(chunk * G, RANKING_CELLS)) beyond the inputs. Each query's gallery is ranked once (one value sort of int64 keys, not an
 argsort) and every metric is read off the ranks of its relevant items: 2.6x faster than a stable
 argsort per metric at 5,000 pairs (``benchmarks/bench_metrics.py``).
 
@@ -19,6 +19,10 @@ AP = 0. Ties in similarity are broken by gallery order (stable sort).
 from __future__ import annotations
 
 import numpy as np
+
+#: Query x gallery entries ranked at once: the chunk shrinks for a large gallery, so each of the pass's
+#: int64 arrays stays at 32 MB whatever G is.
+RANKING_CELLS = 1 << 22
 
 
 def _check_pair(query: np.ndarray, gallery: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray) -> None:
@@ -63,10 +67,12 @@ def _retrieval_sums(query: np.ndarray, gallery: np.ndarray, query_labels: np.nda
     n_gallery = g.shape[0]
     ap = {k: 0.0 for k in map_ks}
     precision = {k: 0.0 for k in precision_ks}
-    for start in range(0, q.shape[0], chunk):
-        qc = q[start:start + chunk]
+    rows_per_pass = max(1, min(chunk, RANKING_CELLS // n_gallery))
+    for start in range(0, q.shape[0], rows_per_pass):
+        qc = q[start:start + rows_per_pass]
         c = qc.shape[0]
-        relevant = np.take_along_axis((ql[start:start + chunk] @ gl.T) > 0, _descending_order(qc @ g.T), axis=1)
+        relevant = np.take_along_axis((ql[start:start + rows_per_pass] @ gl.T) > 0, _descending_order(qc @ g.T),
+                                      axis=1)
         rows, positions = np.nonzero(relevant)              # row-major: each row's hits in rank order
         first = np.searchsorted(rows, np.arange(c))         # where each row's hits start
         hits = np.arange(rows.size) - first[rows] + 1       # 1-based count of hits up to each one

@@ -154,3 +154,16 @@ def test_the_ranking_is_a_stable_argsort_of_minus_the_similarity():
     sim = rng.choice(np.array([-0.75, -0.5, -0.0, 0.0, 0.25, 1.0, -1e-30, 3.5e-38], dtype=np.float32), size=(40, 50))
     assert np.array_equal(_descending_order(sim), np.argsort(-sim, axis=1, kind="stable"))
     assert _descending_order(np.array([[-0.0, 0.0, 0.5, 0.0, -0.0]], dtype=np.float32)).tolist() == [[2, 0, 1, 3, 4]]
+
+
+def test_a_large_gallery_is_ranked_in_smaller_chunks_with_the_same_results(monkeypatch):
+    import learner.metrics
+
+    rng = np.random.default_rng(3)
+    q, g = rng.normal(size=(30, 5)), rng.normal(size=(40, 5))
+    labels_q, labels_g = (rng.random((30, 3)) < 0.4).astype(np.float32), (rng.random((40, 3)) < 0.4).astype(np.float32)
+    whole = mean_average_precision(q, g, labels_q, labels_g, top_k=9)
+    monkeypatch.setattr(learner.metrics, "RANKING_CELLS", 50)     # one query row and part of another per pass
+    assert mean_average_precision(q, g, labels_q, labels_g, top_k=9) == pytest.approx(whole, abs=1e-12)
+    monkeypatch.setattr(learner.metrics, "RANKING_CELLS", 1)      # fewer cells than a row: still one row
+    assert mean_average_precision(q, g, labels_q, labels_g, top_k=9) == pytest.approx(whole, abs=1e-12)
