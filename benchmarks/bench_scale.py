@@ -275,6 +275,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     logging.getLogger("streamlit").setLevel(logging.ERROR)
+    if args.train_only and (args.alternate or args.workspace):
+        parser.error("--train-only: not with --alternate or --workspace (it stops before select and audit)")
     if args.workspace:
         if not args.alternate:
             parser.error("--workspace: give --alternate R")

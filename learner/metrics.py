@@ -60,9 +60,9 @@ def _retrieval_sums(query: np.ndarray, gallery: np.ndarray, query_labels: np.nda
     ``precision_ks``, from one ranking of the gallery per query. Shapes as in ``mean_average_precision``;
     each k is capped at G."""
     _check_pair(query, gallery, query_labels, gallery_labels)
-    for k in (*(k for k in map_ks if k is not None), *precision_ks):
+    for name, k in [("top_k", k) for k in map_ks if k is not None] + [("k", k) for k in precision_ks]:
         if k < 1:
-            raise ValueError(f"top_k: expected a positive integer or None, got {k}")
+            raise ValueError(f"{name}: expected a positive integer, got {k}")
     q, g = _normalise(query), _normalise(gallery)
     ql, gl = np.asarray(query_labels, dtype=np.float32), np.asarray(gallery_labels, dtype=np.float32)
     n_gallery = g.shape[0]
@@ -117,8 +117,6 @@ def precision_at_k(
     chunk: int = 256,
 ) -> float:
     """Mean over queries of the fraction of relevant items among the top k (cosine). Shapes as in ``mean_average_precision``."""
-    if k < 1:
-        raise ValueError(f"k: expected a positive integer, got {k}")
     _, precision = _retrieval_sums(query, gallery, query_labels, gallery_labels, map_ks=(), precision_ks=(k,),
                                    chunk=chunk)
     return precision[k]

@@ -83,6 +83,15 @@ def test_invalid_input_raises_value_error(bad):
         mean_average_precision(**kwargs)
 
 
+def test_a_cut_below_one_names_its_argument():
+    with pytest.raises(ValueError, match="^top_k: expected a positive integer, got 0$"):
+        mean_average_precision(QUERY, GALLERY, QUERY_LABELS, GALLERY_LABELS, top_k=0)
+    with pytest.raises(ValueError, match="^k: expected a positive integer, got -1$"):
+        precision_at_k(QUERY, GALLERY, QUERY_LABELS, GALLERY_LABELS, k=-1)
+    with pytest.raises(ValueError, match="^top_k: "):
+        evaluate_retrieval(QUERY, QUERY, QUERY_LABELS, ks=(0,))
+
+
 def _wilson_lower(hits: int, n: int, z: float = 1.645) -> float:
     p = hits / n
     return (p + z * z / (2 * n) - z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
